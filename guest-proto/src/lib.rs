@@ -4,6 +4,7 @@
 //!
 //! Pure data and pure functions only: no I/O, no async, serde for the wire.
 
+pub mod api;
 pub mod cmdline;
 pub mod event;
 pub mod ipconfig;

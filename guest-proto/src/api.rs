@@ -1,0 +1,84 @@
+//! The agent's HTTP API bodies (`guest-agent serve`), shared with host-client.
+//!
+//! JSON field names are camelCase because the existing host controller reads the Node
+//! agent's `{status, timestamp, activeSessions}`; those three keep their names exactly.
+
+use crate::report::NetinitReport;
+use serde::{Deserialize, Serialize};
+
+/// `GET /health`. Always 200 while the agent runs; `status` says how it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    /// `"ok"` or `"degraded"` (a required service is not running).
+    pub status: String,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    pub active_sessions: u32,
+    #[serde(default)]
+    pub uptime_seconds: Option<f64>,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// guest-netinit's state file, `null` when absent.
+    #[serde(default)]
+    pub network: Option<NetinitReport>,
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+    #[serde(default)]
+    pub memory: Option<MemoryInfo>,
+}
+
+/// `memory` in `/health`, from `/proc/meminfo` (failure F7: tiny VMs die of OOM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryInfo {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// Lifecycle state of a supervised service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    Starting,
+    Running,
+    /// Exited; waiting out a backoff delay before the next start.
+    Backoff,
+    /// Failed too often in the window; still retried, slowly.
+    CrashLoop,
+    /// Exited and not restarted (restart policy says so, or shutting down).
+    Stopped,
+}
+
+/// One service as the supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: ServiceState,
+    pub required: bool,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// `"exit 1"`, `"signal 9 (KILL)"`, or `null` before the first exit.
+    pub last_exit: Option<String>,
+    /// RFC 3339: when it entered `state`.
+    pub since: String,
+    pub rss_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+}
+
+/// `GET /ready`: 200 with `ready: true`, or 503 with the reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyResponse {
+    pub ready: bool,
+    /// One sentence per unmet condition ("required service serve is crash-loop").
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+/// Error body for every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
