@@ -1,4 +1,5 @@
 //! The side effects guest-netinit has on the system, behind small traits, so the run's
+#![allow(async_fn_in_trait)] // static dispatch only; no Send bound needed on a current-thread runtime
 //! logic (`run.rs`) is tested without root and the real implementations (`netlink.rs`,
 //! `modules.rs`, `probe.rs`) are tested in network namespaces.
 
