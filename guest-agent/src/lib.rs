@@ -1,0 +1,6 @@
+//! guest-agent: the in-VM service supervisor (`supervise`) and the HTTP agent (`serve`),
+//! see DESIGN.md §4. The binary in `main.rs` only parses arguments and calls in here.
+
+pub mod backoff;
+pub mod config;
+pub mod envfile;
