@@ -15,6 +15,13 @@
 //! `ip=192.168.100.X::undefined:undefined::eth0:off` and nobody could tell what was wrong:
 //! here that is "gateway: `undefined` is not an IPv4 address".
 
+mod fields;
+mod parse;
+
+pub use fields::{check_device_name, check_hostname};
+pub(crate) use fields::{fmt_addr, parse_addr, parse_netmask, Family};
+pub(crate) use parse::split_fields;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
@@ -210,7 +217,7 @@ impl FromStr for MacAddr {
         let mut out = [0u8; 6];
         let mut n = 0;
         for part in s.split(sep) {
-            if n == 6 || part.len() != 2 {
+            if n == 6 || part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             out[n] = u8::from_str_radix(part, 16).map_err(|_| bad())?;
@@ -249,4 +256,171 @@ pub fn prefix_to_netmask(len: u8) -> Option<std::net::Ipv4Addr> {
         let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
         std::net::Ipv4Addr::from(m)
     })
+}
+
+impl IpConfig {
+    /// A value of `form` with `autoconf` and every other field absent.
+    pub fn new(form: IpForm, autoconf: Autoconf) -> Self {
+        IpConfig {
+            form,
+            client: None,
+            server: None,
+            gateway: None,
+            prefix_len: None,
+            prefix_written_as_len: false,
+            hostname: None,
+            device: None,
+            autoconf,
+            mtu: None,
+            mac: None,
+            dns: Vec::new(),
+            ntp: None,
+        }
+    }
+
+    /// Checks a value built by hand (not parsed): `Ok` exactly when `Display` writes text
+    /// that parses back to an equal value. The error names the first field that is invalid
+    /// or cannot be written in `self.form` (e.g. a client in the bare form, MTU together with
+    /// DNS servers in the positional form, three DNS servers).
+    pub fn validate(&self) -> Result<(), IpConfigError> {
+        let text = self.to_string();
+        let back: IpConfig = text.parse()?;
+        let differs = |field: &'static str, value: String| {
+            Err(IpConfigError::new(
+                field,
+                value,
+                format!("cannot be written in the {:?} form as `{text}`", self.form),
+            ))
+        };
+        let opt = |a: &Option<IpAddr>| a.as_ref().map(fmt_addr).unwrap_or_default();
+        if back.form != self.form {
+            return differs("ip", format!("{:?}", self.form));
+        }
+        if back.client != self.client {
+            return differs("client", opt(&self.client));
+        }
+        if back.server != self.server {
+            return differs("server", opt(&self.server));
+        }
+        if back.gateway != self.gateway {
+            return differs("gateway", opt(&self.gateway));
+        }
+        if back.prefix_len != self.prefix_len
+            || back.prefix_written_as_len != self.prefix_written_as_len
+        {
+            return differs(
+                "netmask",
+                format!(
+                    "{:?} (prefix_written_as_len {})",
+                    self.prefix_len, self.prefix_written_as_len
+                ),
+            );
+        }
+        if back.hostname != self.hostname {
+            return differs("hostname", self.hostname.clone().unwrap_or_default());
+        }
+        if back.device != self.device {
+            return differs("device", self.device.clone().unwrap_or_default());
+        }
+        if back.autoconf != self.autoconf {
+            return differs("autoconf", self.autoconf.to_string());
+        }
+        if back.mtu != self.mtu {
+            return differs("mtu", self.mtu.map(|m| m.to_string()).unwrap_or_default());
+        }
+        if back.mac != self.mac {
+            return differs("mac", self.mac.map(|m| m.to_string()).unwrap_or_default());
+        }
+        if back.dns != self.dns {
+            let dns: Vec<String> = self.dns.iter().map(fmt_addr).collect();
+            return differs("dns0", dns.join(","));
+        }
+        if back.ntp != self.ntp {
+            return differs("ntp0", opt(&self.ntp));
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for IpConfig {
+    type Err = IpConfigError;
+    /// Parses the value after `ip=` (without the `ip=`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse::parse(s)
+    }
+}
+
+impl fmt::Display for IpConfig {
+    /// Writes the value after `ip=` in `self.form`. IPv6 in brackets, MAC in lowercase, the
+    /// netmask as it was written (dotted or a length), the positional form always up to
+    /// `<autoconf>` and then only as far as the last field present.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = |a: &Option<IpAddr>| a.as_ref().map(fmt_addr).unwrap_or_default();
+        match self.form {
+            IpForm::Bare => f.write_str(self.autoconf.as_str()),
+            IpForm::DeviceAutoconf => {
+                write!(
+                    f,
+                    "{}:{}",
+                    self.device.as_deref().unwrap_or(""),
+                    self.autoconf
+                )?;
+                self.fmt_mtu_mac(f)
+            }
+            IpForm::Positional => {
+                let netmask = match (self.prefix_len, self.client) {
+                    (None, _) => String::new(),
+                    (Some(len), Some(IpAddr::V4(_))) if !self.prefix_written_as_len => {
+                        match prefix_to_netmask(len) {
+                            Some(mask) => mask.to_string(),
+                            None => len.to_string(),
+                        }
+                    }
+                    (Some(len), _) => len.to_string(),
+                };
+                write!(
+                    f,
+                    "{}:{}:{}:{}:{}:{}:{}",
+                    addr(&self.client),
+                    addr(&self.server),
+                    addr(&self.gateway),
+                    netmask,
+                    self.hostname.as_deref().unwrap_or(""),
+                    self.device.as_deref().unwrap_or(""),
+                    self.autoconf
+                )?;
+                if self.mtu.is_some() || self.mac.is_some() {
+                    return self.fmt_mtu_mac(f);
+                }
+                let mut tail = vec![
+                    addr(&self.dns.first().copied()),
+                    addr(&self.dns.get(1).copied()),
+                    addr(&self.ntp),
+                ];
+                while tail.last().is_some_and(|s| s.is_empty()) {
+                    tail.pop();
+                }
+                for field in tail {
+                    write!(f, ":{field}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl IpConfig {
+    fn fmt_mtu_mac(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mtu.is_none() && self.mac.is_none() {
+            return Ok(());
+        }
+        write!(f, ":")?;
+        if let Some(mtu) = self.mtu {
+            write!(f, "{mtu}")?;
+        }
+        if let Some(mac) = self.mac {
+            write!(f, ":{mac}")?;
+        }
+        Ok(())
+    }
 }
