@@ -48,6 +48,8 @@ pub enum ServiceState {
     CrashLoop,
     /// Exited and not restarted (restart policy says so, or shutting down).
     Stopped,
+    /// Not known: a systemd unit while there is no system bus, or waiting for a dependency.
+    Unknown,
 }
 
 /// One service as the supervisor sees it.
@@ -63,8 +65,58 @@ pub struct ServiceStatus {
     pub last_exit: Option<String>,
     /// RFC 3339: when it entered `state`.
     pub since: String,
+    /// Summed over the service's process group.
     pub rss_bytes: Option<u64>,
+    /// User + system CPU time of the process group's live processes.
     pub cpu_seconds: Option<f64>,
+    /// A sentence on why it is in `state` ("liveness probe failed 3 times: connection refused").
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Set for services that are systemd units watched over D-Bus instead of children.
+    #[serde(default)]
+    pub systemd_unit: Option<String>,
+}
+
+/// `GET /services`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesResponse {
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Which pipe of the child a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a service printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    /// RFC 3339, UTC, when the supervisor read it.
+    pub timestamp: String,
+    pub stream: LogStream,
+    pub line: String,
+}
+
+/// `GET /services/:name/logs?lines=N`: the last N lines (oldest first) of the ring buffer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsResponse {
+    pub service: String,
+    pub lines: Vec<LogLine>,
+}
+
+/// `POST /services/:name/restart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartResponse {
+    pub service: String,
+    /// What was done: `"restarted"` (a child), `"restart-unit-queued"` (a systemd unit).
+    pub action: String,
 }
 
 /// `GET /ready`: 200 with `ready: true`, or 503 with the reasons.
