@@ -1,5 +1,16 @@
 //! host-client: the crate a host controller links to drive guestkit VMs (DESIGN.md §5).
-//! Boot arguments are built from `guest_proto::IpConfig`, so the host cannot emit a
-//! malformed `ip=` (failure F3).
+//!
+//! - [`diagnose`]: what a VM's console log says went wrong, and how far the boot got.
+//! - [`client`]: typed calls to the agent's HTTP API, each with a timeout.
+//! - [`wait`]: wait for a VM to be ready, failing fast on a fatal console finding.
+//! - [`bootargs`]: kernel command line and Firecracker config from typed values (failure F3).
+//! - [`tap`]: TAP device names and cleanup of stale ones (failure F9).
 
+pub mod diagnose;
+mod signatures;
+
+pub use diagnose::{
+    analyze, diagnose, timeline, Cause, Diagnoser, Diagnosis, Finding, Milestone, Severity,
+    TimelineEntry,
+};
 pub use guest_proto::IpConfig;

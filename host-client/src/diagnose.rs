@@ -1,0 +1,524 @@
+//! Reading a VM's console log: what went wrong (findings) and how far the boot got (timeline).
+//!
+//! The old controller destroyed VMs after 60 s of failed health checks while the reason sat
+//! unread in the console log (failures F1, F5, F7 in DESIGN.md). This module turns that log
+//! into findings, each with a cause, a severity, the evidence line and its number, and a fix
+//! hint. It is pure (text in, data out) and incremental: [`Diagnoser`] takes lines one at a
+//! time so `wait_ready` can follow a growing console file and stop at the first fatal finding;
+//! [`diagnose`] is the one-shot form.
+
+use crate::signatures::{self, Hit};
+use guest_proto::{Component, ConsoleEvent, Event};
+use serde::Serialize;
+use std::fmt;
+
+/// Why a VM is (or may be) not ready. Serialised kebab-case for `--json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// The console log is empty: the kernel was not told to print there.
+    NoConsoleOutput,
+    /// `VFS: Unable to mount root fs` / `Cannot open root device`.
+    RootfsMountFailed,
+    /// OOM killer, `System is deadlocked on memory` (failure F7).
+    OutOfMemory,
+    /// `No working init found`, `Requested init ... failed`, `Failed to execute /init`.
+    NoInit,
+    /// `Attempted to kill init!`: PID 1 exited.
+    InitExited,
+    /// Any other `Kernel panic - not syncing`.
+    KernelPanic,
+    /// An oops / BUG that did not (yet) panic.
+    KernelBug,
+    /// A kernel module the boot needs is not in the image (failure F1).
+    ModuleMissing,
+    /// No network interface appeared.
+    NoNetworkDevice,
+    /// guest-netinit stopped with an error.
+    NetinitFailed,
+    /// One guest-netinit step failed.
+    NetinitStepFailed,
+    /// Two sources configure the same interface (failure F2).
+    NetworkConflict,
+    /// guest-netinit warned (gateway silent, ...).
+    NetinitWarning,
+    /// systemd: `Failed to start X`, `X: Failed with result`.
+    UnitFailed,
+    /// systemd: `Dependency failed for X`.
+    DependencyFailed,
+    /// systemd dropped to emergency mode.
+    EmergencyMode,
+    /// A supervised service keeps crashing.
+    ServiceCrashLoop,
+    /// The agent (or another guestkit component) stopped with an error.
+    ComponentFailed,
+    /// A `GUESTKIT:` line that does not parse (cut short, or a newer guestkit).
+    MalformedEvent,
+}
+
+/// How bad a finding is. `Fatal`: the VM will not become ready without a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    Fatal,
+}
+
+/// One thing the console log says went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub cause: Cause,
+    pub severity: Severity,
+    /// What it is about: the unit, module, service, interface or panic message.
+    pub subject: Option<String>,
+    /// 1-based line number of `evidence` in the console log.
+    pub line: usize,
+    /// The console line (colour codes removed) that shows it.
+    pub evidence: String,
+    /// What to do about it.
+    pub hint: String,
+    /// How many lines said the same (same cause and subject); evidence is the most severe.
+    pub occurrences: usize,
+}
+
+/// A boot milestone seen on the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Milestone {
+    /// `Linux version ...`
+    KernelStarted,
+    /// `Run /init as init process`, systemd's first lines, or a guestkit component starting.
+    Userspace,
+    /// guest-netinit's `done` event.
+    NetinitDone,
+    /// the agent's `listening` event.
+    AgentListening,
+}
+
+/// When a milestone was reached: its line and, when the line has one, the kernel timestamp.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    pub milestone: Milestone,
+    pub line: usize,
+    /// Seconds since kernel start, from a `[    1.234567]` prefix.
+    pub kernel_time: Option<f64>,
+    pub evidence: String,
+}
+
+/// Findings and timeline of a whole console log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnosis {
+    pub findings: Vec<Finding>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Lines read.
+    pub lines: usize,
+}
+
+impl Diagnosis {
+    /// The most severe finding (the earliest among equals), if any.
+    pub fn worst(&self) -> Option<&Finding> {
+        worst(&self.findings)
+    }
+}
+
+/// The most severe finding; among equals, the one whose evidence comes first.
+pub fn worst(findings: &[Finding]) -> Option<&Finding> {
+    findings
+        .iter()
+        .min_by_key(|f| (std::cmp::Reverse(f.severity), f.line))
+}
+
+/// Findings in a console log, in order of first appearance.
+pub fn diagnose(console_text: &str) -> Vec<Finding> {
+    analyze(console_text).findings
+}
+
+/// Boot milestones in a console log, in order.
+pub fn timeline(console_text: &str) -> Vec<TimelineEntry> {
+    analyze(console_text).timeline
+}
+
+/// Findings and timeline in one pass.
+pub fn analyze(console_text: &str) -> Diagnosis {
+    let mut d = Diagnoser::new();
+    for line in console_text.split('\n') {
+        d.push_line(line);
+    }
+    d.finish()
+}
+
+/// Incremental reader: feed whole lines as they arrive.
+#[derive(Debug, Default, Clone)]
+pub struct Diagnoser {
+    lines: usize,
+    printed: bool,
+    findings: Vec<Finding>,
+    timeline: Vec<TimelineEntry>,
+}
+
+impl Diagnoser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads one line (without its `\n`; a trailing `\r` and ANSI codes are removed).
+    /// Returns the finding this line created or made more severe, if any.
+    pub fn push_line(&mut self, raw: &str) -> Option<&Finding> {
+        self.lines += 1;
+        let line = clean_line(raw);
+        if line.trim().is_empty() {
+            return None;
+        }
+        self.printed = true;
+        let n = self.lines;
+        self.note_milestone(&line, n);
+        let hit = match ConsoleEvent::find_in_line(&line) {
+            Some(Ok(ev)) => event_hit(&ev),
+            Some(Err(_)) => Some(Found {
+                hit: Hit {
+                    cause: Cause::MalformedEvent,
+                    severity: Severity::Info,
+                    subject: None,
+                },
+                hint: "a GUESTKIT event line did not parse: cut short by the console, or written by a newer guestkit".into(),
+            }),
+            None => signatures::match_line(&line).map(|hit| Found {
+                hint: hint(hit.cause, hit.subject.as_deref()),
+                hit,
+            }),
+        }?;
+        Some(self.record(found_to_finding(hit, n, &line)))
+    }
+
+    /// Findings so far.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// Milestones so far.
+    pub fn timeline(&self) -> &[TimelineEntry] {
+        &self.timeline
+    }
+
+    /// The earliest fatal finding so far.
+    pub fn fatal(&self) -> Option<&Finding> {
+        worst(&self.findings).filter(|f| f.severity == Severity::Fatal)
+    }
+
+    /// Lines read so far.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// The findings so far plus, for a log with nothing in it, the "nothing printed" finding.
+    pub fn snapshot(&self) -> Diagnosis {
+        let mut findings = self.findings.clone();
+        if !self.printed {
+            findings.push(Finding {
+                cause: Cause::NoConsoleOutput,
+                severity: Severity::Error,
+                subject: None,
+                line: 0,
+                evidence: String::new(),
+                hint: hint(Cause::NoConsoleOutput, None),
+                occurrences: 1,
+            });
+        }
+        Diagnosis {
+            findings,
+            timeline: self.timeline.clone(),
+            lines: self.lines,
+        }
+    }
+
+    /// Ends the log; see [`Diagnoser::snapshot`].
+    pub fn finish(self) -> Diagnosis {
+        self.snapshot()
+    }
+
+    fn record(&mut self, new: Finding) -> &Finding {
+        let same = self
+            .findings
+            .iter()
+            .position(|f| f.cause == new.cause && f.subject == new.subject);
+        let at = match same {
+            Some(i) => {
+                let old = &mut self.findings[i];
+                old.occurrences += 1;
+                if new.severity > old.severity {
+                    old.severity = new.severity;
+                    old.line = new.line;
+                    old.evidence = new.evidence;
+                    old.hint = new.hint;
+                }
+                i
+            }
+            None => {
+                self.findings.push(new);
+                self.findings.len() - 1
+            }
+        };
+        &self.findings[at]
+    }
+
+    fn note_milestone(&mut self, line: &str, n: usize) {
+        let milestone = if line.contains("Linux version ") {
+            Some(Milestone::KernelStarted)
+        } else if (line.contains("Run /") && line.contains(" as init process"))
+            || line.contains("systemd[1]:")
+            || line.starts_with("Welcome to ")
+        {
+            Some(Milestone::Userspace)
+        } else {
+            match ConsoleEvent::find_in_line(line) {
+                Some(Ok(ev)) => match ev.event {
+                    Event::Done { .. } if ev.src == Component::Netinit => {
+                        Some(Milestone::NetinitDone)
+                    }
+                    Event::Listening { .. } => Some(Milestone::AgentListening),
+                    _ => Some(Milestone::Userspace),
+                },
+                _ => None,
+            }
+        };
+        if let Some(m) = milestone {
+            if !self.timeline.iter().any(|e| e.milestone == m) {
+                self.timeline.push(TimelineEntry {
+                    milestone: m,
+                    line: n,
+                    kernel_time: kernel_timestamp(line),
+                    evidence: line.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A classified line plus its hint (events carry their own data for the hint).
+struct Found {
+    hit: Hit,
+    hint: String,
+}
+
+fn found_to_finding(found: Found, line: usize, evidence: &str) -> Finding {
+    Finding {
+        cause: found.hit.cause,
+        severity: found.hit.severity,
+        subject: found.hit.subject,
+        line,
+        evidence: evidence.to_string(),
+        hint: found.hint,
+        occurrences: 1,
+    }
+}
+
+/// guestkit's own event lines.
+fn event_hit(ev: &ConsoleEvent) -> Option<Found> {
+    let (cause, severity, subject, hint_text) = match &ev.event {
+        Event::Start { .. } | Event::Done { .. } | Event::Listening { .. } => return None,
+        Event::Step { ok: true, .. } => return None,
+        Event::Step { step, detail, .. } => (
+            Cause::NetinitStepFailed,
+            Severity::Error,
+            Some(step.clone()),
+            format!("guest-netinit step `{step}` failed: {detail}"),
+        ),
+        Event::Conflict {
+            source,
+            path,
+            detail,
+            resolution,
+        } => {
+            let remove = match path {
+                Some(p) => format!("; remove {p} from the image to silence it"),
+                None => String::new(),
+            };
+            (
+                Cause::NetworkConflict,
+                Severity::Warning,
+                Some(source.clone()),
+                format!("{source} also configures the interface ({detail}); guest-netinit resolved it: {resolution}{remove}"),
+            )
+        }
+        Event::ModuleMissing { module, path } => (
+            Cause::ModuleMissing,
+            Severity::Error,
+            Some(module.clone()),
+            format!("{path} is not in the image: install the modules of the guest's kernel under /lib/modules/<version> (or build {module} in); `guest-netinit check --root` catches this when the image is built"),
+        ),
+        Event::NoDevice {
+            interface,
+            waited_ms,
+        } => (
+            Cause::NoNetworkDevice,
+            Severity::Fatal,
+            Some(interface.clone()),
+            format!("{interface} did not appear in {waited_ms} ms: check that the VM config attaches a NIC (Firecracker network-interfaces, QEMU -device virtio-net-pci) and that virtio_net is in the image"),
+        ),
+        Event::Warning { message } => (
+            Cause::NetinitWarning,
+            Severity::Warning,
+            None,
+            message.clone(),
+        ),
+        Event::Failed { failure } => {
+            let (cause, what) = match ev.src {
+                Component::Netinit => (Cause::NetinitFailed, "guest-netinit"),
+                Component::Agent => (Cause::ComponentFailed, "guest-agent"),
+                Component::Webrtc => (Cause::ComponentFailed, "guest-agent webrtc"),
+            };
+            let advice = match failure.class.as_str() {
+                "bad-config" => "; fix the ip= boot argument (build it with `guestctl bootargs`)",
+                "no-device" => "; check the VM config attaches a NIC",
+                "module-missing" | "module-load" => {
+                    "; install the guest kernel's modules (virtio_net) in the image"
+                }
+                _ => "",
+            };
+            (
+                cause,
+                Severity::Fatal,
+                Some(failure.class.clone()),
+                format!(
+                    "{what} failed ({}, exit {}): {}{advice}",
+                    failure.class, failure.exit_code, failure.message
+                ),
+            )
+        }
+        Event::CrashLoop {
+            service,
+            restarts,
+            last_exit,
+        } => (
+            Cause::ServiceCrashLoop,
+            Severity::Fatal,
+            Some(service.clone()),
+            format!("service {service} keeps exiting ({last_exit}, {restarts} restarts): read its output with GET /services/{service}/logs or in the guest's journal"),
+        ),
+    };
+    Some(Found {
+        hit: Hit {
+            cause,
+            severity,
+            subject,
+        },
+        hint: hint_text,
+    })
+}
+
+/// The fix hint for a kernel/systemd signature.
+pub fn hint(cause: Cause, subject: Option<&str>) -> String {
+    let subject = subject.unwrap_or("?");
+    match cause {
+        Cause::NoConsoleOutput => "nothing printed: console not configured (add console=ttyS0 to the kernel boot args, and check the VMM writes the serial port to this file)".into(),
+        Cause::RootfsMountFailed => "the kernel could not mount the root filesystem: check root= (Firecracker: root=/dev/vda with the rootfs drive is_root_device=true) and that the disk driver (virtio_blk) and filesystem (ext4) are built in or in the initramfs".into(),
+        Cause::OutOfMemory => "the guest ran out of memory: raise mem_size_mib in the VM's machine-config (or run fewer services)".into(),
+        Cause::NoInit => format!("no init could be run ({subject}): check init= and that the binary exists in the rootfs, is executable, and has its interpreter and libraries"),
+        Cause::InitExited => "PID 1 exited: read the lines before this one; in init mode guest-netinit must exec the real init (check guest_netinit.next=)".into(),
+        Cause::KernelPanic => format!("the kernel panicked ({subject}): read the lines just before the panic for the cause"),
+        Cause::KernelBug => "a kernel oops: read the call trace that follows; try another kernel build".into(),
+        Cause::ModuleMissing => format!("kernel module {subject} is not in the image: install the modules of the guest's kernel under /lib/modules/<version> (or build it in); `guest-netinit check --root` catches this when the image is built"),
+        Cause::NoNetworkDevice => format!("no network interface {subject}: check the VM config attaches a NIC (Firecracker network-interfaces, QEMU -device virtio-net-pci) and that virtio_net is loaded"),
+        Cause::UnitFailed => format!("systemd unit {subject} failed: read the lines around it, or `journalctl -b -u {subject}` in the guest"),
+        Cause::DependencyFailed => format!("{subject} was not started because a unit it requires failed: look for the first `Failed to start` above it"),
+        Cause::EmergencyMode => "systemd dropped to emergency mode: a unit needed for boot failed (often a mount in /etc/fstab); look for `Failed` lines above".into(),
+        Cause::NetinitFailed | Cause::NetinitStepFailed | Cause::NetworkConflict | Cause::NetinitWarning
+        | Cause::ServiceCrashLoop | Cause::ComponentFailed | Cause::MalformedEvent => format!("see the guestkit event ({subject})"),
+    }
+}
+
+/// Removes ANSI escape sequences (systemd colours `[FAILED]`), control characters and a
+/// trailing `\r`.
+pub fn clean_line(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // CSI: parameters and intermediates, then one final byte in @..~
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' || !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Seconds from a kernel timestamp prefix `[    1.234567]` at the start of the line.
+pub fn kernel_timestamp(line: &str) -> Option<f64> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let end = rest.find(']')?;
+    let stamp = rest[..end].trim();
+    let (secs, frac) = stamp.split_once('.')?;
+    if secs.is_empty()
+        || frac.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    stamp.parse().ok()
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Fatal => "FATAL",
+        })
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The serde name, so text and JSON output agree.
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
+impl fmt::Display for Milestone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Milestone::KernelStarted => "kernel started",
+            Milestone::Userspace => "userspace started",
+            Milestone::NetinitDone => "network configured (netinit done)",
+            Milestone::AgentListening => "agent listening",
+        })
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.severity, self.cause)?;
+        if let Some(s) = &self.subject {
+            write!(f, " [{s}]")?;
+        }
+        if self.line > 0 {
+            write!(f, " at line {}: {}", self.line, self.evidence)?;
+        }
+        if self.occurrences > 1 {
+            write!(f, " (x{})", self.occurrences)?;
+        }
+        write!(f, "\n    fix: {}", self.hint)
+    }
+}
+
+#[cfg(test)]
+#[path = "diagnose_tests.rs"]
+mod tests;
