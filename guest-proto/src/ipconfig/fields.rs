@@ -125,7 +125,7 @@ fn not_an_address(text: &str, reference: Reference) -> String {
     match reference {
         Some((Family::V4, _)) => "is not an IPv4 address".into(),
         Some((Family::V6, _)) => "is not a bracketed IPv6 address ([2001:db8::1])".into(),
-        None if text.contains('.') || all_digits(text) => "is not an IPv4 address".into(),
+        None if text.starts_with(|c: char| c.is_ascii_digit()) => "is not an IPv4 address".into(),
         None => "is not an IP address".into(),
     }
 }
@@ -190,7 +190,8 @@ pub(crate) fn parse_mtu(text: &str) -> Result<u32, IpConfigError> {
 }
 
 /// Checks an interface name the way the kernel's `dev_valid_name` does: 1 to 15 bytes
-/// (IFNAMSIZ - 1), not `.` or `..`, no `/`, `:`, whitespace or NUL.
+/// (IFNAMSIZ - 1), not `.` or `..`, no `/`, `:`, whitespace or NUL; and, because `ip=` uses
+/// them to bracket IPv6 addresses, no `[` or `]`.
 pub fn check_device_name(name: &str) -> Result<(), IpConfigError> {
     let bad = |why: &str| Err(IpConfigError::new("device", name, why));
     if name.is_empty() {
@@ -204,10 +205,10 @@ pub fn check_device_name(name: &str) -> Result<(), IpConfigError> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| *c == '/' || *c == ':' || *c == '\0' || c.is_whitespace())
+        .find(|c| matches!(c, '/' | ':' | '\0' | '[' | ']') || c.is_whitespace())
     {
         return bad(&format!(
-            "is not an interface name (it contains {c:?}; `/`, `:`, NUL and whitespace are not allowed)"
+            "is not an interface name (it contains {c:?}; `/`, `:`, `[`, `]`, NUL and whitespace are not allowed)"
         ));
     }
     Ok(())
