@@ -10,7 +10,9 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn params(line: &str) -> Vec<(String, Option<String>)> {
+type Params = Vec<(String, Option<String>)>;
+
+fn params(line: &str) -> Params {
     KernelCmdline::parse(line).params
 }
 
@@ -20,7 +22,7 @@ fn p(k: &str, v: Option<&str>) -> (String, Option<String>) {
 
 #[test]
 fn tokenises_like_the_kernel() {
-    let cases: &[(&str, Vec<(String, Option<String>)>)] = &[
+    let cases: &[(&str, Params)] = &[
         ("", vec![]),
         ("   \t\n ", vec![]),
         (
