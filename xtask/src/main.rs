@@ -1,1 +1,75 @@
-fn main() { eprintln!("xtask: nothing yet"); std::process::exit(2); }
+//! `cargo xtask <task>`: the project's build, test and benchmark tasks, in Rust so they run the
+//! same on a developer's machine and in CI (`.ci/run` runs exactly `cargo xtask test`).
+
+mod bench_netinit;
+mod deps;
+mod fuzz;
+mod sh;
+mod static_build;
+mod stats;
+mod test_cmd;
+// ---- bench modules of other components: one `mod` line each (see `bench` below) ----
+// mod bench_agent;   (guest-agent helper: xtask/src/bench_agent.rs)
+// mod bench_wait;    (host-client helper: xtask/src/bench_wait.rs)
+// ---- end of bench modules ----
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+  test [--fuzz-seconds N]         install missing system packages, build the static guest-netinit
+                                  (static, <= 2.5 MB), build all binaries, run the whole test
+                                  suite, run each fuzz target briefly (default 20 s)
+  build-static                    build the static guest-netinit, print its path and size
+  fuzz [TARGET] [--seconds N]     run cargo-fuzz targets (all, or TARGET), N s each (default 60)
+  bench netinit [--runs N]        baseline bash script vs guest-netinit, N runs each (default 50)
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = dispatch(&args) {
+        eprintln!("\nxtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((task, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        bail!("no task given");
+    };
+    match task.as_str() {
+        "test" => test_cmd::cli(rest),
+        "build-static" => {
+            static_build::build_netinit()?;
+            Ok(())
+        }
+        "fuzz" => fuzz::cli(rest),
+        "bench" => bench(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            print!("{USAGE}");
+            bail!("unknown task `{other}`")
+        }
+    }
+}
+
+/// `cargo xtask bench <what> [args]`. Each benchmark is a module with
+/// `pub fn cli(args: &[String]) -> anyhow::Result<()>`.
+fn bench(args: &[String]) -> Result<()> {
+    let Some((what, rest)) = args.split_first() else {
+        bail!("bench: say what to benchmark: netinit");
+    };
+    match what.as_str() {
+        "netinit" => bench_netinit::cli(rest),
+        // ---- other components' benchmarks: one match arm each ----
+        // "agent" => bench_agent::cli(rest),
+        // "wait" => bench_wait::cli(rest),
+        // ---- end of other components' benchmarks ----
+        other => bail!("bench: unknown benchmark `{other}`"),
+    }
+}

@@ -1,0 +1,90 @@
+//! System packages the test suite needs, installed with apt on a fresh Debian machine (CI runs
+//! on a fresh clone, maybe on a fresh machine: whatever the tests need, this installs).
+//!
+//! A package is installed only when it is missing (`dpkg -s`), so a warm machine never calls
+//! apt; `apt-get update` runs once, only when something must be installed.
+
+use crate::sh::{banner, on_path, run};
+use anyhow::{bail, Result};
+use std::process::{Command, Stdio};
+
+/// One Debian package and why the suite needs it. Add a row when a test needs a new tool.
+pub struct SystemPackage {
+    pub package: &'static str,
+    pub why: &'static str,
+}
+
+/// What `cargo xtask test` (and the netinit benchmark) need on the machine.
+pub const TEST_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "iproute2",
+        why: "`ip netns`, bridges and veths for the netns tests; the baseline script",
+    },
+    SystemPackage {
+        package: "iputils-ping",
+        why: "gateway checks in the harness and the baseline script's ping",
+    },
+    SystemPackage {
+        package: "bash",
+        why: "the baseline script (benchmark)",
+    },
+    SystemPackage {
+        package: "g++",
+        why: "cargo-fuzz builds libFuzzer (C++)",
+    },
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+/// Installs every missing package of `packages` (non-interactively).
+pub fn ensure(packages: &[SystemPackage]) -> Result<()> {
+    banner("system packages");
+    if !on_path("dpkg-query") || !on_path("apt-get") {
+        bail!(
+            "this is not a Debian-like machine (no dpkg-query/apt-get): install by hand: {}",
+            packages
+                .iter()
+                .map(|p| p.package)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    let missing: Vec<&SystemPackage> = packages.iter().filter(|p| !installed(p.package)).collect();
+    for p in packages {
+        let state = if missing.iter().any(|m| m.package == p.package) {
+            "missing"
+        } else {
+            "ok"
+        };
+        println!("  {:<14} {:<8} {}", p.package, state, p.why);
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.package).collect();
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-q", "-o", "Dpkg::Use-Pty=0"])
+            .args(args);
+        cmd
+    };
+    run(&mut apt(&["update"]))?;
+    run(apt(&["install", "-y", "--no-install-recommends"]).args(&names))?;
+    let still: Vec<&str> = names.iter().copied().filter(|p| !installed(p)).collect();
+    if !still.is_empty() {
+        bail!("apt-get reported success but these are still not installed: {still:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `cargo xtask fuzz [TARGET] [--seconds N]`: runs the cargo-fuzz targets of every crate that
+//! has a `fuzz/` directory (guest-proto's parsers, guest-netinit's template reader, ...), each
+//! for a bounded time. `cargo xtask test` runs them all briefly.
+//!
+//! cargo-fuzz needs `-Z` flags (sanitizers, coverage instrumentation). The machine has one
+//! stable toolchain, so on stable the build runs with `RUSTC_BOOTSTRAP=1`, which lets stable
+//! rustc accept them. A missing cargo-fuzz is installed from crates.io; when that fails the task
+//! fails, saying why: fuzzing is part of the suite, it is never skipped in silence.
+
+use crate::sh::{banner, capture, cargo, repo_root, run};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// Seconds per target when `cargo xtask test` runs the fuzzers.
+pub const TEST_SECONDS: u64 = 20;
+
+/// One fuzz target and the fuzz directory that holds it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub fuzz_dir: PathBuf,
+    pub name: String,
+}
+
+/// Parses `cargo xtask fuzz` arguments and runs.
+pub fn cli(args: &[String]) -> Result<()> {
+    let mut only: Option<String> = None;
+    let mut seconds = 60;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                let value = it.next().context("--seconds needs a number")?;
+                seconds = value
+                    .parse()
+                    .with_context(|| format!("--seconds: `{value}` is not a whole number"))?;
+            }
+            flag if flag.starts_with('-') => bail!("fuzz: unknown flag `{flag}`"),
+            name if only.is_none() => only = Some(name.to_owned()),
+            extra => bail!("fuzz: unexpected argument `{extra}`"),
+        }
+    }
+    run_targets(only.as_deref(), seconds)
+}
+
+/// Runs every target (or only `only`) for `seconds` each.
+pub fn run_targets(only: Option<&str>, seconds: u64) -> Result<()> {
+    banner("fuzz");
+    ensure_cargo_fuzz()?;
+    let targets = discover()?;
+    if targets.is_empty() {
+        bail!("no fuzz targets found (looked for */fuzz/Cargo.toml under the repository)");
+    }
+    let chosen: Vec<&Target> = match only {
+        Some(name) => {
+            let found: Vec<&Target> = targets.iter().filter(|t| t.name == name).collect();
+            if found.is_empty() {
+                let all: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                bail!("no fuzz target `{name}`; there are: {}", all.join(", "));
+            }
+            found
+        }
+        None => targets.iter().collect(),
+    };
+    for target in chosen {
+        banner(&format!(
+            "fuzz {} ({}) for {seconds} s",
+            target.name,
+            target.fuzz_dir.display()
+        ));
+        let mut cmd = cargo();
+        bootstrap_if_stable(&mut cmd)?;
+        cmd.arg("fuzz")
+            .arg("run")
+            .arg("--fuzz-dir")
+            .arg(&target.fuzz_dir)
+            .arg(&target.name)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048")
+            .arg("-print_final_stats=1");
+        // Run from the crate that owns the fuzz dir: cargo-fuzz looks for the project there.
+        if let Some(project) = target.fuzz_dir.parent() {
+            cmd.current_dir(project);
+        }
+        run(&mut cmd).with_context(|| {
+            format!(
+                "fuzz target {} found a failure or did not build",
+                target.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Every `*/fuzz` directory of the repository with its targets (`[[bin]]` names).
+pub fn discover() -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    let root = repo_root();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .flatten()
+        .map(|e| e.path().join("fuzz"))
+        .filter(|d| d.join("Cargo.toml").is_file())
+        .collect();
+    dirs.sort();
+    for fuzz_dir in dirs {
+        let manifest = fuzz_dir.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        for name in bin_names(&text) {
+            targets.push(Target {
+                fuzz_dir: fuzz_dir.clone(),
+                name,
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// The `name = "..."` of each `[[bin]]` table of a Cargo.toml (enough TOML for cargo-fuzz's
+/// generated manifests).
+fn bin_names(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+            continue;
+        }
+        if !in_bin {
+            continue;
+        }
+        if let Some(value) = line.strip_prefix("name") {
+            let value = value.trim_start();
+            if let Some(value) = value.strip_prefix('=') {
+                names.push(value.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Installs cargo-fuzz from crates.io when `cargo fuzz` is not available.
+fn ensure_cargo_fuzz() -> Result<()> {
+    if let Ok(version) = capture(cargo().args(["fuzz", "--version"])) {
+        println!("{}", version.trim());
+        return Ok(());
+    }
+    println!("cargo-fuzz is not installed: installing it from crates.io");
+    run(cargo().args(["install", "--locked", "cargo-fuzz"])).context(
+        "installing cargo-fuzz failed; fuzzing is part of the suite, so the suite fails. \
+         Install it by hand (`cargo install cargo-fuzz`) and rerun",
+    )?;
+    Ok(())
+}
+
+/// cargo-fuzz passes `-Z` flags; stable rustc takes them only with `RUSTC_BOOTSTRAP=1`.
+fn bootstrap_if_stable(cmd: &mut std::process::Command) -> Result<()> {
+    let version = capture(std::process::Command::new("rustc").arg("--version"))?;
+    if !version.contains("nightly") {
+        cmd.env("RUSTC_BOOTSTRAP", "1");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bin_names;
+
+    #[test]
+    fn reads_bin_names_of_a_cargo_fuzz_manifest() {
+        let manifest = r#"
+[package]
+name = "guest-proto-fuzz"
+
+[[bin]]
+name = "ip_config"
+path = "fuzz_targets/ip_config.rs"
+test = false
+
+[dependencies]
+name = "not-a-bin"
+
+[[bin]]
+name="event_line"
+path = "fuzz_targets/event_line.rs"
+"#;
+        assert_eq!(bin_names(manifest), ["ip_config", "event_line"]);
+    }
+}

@@ -1,0 +1,69 @@
+//! `cargo xtask test`: the one command that checks everything (README, `.ci/run`).
+//!
+//! 1. installs the system packages the tests need (only the missing ones);
+//! 2. builds the static guest-netinit and checks it is static and within budget;
+//! 3. builds every workspace binary, then runs the whole suite (nextest when installed, else
+//!    `cargo test`), telling the tests where the binaries are through `GUESTKIT_BIN_DIR`
+//!    (static build first: the netns tests exercise the binary that ships);
+//! 4. runs each fuzz target briefly.
+
+use crate::sh::{banner, capture, cargo, run, target_dir};
+use crate::{deps, fuzz, static_build};
+use anyhow::{bail, Context, Result};
+use std::time::Instant;
+
+/// Parses `cargo xtask test` arguments and runs.
+pub fn cli(args: &[String]) -> Result<()> {
+    let mut fuzz_seconds = fuzz::TEST_SECONDS;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--fuzz-seconds" => {
+                let value = it.next().context("--fuzz-seconds needs a number")?;
+                fuzz_seconds = value
+                    .parse()
+                    .with_context(|| format!("--fuzz-seconds: `{value}` is not a whole number"))?;
+            }
+            other => bail!("test: unknown argument `{other}` (known: --fuzz-seconds N)"),
+        }
+    }
+    run_all(fuzz_seconds)
+}
+
+fn run_all(fuzz_seconds: u64) -> Result<()> {
+    let started = Instant::now();
+    deps::ensure(deps::TEST_PACKAGES)?;
+    static_build::build_netinit()?;
+
+    banner("workspace binaries");
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+
+    banner("test suite");
+    let bin_dirs = std::env::join_paths([static_build::static_dir(), target_dir().join("debug")])
+        .context("joining binary directories")?;
+    let mut tests = cargo();
+    tests.env("GUESTKIT_BIN_DIR", &bin_dirs);
+    if capture(cargo().args(["nextest", "--version"])).is_ok() {
+        // nextest does not run doctests: run them first, so the suite's summary line is
+        // nextest's and comes last.
+        run(cargo().args(["test", "--workspace", "--doc"]))?;
+        // --no-fail-fast: one run shows every failure.
+        tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        run(&mut tests)?;
+    } else {
+        println!("(cargo-nextest not installed: using cargo test)");
+        tests.args(["test", "--workspace", "--no-fail-fast"]);
+        run(&mut tests)?;
+    }
+
+    if fuzz_seconds > 0 {
+        fuzz::run_targets(None, fuzz_seconds)?;
+    } else {
+        println!("\n(fuzzing turned off with --fuzz-seconds 0)");
+    }
+    println!(
+        "\ncargo xtask test: all green in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
