@@ -6,11 +6,16 @@
 //! - [`bootargs`]: kernel command line and Firecracker config from typed values (failure F3).
 //! - [`tap`]: TAP device names and cleanup of stale ones (failure F9).
 
+pub mod client;
+pub mod console;
 pub mod diagnose;
 mod signatures;
+pub mod wait;
 
+pub use client::{AgentAddr, ClientError, ErrorClass, GuestClient};
 pub use diagnose::{
     analyze, diagnose, timeline, Cause, Diagnoser, Diagnosis, Finding, Milestone, Severity,
     TimelineEntry,
 };
 pub use guest_proto::IpConfig;
+pub use wait::{wait_ready, wait_ready_with, Progress, Ready, Stage, WaitError, WaitOptions};
