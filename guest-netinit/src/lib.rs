@@ -1,7 +1,23 @@
 //! guest-netinit: configure the VM's network from the kernel command line or a template,
 //! before anything else runs (DESIGN.md §3). The binary is `main.rs`; this library holds
 //! the logic so tests and fuzz targets reach it.
+//!
+//! Pure: `template` (the `.network` subset), `sources` (cmdline + template → one `NetConfig`),
+//! `conflicts` (other configs of the interface in the image), `files` (file contents).
+//! Effects: `system` (traits) implemented by `netlink`, `modules`, `probe`; `run` orchestrates,
+//! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments.
 
+pub mod cli;
 pub mod config;
-pub mod system;
+pub mod conflicts;
+pub mod exit;
+pub mod files;
 pub mod netlink;
+pub mod report;
+pub mod run;
+pub mod sources;
+pub mod system;
+pub mod template;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,210 @@
+//! Command-line arguments (the netinit contract). Hand-written over `std::env::args_os`:
+//! clap would add several hundred KiB to a binary that must stay under 2.5 MB, for eight flags.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: guest-netinit [run] [--cmdline FILE] [--template FILE] [--root DIR] [--link-timeout DUR]
+                     [--no-probe] [--probe-timeout DUR] [--events FILE] [--quiet-human]
+       guest-netinit parse 'ip=...' ['nameserver=...' 'rd.route=...' 'guest.NAME=...' ...]
+       guest-netinit --version | --help
+DUR: 30s, 500ms, 2 (seconds). Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
+3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files.";
+
+/// Options of `guest-netinit run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// `--cmdline FILE`; `None` = `/proc/cmdline`.
+    pub cmdline: Option<PathBuf>,
+    /// `--template FILE`; `None` = the default paths under ROOT.
+    pub template: Option<PathBuf>,
+    /// `--root DIR`; `None` = `/` and the kernel hostname is set too.
+    pub root: Option<PathBuf>,
+    pub link_timeout: Duration,
+    pub probe: bool,
+    pub probe_timeout: Duration,
+    /// `--events FILE`; `None` = `/dev/kmsg`.
+    pub events: Option<PathBuf>,
+    pub quiet_human: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            cmdline: None,
+            template: None,
+            root: None,
+            link_timeout: Duration::from_secs(30),
+            probe: true,
+            probe_timeout: Duration::from_secs(1),
+            events: None,
+            quiet_human: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(RunOptions),
+    /// `parse` with its cmdline parameters.
+    Parse(Vec<String>),
+    Version,
+    Help,
+}
+
+/// Parses the arguments after the program name. `Err` is a usage error message (exit 2).
+pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, String> {
+    let mut args = args
+        .into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| format!("argument {a:?} is not UTF-8"))
+        })
+        .collect::<Result<Vec<String>, String>>()?
+        .into_iter()
+        .peekable();
+    match args.peek().map(String::as_str) {
+        Some("parse") => {
+            args.next();
+            let rest: Vec<String> = args.collect();
+            if rest.is_empty() {
+                return Err("parse: give at least one parameter, e.g. parse 'ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:off'".into());
+            }
+            return Ok(Command::Parse(rest));
+        }
+        Some("run") => {
+            args.next();
+        }
+        Some("--version" | "-V") => return Ok(Command::Version),
+        Some("--help" | "-h" | "help") => return Ok(Command::Help),
+        _ => {}
+    }
+    let mut o = RunOptions::default();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--cmdline" => o.cmdline = Some(value("--cmdline")?.into()),
+            "--template" => o.template = Some(value("--template")?.into()),
+            "--root" => o.root = Some(value("--root")?.into()),
+            "--events" => o.events = Some(value("--events")?.into()),
+            "--link-timeout" => {
+                o.link_timeout = parse_duration(&value("--link-timeout")?)
+                    .map_err(|e| format!("--link-timeout: {e}"))?
+            }
+            "--probe-timeout" => {
+                o.probe_timeout = parse_duration(&value("--probe-timeout")?)
+                    .map_err(|e| format!("--probe-timeout: {e}"))?
+            }
+            "--no-probe" | "--quiet-human" if inline.is_some() => {
+                return Err(format!("{flag} takes no value"))
+            }
+            "--no-probe" => o.probe = false,
+            "--quiet-human" => o.quiet_human = true,
+            "--version" | "-V" => return Ok(Command::Version),
+            "--help" | "-h" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Command::Run(o))
+}
+
+/// `30s`, `500ms`, `2` (seconds), `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration (30s, 500ms, 2)");
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad());
+    }
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(v * scale).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn defaults_and_every_flag() {
+        assert_eq!(p(&[]).unwrap(), Command::Run(RunOptions::default()));
+        assert_eq!(p(&["run"]).unwrap(), Command::Run(RunOptions::default()));
+        let Command::Run(o) = p(&[
+            "run",
+            "--cmdline",
+            "/c",
+            "--template=/t",
+            "--root",
+            "/r",
+            "--link-timeout",
+            "500ms",
+            "--no-probe",
+            "--probe-timeout=2",
+            "--events",
+            "/e",
+            "--quiet-human",
+        ])
+        .unwrap() else {
+            panic!("not run")
+        };
+        assert_eq!(o.cmdline, Some("/c".into()));
+        assert_eq!(o.template, Some("/t".into()));
+        assert_eq!(o.root, Some("/r".into()));
+        assert_eq!(o.link_timeout, Duration::from_millis(500));
+        assert!(!o.probe);
+        assert_eq!(o.probe_timeout, Duration::from_secs(2));
+        assert_eq!(o.events, Some("/e".into()));
+        assert!(o.quiet_human);
+    }
+
+    #[test]
+    fn parse_and_version() {
+        assert_eq!(
+            p(&["parse", "ip=dhcp", "nameserver=1.1.1.1"]).unwrap(),
+            Command::Parse(vec!["ip=dhcp".into(), "nameserver=1.1.1.1".into()])
+        );
+        assert!(p(&["parse"]).is_err());
+        assert_eq!(p(&["--version"]).unwrap(), Command::Version);
+        assert_eq!(p(&["run", "--help"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        assert!(p(&["--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(p(&["--root"]).unwrap_err().contains("--root needs a value"));
+        assert!(p(&["--link-timeout", "soon"])
+            .unwrap_err()
+            .contains("--link-timeout: `soon`"));
+        assert!(p(&["--no-probe=1"]).unwrap_err().contains("takes no value"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "ms", "-1", "1m", "abc", "1e9999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

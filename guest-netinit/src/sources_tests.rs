@@ -1,0 +1,251 @@
+use super::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn plan(cmdline: &str, template: Option<&str>) -> Result<Plan, ConfigError> {
+    let inputs = CmdlineInputs::from_text(cmdline)?;
+    let t = template.map(|text| TemplateInput {
+        path: "/etc/guest-netinit/eth0.network".into(),
+        text: text.into(),
+    });
+    build(&inputs, t.as_ref())
+}
+
+const TEMPLATE: &str =
+    "[Match]\nName=eth0\n[Network]\nAddress=__VM_IP__/24\nGateway=192.168.100.1\nDNS=1.1.1.1\n";
+
+#[test]
+fn static_ip_from_the_kernel_form_defaults_to_eth0() {
+    let p = plan(
+        "console=ttyS0 ip=192.168.100.2::192.168.100.1:255.255.255.0:vm1::off quiet",
+        None,
+    )
+    .unwrap();
+    let c = p.config.clone().unwrap();
+    assert_eq!(c.interface, "eth0");
+    assert_eq!(c.source, ConfigSource::Cmdline);
+    assert_eq!(
+        c.addresses,
+        vec![Address {
+            addr: ip("192.168.100.2"),
+            prefix_len: 24
+        }]
+    );
+    assert_eq!(c.gateway, Some(ip("192.168.100.1")));
+    assert_eq!(c.hostname.as_deref(), Some("vm1"));
+    assert!(p.conflicts.is_empty() && p.warnings.is_empty(), "{p:?}");
+}
+
+#[test]
+fn nameserver_and_rd_route_join_the_cmdline_config() {
+    let p = plan(
+        "ip=10.0.0.2::10.0.0.1:255.255.255.0::ens3:none:1.1.1.1 nameserver=8.8.8.8 nameserver=1.1.1.1 \
+         rd.route=172.16.0.0/12:10.0.0.254 rd.route=192.168.0.0/16:10.0.0.253:eth9",
+        None,
+    )
+    .unwrap();
+    let c = p.config.unwrap();
+    assert_eq!(c.interface, "ens3");
+    assert_eq!(c.dns, vec![ip("1.1.1.1"), ip("8.8.8.8")]);
+    assert_eq!(
+        c.routes,
+        vec![Route {
+            destination: ip("172.16.0.0"),
+            prefix_len: 12,
+            gateway: Some(ip("10.0.0.254")),
+            metric: None
+        }]
+    );
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains("eth9"), "{:?}", p.warnings);
+}
+
+#[test]
+fn no_netmask_uses_the_classful_default_with_a_warning() {
+    let p = plan("ip=10.1.2.3:::::eth0:off", None).unwrap();
+    assert_eq!(p.config.unwrap().addresses[0].prefix_len, 8);
+    assert!(p.warnings[0].contains("/8"), "{:?}", p.warnings);
+    assert_eq!(classful_prefix(ip("172.20.0.1")), 16);
+    assert_eq!(classful_prefix(ip("192.168.100.9")), 24);
+}
+
+#[test]
+fn nothing_to_do_without_ip_or_template() {
+    assert_eq!(plan("console=ttyS0 quiet", None).unwrap(), Plan::default());
+    assert_eq!(plan("ip=off", None).unwrap().config, None);
+    let p = plan("ip=none nameserver=1.1.1.1", None).unwrap();
+    assert_eq!(p.config, None);
+    assert!(p.warnings[0].contains("nameserver="), "{:?}", p.warnings);
+}
+
+#[test]
+fn dhcp_is_bad_config_naming_the_source() {
+    for cmd in ["ip=dhcp", "ip=eth0:dhcp", "ip=on"] {
+        let e = plan(cmd, None).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::DhcpUnsupported { .. }),
+            "{cmd}: {e}"
+        );
+        assert!(
+            e.to_string().contains(cmd) && e.to_string().contains("DHCP is not supported yet"),
+            "{e}"
+        );
+    }
+    let e = plan("", Some("[Network]\nDHCP=yes\n")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("template /etc/guest-netinit/eth0.network: DHCP=yes"),
+        "{e}"
+    );
+    // static address plus DHCP in the template: the static part applies, with a warning
+    let p = plan("", Some("[Network]\nDHCP=ipv4\nAddress=10.0.0.2/24\n")).unwrap();
+    assert_eq!(p.config.unwrap().addresses.len(), 1);
+    assert!(p.warnings[0].contains("DHCP= ignored"));
+}
+
+#[test]
+fn static_client_with_dhcp_autoconf_is_static_with_a_warning() {
+    let p = plan(
+        "ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:dhcp",
+        None,
+    )
+    .unwrap();
+    assert_eq!(p.config.unwrap().addresses[0].addr, ip("192.168.100.2"));
+    assert!(
+        p.warnings[0].contains("autoconf `dhcp` ignored"),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn malformed_ip_is_bad_config_naming_the_field() {
+    let e = plan("ip=192.168.100.X::undefined:undefined::eth0:off", None).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("kernel cmdline: ip="), "{msg}");
+    assert!(msg.contains("is not an IPv4 address"), "{msg}");
+}
+
+#[test]
+fn template_alone_with_placeholders_and_cmdline_extras() {
+    let p = plan(
+        "guest.vm_ip=192.168.100.9 nameserver=9.9.9.9",
+        Some(TEMPLATE),
+    )
+    .unwrap();
+    let c = p.config.unwrap();
+    assert_eq!(c.source, ConfigSource::Template);
+    assert_eq!(
+        c.addresses,
+        vec![Address {
+            addr: ip("192.168.100.9"),
+            prefix_len: 24
+        }]
+    );
+    assert_eq!(c.dns, vec![ip("1.1.1.1"), ip("9.9.9.9")]);
+    assert!(p.conflicts.is_empty());
+}
+
+#[test]
+fn unfilled_template_placeholder_is_bad_config_with_path_and_line() {
+    let e = plan("quiet", Some(TEMPLATE)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("template /etc/guest-netinit/eth0.network: line 4: Address=:"),
+        "{msg}"
+    );
+    assert!(msg.contains("__VM_IP__"), "{msg}");
+}
+
+#[test]
+fn cmdline_wins_over_a_disagreeing_template_and_reports_it() {
+    let p = plan(
+        "ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:off guest.vm_ip=192.168.100.50",
+        Some(&format!("{TEMPLATE}[Link]\nMTUBytes=1400\n")),
+    )
+    .unwrap();
+    let c = p.config.unwrap();
+    assert_eq!(c.source, ConfigSource::Cmdline);
+    assert_eq!(c.addresses[0].addr, ip("192.168.100.2"));
+    assert_eq!(c.dns, Vec::<IpAddr>::new(), "the template is not applied");
+    assert_eq!(c.mtu, None);
+    assert_eq!(p.conflicts.len(), 1);
+    let k = &p.conflicts[0];
+    assert_eq!(k.source, "template");
+    assert_eq!(k.path.as_deref(), Some("/etc/guest-netinit/eth0.network"));
+    assert!(
+        k.detail
+            .contains("Address=192.168.100.50/24 vs ip= 192.168.100.2/24"),
+        "{}",
+        k.detail
+    );
+    assert!(
+        k.detail.contains("DNS=1.1.1.1") && k.detail.contains("MTUBytes=1400"),
+        "{}",
+        k.detail
+    );
+    assert!(
+        !k.detail.contains("Gateway="),
+        "same gateway is no conflict: {}",
+        k.detail
+    );
+    assert_eq!(
+        k.resolution,
+        "cmdline ip= wins; the template is not applied"
+    );
+}
+
+#[test]
+fn agreeing_template_is_no_conflict() {
+    let p = plan(
+        "ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:off nameserver=1.1.1.1 guest.vm_ip=192.168.100.2",
+        Some(TEMPLATE),
+    )
+    .unwrap();
+    assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+}
+
+#[test]
+fn template_names_the_interface_when_ip_has_no_device() {
+    let p = plan(
+        "ip=10.0.0.2::10.0.0.1:255.255.255.0:::off",
+        Some("[Match]\nName=ens5\n"),
+    )
+    .unwrap();
+    assert_eq!(p.config.unwrap().interface, "ens5");
+}
+
+#[test]
+fn template_for_another_interface_is_a_conflict() {
+    let p = plan(
+        "ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off",
+        Some("[Match]\nName=eth1\n[Network]\nAddress=10.9.0.2/24\n"),
+    )
+    .unwrap();
+    assert_eq!(p.config.unwrap().interface, "eth0");
+    assert!(
+        p.conflicts[0].detail.contains("configures eth1"),
+        "{:?}",
+        p.conflicts
+    );
+}
+
+#[test]
+fn only_the_first_ip_is_used() {
+    let p = plan("ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off ip=10.0.1.2::10.0.1.1:255.255.255.0::eth1:off", None).unwrap();
+    assert_eq!(p.config.unwrap().interface, "eth0");
+    assert!(
+        p.warnings[0].contains("only the first ip="),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn device_autoconf_form_with_mtu_only() {
+    let p = plan("ip=eth0:off:1400", None).unwrap();
+    let c = p.config.unwrap();
+    assert_eq!((c.mtu, c.addresses.len()), (Some(1400), 0));
+}
