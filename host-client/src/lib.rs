@@ -6,12 +6,14 @@
 //! - [`bootargs`]: kernel command line and Firecracker config from typed values (failure F3).
 //! - [`tap`]: TAP device names and cleanup of stale ones (failure F9).
 
+pub mod bootargs;
 pub mod client;
 pub mod console;
 pub mod diagnose;
 mod signatures;
 pub mod wait;
 
+pub use bootargs::{BootArgs, BootArgsError};
 pub use client::{AgentAddr, ClientError, ErrorClass, GuestClient};
 pub use diagnose::{
     analyze, diagnose, timeline, Cause, Diagnoser, Diagnosis, Finding, Milestone, Severity,
