@@ -21,3 +21,5 @@ pub mod template;
 
 #[cfg(test)]
 mod test_support;
+pub mod modules;
+pub mod probe;
