@@ -263,7 +263,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             (Some(cmd), None) => {
                 let cspan = cmd.span();
                 let argv = cmd.into_inner();
-                if argv.first().map_or(true, |a| a.is_empty()) {
+                if argv.first().map(String::as_str).unwrap_or("").is_empty() {
                     return Err(err(
                         Some(cspan),
                         &key("command"),

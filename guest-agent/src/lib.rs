@@ -3,4 +3,11 @@
 
 pub mod backoff;
 pub mod config;
+pub mod console;
 pub mod envfile;
+pub mod logs;
+pub mod notify;
+pub mod serve;
+pub mod state;
+pub mod supervisor;
+pub mod systemd;

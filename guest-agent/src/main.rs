@@ -1,7 +1,193 @@
-//! guest-agent: `supervise`, `serve` and `webrtc` roles (see DESIGN.md §4).
-//! Not built yet: this binary only says so, and exits non-zero.
+//! guest-agent: `supervise` and `serve` (DESIGN.md §4). Argument parsing, logging set-up
+//! and the built-in `--dev` configuration; the work is in the library.
 
-fn main() {
-    eprintln!("guest-agent: not implemented yet (see the guest-agent issue)");
-    std::process::exit(64);
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use guest_agent::{config, serve, state, supervisor};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "guest-agent",
+    version,
+    about = "In-VM supervisor and HTTP agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run the configured services as children; restart, reap, publish their state.
+    Supervise {
+        /// Config file (default /etc/guest-agent/config.toml; built-in with --dev).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Developer mode: loopback only, temporary state dir, built-in config, no root.
+        #[arg(long)]
+        dev: bool,
+        /// Where state.json and control.sock live.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// The HTTP agent (:8080).
+    Serve {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        #[arg(long, env = state::STATE_DIR_ENV, default_value = state::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "/run/guest-agent/token")]
+        token_file: PathBuf,
+        /// Kernel command line to read `guest_agent.token=` from.
+        #[arg(long, default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
+        #[arg(long, default_value = "/run/guest-netinit/state.json")]
+        netinit_state: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("guest-agent: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.role)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guest-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(role: Role) -> anyhow::Result<()> {
+    match role {
+        Role::Serve {
+            listen,
+            state_dir,
+            token_file,
+            cmdline,
+            netinit_state,
+        } => {
+            serve::run(serve::ServeOptions {
+                listen,
+                state_dir,
+                token_file,
+                cmdline,
+                netinit_state,
+            })
+            .await
+        }
+        Role::Supervise {
+            config,
+            dev,
+            state_dir,
+        } => {
+            if dev {
+                return supervise_dev(config, state_dir).await;
+            }
+            let path = config.unwrap_or_else(|| PathBuf::from("/etc/guest-agent/config.toml"));
+            let cfg = config::load(&path)?;
+            let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(state::DEFAULT_STATE_DIR));
+            supervisor::run(cfg, supervisor::Options { state_dir }).await
+        }
+    }
+}
+
+/// `supervise --dev`: serve on 127.0.0.1:8080 (or a free port), a temp state dir.
+async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let (dir, temp) = match state_dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("guest-agent-dev-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let addr = free_loopback_addr()?;
+    let cfg = match config {
+        Some(p) => config::load(&p)?,
+        None => {
+            let exe = std::env::current_exe().context("locating our own binary")?;
+            config::parse(&dev_config(&exe, &dir, addr), "<built-in dev config>")?
+        }
+    };
+    eprintln!(
+        "guest-agent dev: http://{addr}/health  (state dir {})",
+        dir.display()
+    );
+    let r = supervisor::run(
+        cfg,
+        supervisor::Options {
+            state_dir: dir.clone(),
+        },
+    )
+    .await;
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    r
+}
+
+/// 127.0.0.1:8080 when free, else any free loopback port.
+fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:8080")
+        .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?;
+    Ok(l.local_addr()?)
+}
+
+fn dev_config(exe: &Path, dir: &Path, addr: SocketAddr) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let p = |p: &Path| q(&p.display().to_string());
+    format!(
+        r#"[supervisor]
+stop_grace_ms = 2000
+
+[services.serve]
+command = [{exe}, "serve", "--listen", {addr}, "--state-dir", {dir}, "--token-file", {token}, "--netinit-state", {net}]
+required = true
+liveness = {{ http = {url}, interval_ms = 2000, timeout_ms = 1000, failures = 3, initial_delay_ms = 1000 }}
+
+[services.ticker]
+command = ["sh", "-c", "while :; do echo tick; sleep 5; done"]
+"#,
+        exe = p(exe),
+        addr = q(&addr.to_string()),
+        dir = p(dir),
+        token = p(&dir.join("token")),
+        net = p(&dir.join("netinit-state.json")),
+        url = q(&format!("http://{addr}/health")),
+    )
+}
+
+/// tracing to the journal when its socket exists, else plain stderr.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let level = tracing_subscriber::filter::LevelFilter::INFO;
+    if Path::new(guest_agent::logs::JOURNAL_SOCKET).exists() {
+        if let Ok(j) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(j.with_filter(level))
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(level),
+        )
+        .init();
 }

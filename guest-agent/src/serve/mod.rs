@@ -1,0 +1,305 @@
+//! `guest-agent serve`: the HTTP agent on :8080. Binds first (the host polls `/health`
+//! from the moment the VM boots), prints a `listening` console event, then answers:
+//! `/health` (the Node agent's fields, plus ours) and `/ready` open; `/metrics`,
+//! `/services`, `/services/{name}/logs`, `/services/{name}/restart` behind the token.
+//!
+//! Service state comes from the supervisor's `state.json`; logs and restarts go through
+//! its control socket. `/health` and `/ready` use a snapshot at most 250 ms old, so a
+//! flood of health checks costs no file reads.
+
+pub mod auth;
+pub mod metrics;
+
+use crate::state::{rfc3339, StateDir};
+use crate::supervisor::control;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use guest_proto::api::{
+    ErrorBody, HealthResponse, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus,
+    ServicesResponse,
+};
+use guest_proto::{Event, Level, NetinitReport};
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a `/health` snapshot is reused.
+const SNAPSHOT_TTL: Duration = Duration::from_millis(250);
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Flags of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub token_file: PathBuf,
+    pub cmdline: PathBuf,
+    pub netinit_state: PathBuf,
+}
+
+/// What `/health` and `/ready` are computed from.
+struct Snapshot {
+    taken: Instant,
+    services: Vec<ServiceStatus>,
+    /// Why readiness cannot be known or is not given; empty when ready.
+    reasons: Vec<String>,
+    degraded: bool,
+    network: Option<NetinitReport>,
+    memory: Option<MemoryInfo>,
+}
+
+struct App {
+    started: Instant,
+    state_dir: StateDir,
+    netinit_state: PathBuf,
+    metrics: Arc<Metrics>,
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+}
+
+type Shared = Arc<App>;
+
+/// Binds, then serves until SIGTERM/SIGINT.
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    crate::console::emit(
+        Level::Info,
+        Event::Listening {
+            addr: addr.to_string(),
+        },
+    );
+    let (token, source) = auth::load_token(&opts.token_file, &opts.cmdline);
+    tracing::info!(%addr, token = ?source, "serving");
+    let app = router(&opts, token);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The full route table (public for in-process tests).
+pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(App {
+        started: Instant::now(),
+        state_dir: StateDir(opts.state_dir.clone()),
+        netinit_state: opts.netinit_state.clone(),
+        metrics: metrics.clone(),
+        snapshot: Mutex::new(None),
+    });
+    let guarded = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/services", get(services))
+        .route("/services/{name}/logs", get(logs))
+        .route("/services/{name}/restart", post(restart))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .merge(guarded)
+        .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+impl App {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let mut cached = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cached.as_ref() {
+            if s.taken.elapsed() < SNAPSHOT_TTL {
+                return s.clone();
+            }
+        }
+        let fresh = Arc::new(self.take_snapshot());
+        *cached = Some(fresh.clone());
+        fresh
+    }
+
+    fn take_snapshot(&self) -> Snapshot {
+        let mut reasons = Vec::new();
+        let services = match self.state_dir.read() {
+            Ok(Some(st)) => st.services,
+            Ok(None) => {
+                reasons.push(format!(
+                    "no supervisor state at {} (is `guest-agent supervise` running?)",
+                    self.state_dir.state_file().display()
+                ));
+                Vec::new()
+            }
+            Err(e) => {
+                reasons.push(format!("supervisor state unreadable: {e}"));
+                Vec::new()
+            }
+        };
+        let mut degraded = false;
+        for s in services
+            .iter()
+            .filter(|s| s.required && s.state != ServiceState::Running)
+        {
+            degraded = true;
+            let state = serde_json::to_value(s.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from));
+            let mut r = format!(
+                "required service {} is {}",
+                s.name,
+                state.unwrap_or_default()
+            );
+            if let Some(m) = &s.message {
+                r.push_str(": ");
+                r.push_str(m);
+            }
+            reasons.push(r);
+        }
+        let network = std::fs::read(&self.netinit_state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<NetinitReport>(&b).ok());
+        let memory = {
+            use procfs::Current;
+            procfs::Meminfo::current().ok().map(|m| MemoryInfo {
+                total_bytes: m.mem_total,
+                available_bytes: m.mem_available.unwrap_or(m.mem_free),
+            })
+        };
+        Snapshot {
+            taken: Instant::now(),
+            services,
+            reasons,
+            degraded,
+            network,
+            memory,
+        }
+    }
+}
+
+async fn health(State(app): State<Shared>) -> Json<HealthResponse> {
+    let snap = app.snapshot();
+    Json(HealthResponse {
+        status: if snap.degraded { "degraded" } else { "ok" }.into(),
+        timestamp: rfc3339(SystemTime::now()),
+        // OAuth sessions arrive with the OAuth issue; none exist yet.
+        active_sessions: 0,
+        uptime_seconds: Some(app.started.elapsed().as_secs_f64()),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        network: snap.network.clone(),
+        services: snap.services.clone(),
+        memory: snap.memory,
+    })
+}
+
+async fn ready(State(app): State<Shared>) -> Response {
+    let snap = app.snapshot();
+    let body = ReadyResponse {
+        ready: snap.reasons.is_empty(),
+        reasons: snap.reasons.clone(),
+    };
+    let code = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics_text(State(app): State<Shared>) -> Response {
+    let text = app.metrics.render(
+        app.started.elapsed().as_secs_f64(),
+        &app.snapshot().services,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn services(State(app): State<Shared>) -> Response {
+    match app.state_dir.read() {
+        Ok(Some(st)) => Json(ServicesResponse {
+            services: st.services,
+        })
+        .into_response(),
+        Ok(None) => Json(ServicesResponse {
+            services: Vec::new(),
+        })
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LinesQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<LinesQuery>,
+) -> Response {
+    let n = q.lines.unwrap_or(100).min(control::MAX_LINES);
+    let path = format!("/logs/{}?lines={n}", encode_segment(&name));
+    forward(&app, Method::GET, &path).await
+}
+
+async fn restart(State(app): State<Shared>, Path(name): Path<String>) -> Response {
+    let path = format!("/restart/{}", encode_segment(&name));
+    forward(&app, Method::POST, &path).await
+}
+
+/// Passes a request to the supervisor's control socket and its answer back.
+async fn forward(app: &App, method: Method, path: &str) -> Response {
+    match control::request(&app.state_dir.control_socket(), method, path).await {
+        Ok((code, body)) => {
+            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// Service names are `[A-Za-z0-9_.-]` (config enforces it); anything else is escaped.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn error(code: StatusCode, msg: String) -> Response {
+    (code, Json(ErrorBody { error: msg })).into_response()
+}

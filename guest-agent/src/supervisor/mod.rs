@@ -1,0 +1,258 @@
+//! `guest-agent supervise`: runs the configured services as children (one task each, see
+//! [`service`]), reaps, publishes their state for `serve`, talks to systemd (sd_notify,
+//! D-Bus for unit-backed services) and stops everything on SIGTERM/SIGINT.
+
+pub mod control;
+pub mod probe;
+pub mod procinfo;
+pub mod reaper;
+pub mod service;
+
+use crate::config::{Config, Run, ServiceSpec, SupervisorSettings};
+use crate::logs::{LogRing, Sink};
+use crate::notify::Notifier;
+use crate::state::{rfc3339, StateDir, SupervisorState, STATE_DIR_ENV};
+use crate::systemd;
+use guest_proto::api::{ServiceState, ServiceStatus};
+use reaper::Reaper;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// Mutable state of one service.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: ServiceState,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub since: SystemTime,
+    pub message: Option<String>,
+}
+
+/// One configured service.
+pub struct Slot {
+    pub spec: ServiceSpec,
+    status: Mutex<Status>,
+    pub logs: Arc<Mutex<LogRing>>,
+    pub restart_tx: mpsc::Sender<()>,
+}
+
+impl Slot {
+    pub fn snapshot(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Everything the tasks share.
+pub struct Shared {
+    pub settings: SupervisorSettings,
+    pub slots: Vec<Arc<Slot>>,
+    /// Bumped on every status change (dependency waits and the publisher watch it).
+    pub changed: watch::Sender<u64>,
+    pub shutdown: watch::Receiver<bool>,
+    pub reaper: Reaper,
+    pub sink: Sink,
+    pub state_dir: StateDir,
+    pub extra_env: Vec<(String, String)>,
+    pub systemd: systemd::Handle,
+    pub started_at: SystemTime,
+}
+
+impl Shared {
+    pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.slots.iter().find(|s| s.spec.name == name)
+    }
+
+    /// Changes a service's status and wakes whoever watches.
+    pub fn update(&self, slot: &Slot, f: impl FnOnce(&mut Status)) {
+        {
+            let mut st = slot.status.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut st);
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// The published view, with RSS/CPU from one scan of /proc.
+    pub fn state(&self) -> SupervisorState {
+        let groups = procinfo::scan_groups();
+        let services: Vec<ServiceStatus> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                let st = slot.snapshot();
+                let usage = st.pid.and_then(|p| groups.get(&(p as i32)));
+                ServiceStatus {
+                    name: slot.spec.name.clone(),
+                    state: st.state,
+                    required: slot.spec.required,
+                    pid: st.pid,
+                    restarts: st.restarts,
+                    last_exit: st.last_exit,
+                    since: rfc3339(st.since),
+                    rss_bytes: usage.map(|u| u.rss_bytes),
+                    cpu_seconds: usage.map(|u| u.cpu_seconds),
+                    message: st.message,
+                    systemd_unit: match &slot.spec.run {
+                        Run::SystemdUnit(u) => Some(u.clone()),
+                        Run::Command { .. } => None,
+                    },
+                }
+            })
+            .collect();
+        let ready = services
+            .iter()
+            .all(|s| !s.required || s.state == ServiceState::Running);
+        SupervisorState {
+            supervisor_pid: std::process::id(),
+            started_at: rfc3339(self.started_at),
+            updated_at: rfc3339(SystemTime::now()),
+            ready,
+            services,
+        }
+    }
+}
+
+/// Where `supervise` keeps its files, and what the children are told.
+pub struct Options {
+    pub state_dir: std::path::PathBuf,
+}
+
+/// Runs until SIGTERM/SIGINT; then stops every child and returns.
+pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.state_dir)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&opts.state_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let state_dir = StateDir(opts.state_dir.clone());
+    if let Err(e) = Reaper::become_subreaper() {
+        tracing::warn!("cannot become child subreaper ({e}); grandchildren are reaped by init");
+    }
+    let reaper = Reaper::default();
+    tokio::spawn(reaper.clone().run());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (changed, _) = watch::channel(0u64);
+    let mut receivers = Vec::new();
+    let slots = config
+        .services
+        .into_iter()
+        .map(|spec| {
+            let (tx, rx) = mpsc::channel(4);
+            receivers.push(rx);
+            let initial = match spec.run {
+                Run::Command { .. } => ServiceState::Starting,
+                Run::SystemdUnit(_) => ServiceState::Unknown,
+            };
+            Arc::new(Slot {
+                spec,
+                status: Mutex::new(Status {
+                    state: initial,
+                    pid: None,
+                    restarts: 0,
+                    last_exit: None,
+                    since: SystemTime::now(),
+                    message: None,
+                }),
+                logs: Arc::new(Mutex::new(LogRing::new(config.supervisor.log_lines))),
+                restart_tx: tx,
+            })
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        settings: config.supervisor,
+        slots,
+        changed,
+        shutdown: shutdown_rx,
+        reaper,
+        sink: Sink::detect(),
+        state_dir: state_dir.clone(),
+        extra_env: vec![(STATE_DIR_ENV.into(), opts.state_dir.display().to_string())],
+        systemd: systemd::Handle::default(),
+        started_at: SystemTime::now(),
+    });
+    let _ = std::fs::remove_file(state_dir.control_socket());
+    state_dir.write(&shared.state())?;
+    let control = tokio::net::UnixListener::bind(state_dir.control_socket())?;
+    tokio::spawn(control::serve(control, shared.clone()));
+
+    if shared
+        .slots
+        .iter()
+        .any(|s| matches!(s.spec.run, Run::SystemdUnit(_)))
+    {
+        tokio::spawn(systemd::watch_units(shared.clone()));
+    }
+    let mut tasks = Vec::new();
+    for (slot, rx) in shared.slots.iter().zip(receivers) {
+        tasks.push(tokio::spawn(service::run(shared.clone(), slot.clone(), rx)));
+    }
+    let publisher = tokio::spawn(publish(shared.clone()));
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let sig = tokio::select! {
+        _ = term.recv() => "TERM",
+        _ = int.recv() => "INT",
+    };
+    tracing::info!("SIG{sig}: stopping services");
+    Notifier::stopping();
+    let _ = shutdown_tx.send(true);
+    let all = futures_join(tasks);
+    let limit = shared.settings.stop_grace + Duration::from_secs(5);
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::error!("services did not stop within {} ms", limit.as_millis());
+    }
+    publisher.abort();
+    let _ = state_dir.write(&shared.state());
+    let _ = std::fs::remove_file(state_dir.control_socket());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Rewrites `state.json` on every change and every second (RSS/CPU move), and tells
+/// systemd (READY=1 once required services run, STATUS=, WATCHDOG=1).
+async fn publish(shared: Arc<Shared>) {
+    let mut changed = shared.changed.subscribe();
+    let mut notifier = Notifier::from_env();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut watchdog = tokio::time::interval(
+        notifier
+            .watchdog_interval()
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    loop {
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tick.tick() => {}
+            _ = watchdog.tick() => { notifier.watchdog(); continue; }
+        }
+        let state = shared.state();
+        if let Err(e) = shared.state_dir.write(&state) {
+            tracing::warn!(
+                "cannot write {}: {e}",
+                shared.state_dir.state_file().display()
+            );
+        }
+        notifier.update(&state);
+    }
+}
+
+/// Waits (bounded) until no process of group `pgid` is left, zombies included.
+pub async fn wait_group_gone(pgid: i32, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !procinfo::group_members(pgid).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
