@@ -11,9 +11,22 @@
 //! IPv6 addresses are written in brackets (`[2001:db8::2]`); the netmask field takes a dotted
 //! netmask or a prefix length. `FromStr` and `Display` round-trip: `parse(x.to_string()) == x`.
 //!
-//! Errors name the field and quote the bad text, because the old host once emitted
-//! `ip=192.168.100.X::undefined:undefined::eth0:off` and nobody could tell what was wrong:
-//! here that is "gateway: `undefined` is not an IPv4 address".
+//! Telling the forms apart: one field that is an autoconf word is the bare form; a first field
+//! that is not an address (`[...]`, or a digit then a dot) followed by a word is
+//! `<iface>:<autoconf>`; anything else is positional. After `<autoconf>`, an address (or an
+//! empty field then only addresses) starts `<dns0>:<dns1>:<ntp0>`; a number, or an empty
+//! field then anything else, starts `[<mtu>][:<mac>]`, the MAC being the rest with its colons.
+//!
+//! What `Display` normalises (the value is kept, the spelling is not): an omitted `<autoconf>`
+//! is written out (`off` when there is a client, as the kernel then configures statically,
+//! `any` otherwise, nfsroot.rst's default); `<dns0>` empty with `<dns1>` set becomes one DNS
+//! server; MACs are lowercase with colons; trailing empty fields are dropped. An empty value is
+//! an error (the kernel reads it as `off`; here it is almost always a template gone wrong).
+//!
+//! Errors name the field and quote the bad text, the leftmost bad field first, because the old
+//! host once emitted `ip=192.168.100.X::undefined:undefined::eth0:off` and nobody could tell
+//! what was wrong: here that is "client: `192.168.100.X` is not an IPv4 address", and with a
+//! good client "gateway: `undefined` is not an IPv4 address".
 
 mod fields;
 mod parse;
