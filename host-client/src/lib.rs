@@ -11,6 +11,7 @@ pub mod client;
 pub mod console;
 pub mod diagnose;
 mod signatures;
+pub mod tap;
 pub mod wait;
 
 pub use bootargs::{BootArgs, BootArgsError};
