@@ -216,7 +216,9 @@ impl Modules for KernelModules {
         let loaded = self.loaded();
         let mut done = Vec::new();
         for m in files {
-            if loaded.contains(&m.name) {
+            // /sys/module/<name> exists for loaded modules and for built-in ones with
+            // parameters: either way there is nothing to load.
+            if loaded.contains(&m.name) || self.sys.join("module").join(&m.name).is_dir() {
                 continue;
             }
             let path = m.path.display().to_string();
@@ -244,11 +246,34 @@ impl Modules for KernelModules {
                         ),
                     )));
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+                    let Some(other) = built_for_other_kernel(&m.path, &self.release) else {
+                        return Err(load_err(e));
+                    };
+                    let hint = format!(
+                        "{e}; the module was built for kernel {other}, not {}",
+                        self.release
+                    );
+                    return Err(load_err(io::Error::new(e.kind(), hint)));
+                }
                 Err(e) => return Err(load_err(e)),
             }
         }
         Ok(done)
     }
+}
+
+/// The kernel release in the module's `vermagic=` when it is not `release` (uncompressed
+/// modules only): the usual reason for ENOEXEC.
+fn built_for_other_kernel(path: &Path, release: &str) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let section = modinfo::modinfo_section(&bytes).ok()?;
+    let vermagic = modinfo::entries(section)
+        .into_iter()
+        .find(|(k, _)| *k == "vermagic")?
+        .1;
+    let built_for = vermagic.split_whitespace().next()?;
+    (built_for != release).then(|| built_for.to_string())
 }
 
 /// `finit_module(fd, "", flags)`.

@@ -308,3 +308,56 @@ fn wait_gives_up_at_the_deadline() {
     });
     assert_eq!(waited, None);
 }
+
+#[test]
+fn ipv6_addresses_and_routes_twice() {
+    let (guest, _host) = guest_with_eth0();
+    let cfg = NetConfig {
+        mtu: None,
+        mac: None,
+        addresses: vec![Address {
+            addr: ip("fd00:100::2"),
+            prefix_len: 64,
+        }],
+        gateway: Some(ip("fd00:100::1")),
+        routes: vec![Route {
+            destination: ip("fd00:200::"),
+            prefix_len: 48,
+            gateway: Some(ip("fd00:100::fe")),
+            metric: None,
+        }],
+        ..guest_config()
+    };
+    let (first, second, addrs, routes) = guest.block_on(move || async move {
+        let mut nl = Netlink::connect().await.unwrap();
+        let index = nl.find("eth0").await.unwrap().unwrap();
+        let first = nl.apply(index, &cfg).await.unwrap();
+        let second = nl.apply(index, &cfg).await.unwrap();
+        let addrs = nl.addresses(index).await.unwrap();
+        let routes = nl.routes(index).await.unwrap();
+        (first, second, addrs, routes)
+    });
+    assert_eq!(
+        first.actions,
+        [
+            "up",
+            "address fd00:100::2/64",
+            "route fd00:200::/48 via fd00:100::fe",
+            "default via fd00:100::1",
+        ]
+    );
+    assert_eq!(second.actions[0], "up (already up)");
+    assert!(addrs.contains(&Address {
+        addr: ip("fd00:100::2"),
+        prefix_len: 64
+    }));
+    let defaults: Vec<_> = routes
+        .iter()
+        .filter(|r| r.prefix_len == 0 && r.destination.is_ipv6())
+        .collect();
+    assert_eq!(defaults.len(), 1, "{routes:?}");
+    assert_eq!(defaults[0].gateway, Some(ip("fd00:100::1")));
+    assert!(routes
+        .iter()
+        .any(|r| r.destination == ip("fd00:200::") && r.gateway == Some(ip("fd00:100::fe"))));
+}

@@ -419,3 +419,35 @@ fn running_release_matches_proc() {
     let proc = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(KernelModules::running_release().unwrap(), proc.trim());
 }
+
+#[test]
+fn modules_present_in_sys_module_are_not_loaded_again() {
+    let t = Tree::new();
+    debian_like(&t);
+    std::fs::create_dir_all(t.path("sys/module/virtio")).unwrap();
+    std::fs::create_dir_all(t.path("sys/module/failover")).unwrap();
+    let (m, calls) = recording(t.modules(), None);
+    assert_eq!(
+        m.load_with_deps("virtio_net").unwrap(),
+        ["virtio_ring", "net_failover", "virtio_net"]
+    );
+    assert_eq!(calls.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn wrong_kernel_module_says_which_kernel_it_was_built_for() {
+    let t = Tree::new();
+    let info =
+        b"depends=\0name=virtio_net\0vermagic=6.1.0-47-cloud-amd64 SMP preempt mod_unload \0";
+    t.write(
+        &format!("{}/kernel/drivers/net/virtio_net.ko", t.moddir()),
+        &modinfo::fake_module(true, true, info),
+    );
+    let (m, _calls) = recording(t.modules(), Some(("virtio_net", libc::ENOEXEC)));
+    let err = m.load_with_deps("virtio_net").unwrap_err().to_string();
+    assert!(
+        err.ends_with("; the module was built for kernel 6.1.0-47-cloud-amd64, not 6.1.0-test"),
+        "{err}"
+    );
+    assert!(err.starts_with("loading virtio_net from "), "{err}");
+}
