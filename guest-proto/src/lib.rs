@@ -10,7 +10,7 @@ pub mod event;
 pub mod ipconfig;
 pub mod report;
 
-pub use cmdline::{KernelCmdline, RdRoute};
+pub use cmdline::{CmdlineError, KernelCmdline, RdRoute};
 pub use event::{Component, ConsoleEvent, Event, Level, EVENT_PREFIX};
 pub use ipconfig::{Autoconf, IpConfig, IpConfigError, IpForm, MacAddr};
 pub use report::{
