@@ -1,0 +1,253 @@
+//! `guest-agent supervise` for real: children, signals, restarts, env files.
+
+mod common;
+use common::*;
+use guest_proto::api::ServiceState;
+use std::time::Instant;
+
+#[test]
+fn kill_9_restarts_the_child_with_a_new_pid() {
+    let agent = Agent::start(
+        r#"
+[services.sleeper]
+command = ["sleep", "1000"]
+"#,
+    );
+    let first = agent.wait("sleeper running", |a| {
+        a.service("sleeper")
+            .filter(|s| s.state == ServiceState::Running)
+            .and_then(|s| s.pid)
+    });
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = agent.wait("a new sleeper pid", |a| {
+        a.service("sleeper")
+            .filter(|s| s.state == ServiceState::Running && s.pid.is_some() && s.pid != Some(first))
+    });
+    println!(
+        "restart after kill -9 visible in state.json after {:?}",
+        t.elapsed()
+    );
+    assert_ne!(s.pid, Some(first));
+    assert_eq!(s.restarts, 1);
+    assert_eq!(s.last_exit.as_deref(), Some("signal 9 (KILL)"));
+    // The old pid is gone (reaped, not a zombie).
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "old child not reaped"
+    );
+}
+
+#[test]
+fn a_service_that_exits_at_once_backs_off_into_crash_loop() {
+    let agent = Agent::start(
+        r#"
+[supervisor]
+backoff_initial_ms = 10
+backoff_max_ms = 300
+crash_loop_failures = 4
+crash_loop_window_ms = 60000
+
+[services.flaky]
+command = ["sh", "-c", "echo about to fail; exit 1"]
+"#,
+    );
+    let s = agent.wait("flaky in crash-loop", |a| {
+        a.service("flaky")
+            .filter(|s| s.state == ServiceState::CrashLoop)
+    });
+    assert!(s.restarts >= 4, "{s:?}");
+    assert_eq!(s.last_exit.as_deref(), Some("exit 1"));
+    let msg = s.message.unwrap_or_default();
+    assert!(
+        msg.contains("crash loop") && msg.contains("retrying every"),
+        "{msg}"
+    );
+    // It keeps retrying (slowly) and says so on the console.
+    let later = agent.wait("another restart", |a| {
+        a.service("flaky").filter(|x| x.restarts > s.restarts)
+    });
+    assert!(later.restarts > s.restarts);
+    let ev = agent.wait("a crash-loop console event", |a| {
+        a.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(r#""ev":"crash-loop""#))
+            .cloned()
+    });
+    let parsed = guest_proto::ConsoleEvent::find_in_line(&ev)
+        .unwrap()
+        .unwrap();
+    match parsed.event {
+        guest_proto::Event::CrashLoop {
+            service, last_exit, ..
+        } => {
+            assert_eq!(service, "flaky");
+            assert_eq!(last_exit, "exit 1");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_child_that_never_listens_is_killed_by_its_liveness_probe() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let agent = Agent::start(&format!(
+        r#"
+[services.hung]
+command = ["sleep", "1000"]
+liveness = {{ http = "http://127.0.0.1:{port}/health", interval_ms = 20, timeout_ms = 200, failures = 3 }}
+"#
+    ));
+    let first = agent.wait("hung running", |a| {
+        a.service("hung")
+            .filter(|s| s.state == ServiceState::Running)
+            .and_then(|s| s.pid)
+    });
+    let s = agent.wait("a liveness kill", |a| {
+        a.service("hung").filter(|s| s.restarts >= 1)
+    });
+    assert_eq!(s.last_exit.as_deref(), Some("signal 9 (KILL)"), "{s:?}");
+    let msg = s.message.unwrap_or_default();
+    assert!(
+        msg.contains("liveness probe") && msg.contains("3 times") && msg.contains("refused"),
+        "{msg}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "killed child not reaped"
+    );
+}
+
+#[test]
+fn env_files_with_comments_quotes_and_garbage() {
+    let dir_env = r#"# /etc/environment with comments (failure F6)
+PATH="/usr/local/bin:/usr/bin:/bin"
+; semicolon comment
+
+export EXPORTED=yes
+QUOTED="a \"quoted\" $value"
+SINGLE='single # not a comment'
+this line is garbage
+SPACED =   padded value   
+OVERRIDE=from file
+9INVALID=x
+CONT=one\
+two
+"#;
+    let agent = Agent::start_with(
+        r#"
+[services.envdump]
+command = ["sh", "-c", "env > {dir}/env.out; sleep 1000"]
+env_files = ["{dir}/environment", "{dir}/missing"]
+env = { FROM_TABLE = "table wins", OVERRIDE = "from table" }
+restart = "never"
+"#,
+        &[],
+        &[("environment", dir_env)],
+    );
+    let out = agent.wait("env.out", |a| {
+        let t = std::fs::read_to_string(a.path("env.out")).ok()?;
+        t.contains("FROM_TABLE").then_some(t)
+    });
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+    };
+    assert_eq!(get("EXPORTED").as_deref(), Some("yes"));
+    assert_eq!(get("QUOTED").as_deref(), Some("a \"quoted\" $value"));
+    assert_eq!(get("SINGLE").as_deref(), Some("single # not a comment"));
+    assert_eq!(get("SPACED").as_deref(), Some("padded value"));
+    assert_eq!(get("CONT").as_deref(), Some("onetwo"));
+    assert_eq!(get("OVERRIDE").as_deref(), Some("from table"));
+    assert_eq!(get("FROM_TABLE").as_deref(), Some("table wins"));
+    assert!(get("NOTIFY_SOCKET").is_none());
+    assert!(out.lines().all(|l| !l.starts_with("9INVALID")));
+    // The bad lines are reported with their numbers, and the child still ran.
+    let err = agent.wait("env file warnings", |a| {
+        let t = a.stderr_text();
+        (t.contains("line 11") && t.contains("missing")).then_some(t)
+    });
+    assert!(err.contains("line 8: expected KEY=VALUE"), "{err}");
+    assert!(
+        err.contains("line 11:") && err.contains("9INVALID"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_stops_every_child_and_exits_0() {
+    let mut agent = Agent::start(
+        r#"
+[supervisor]
+stop_grace_ms = 300
+
+[services.forks]
+command = ["sh", "-c", "sleep 1000 & sleep 1000 & wait"]
+
+[services.stubborn]
+command = ["sh", "-c", "trap '' TERM; sleep 1000 & wait; sleep 1000"]
+"#,
+    );
+    let pgids: Vec<i32> = agent.wait("both running with their children", |a| {
+        let st = a.state()?;
+        let pids: Vec<i32> = st
+            .services
+            .iter()
+            .filter_map(|s| s.pid)
+            .map(|p| p as i32)
+            .collect();
+        (pids.len() == 2 && pids.iter().all(|&p| group_members(p).len() >= 2)).then_some(pids)
+    });
+    assert_eq!(agent.terminate(), Some(0), "{}", agent.stderr_text());
+    for pgid in pgids {
+        assert_eq!(
+            group_members(pgid),
+            Vec::<i32>::new(),
+            "process group {pgid} survived"
+        );
+    }
+    let st = agent.state().unwrap();
+    assert!(
+        st.services.iter().all(|s| s.state == ServiceState::Stopped),
+        "{st:?}"
+    );
+}
+
+#[test]
+fn a_systemd_unit_without_a_system_bus_is_unknown_with_the_reason() {
+    let agent = Agent::start_with_env(
+        r#"
+[services.xvfb]
+systemd_unit = "xvfb.service"
+"#,
+        &[(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/guest-agent-test-bus",
+        )],
+    );
+    let s = agent.wait("xvfb state message", |a| {
+        a.service("xvfb").filter(|s| s.message.is_some())
+    });
+    assert_eq!(s.state, ServiceState::Unknown);
+    assert_eq!(s.systemd_unit.as_deref(), Some("xvfb.service"));
+    assert!(s.message.unwrap().contains("no system bus"));
+    let err = agent.wait("the warning", |a| {
+        let t = a.stderr_text();
+        t.contains("no system bus").then_some(t)
+    });
+    assert_eq!(
+        err.matches("no system bus").count(),
+        1,
+        "said more than once: {err}"
+    );
+}
