@@ -1,0 +1,211 @@
+//! `guest-agent serve` as a child of `supervise`, both real binaries, over loopback HTTP.
+
+mod common;
+use common::*;
+use guest_proto::api::{
+    HealthResponse, LogsResponse, ReadyResponse, RestartResponse, ServiceState, ServicesResponse,
+};
+
+/// serve on a free port (it prints the address), a chatty service, a token file.
+fn agent_with(extra: &str, token: Option<&str>) -> (Agent, String) {
+    let config = format!(
+        r#"
+[services.serve]
+command = ["{{bin}}", "serve", "--listen", "127.0.0.1:0", "--token-file", "{{dir}}/token", "--cmdline", "{{dir}}/cmdline", "--netinit-state", "{{dir}}/netinit.json"]
+required = true
+
+[services.chatty]
+command = ["sh", "-c", "echo hello from chatty; echo oops >&2; sleep 1000"]
+{extra}
+"#
+    );
+    let mut files = vec![("cmdline", "console=ttyS0 quiet\n")];
+    if let Some(t) = token {
+        files.push(("token", t));
+    }
+    let agent = Agent::start_with(&config, &[], &files);
+    let addr = agent.listening_addr();
+    (agent, addr)
+}
+
+#[test]
+fn health_has_the_node_fields_and_ours() {
+    let (agent, addr) = agent_with("", None);
+    // Wait until the snapshot shows both services running.
+    let body = agent.wait("healthy /health", |_| {
+        let (code, body) = http(&addr, "GET", "/health", None).ok()?;
+        assert_eq!(code, 200);
+        let h: HealthResponse = serde_json::from_str(&body).unwrap();
+        (h.services.len() == 2 && h.services.iter().all(|s| s.state == ServiceState::Running))
+            .then_some(body)
+    });
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The Node agent's three fields, exactly named.
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["activeSessions"], 0);
+    let ts = v["timestamp"].as_str().unwrap();
+    assert!(
+        humantime::parse_rfc3339(ts).is_ok() && ts.ends_with('Z'),
+        "{ts}"
+    );
+    // Ours.
+    assert!(v["uptimeSeconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["network"].is_null(), "no netinit state file here");
+    assert!(v["memory"]["totalBytes"].as_u64().unwrap() > 0);
+    assert!(v["memory"]["availableBytes"].as_u64().unwrap() > 0);
+    let serve = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "serve")
+        .unwrap();
+    assert!(serve["rssBytes"].as_u64().unwrap() > 0, "{serve}");
+    assert_eq!(serve["required"], true);
+
+    let (code, body) = http(&addr, "GET", "/ready", None).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let r: ReadyResponse = serde_json::from_str(&body).unwrap();
+    assert!(r.ready && r.reasons.is_empty());
+}
+
+#[test]
+fn ready_is_503_with_the_reason_while_a_required_service_fails() {
+    let (agent, addr) = agent_with(
+        r#"
+[services.broken]
+command = ["sh", "-c", "exit 3"]
+required = true
+"#,
+        None,
+    );
+    let (code, body) = agent.wait("503 naming broken", |_| {
+        let (code, body) = http(&addr, "GET", "/ready", None).ok()?;
+        body.contains("required service broken")
+            .then_some((code, body))
+    });
+    assert_eq!(code, 503);
+    let r: ReadyResponse = serde_json::from_str(&body).unwrap();
+    assert!(!r.ready);
+    assert!(r.reasons.iter().any(|x| x.contains("exit 3")), "{r:?}");
+    let (code, body) = http(&addr, "GET", "/health", None).unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""status":"degraded""#), "{body}");
+}
+
+#[test]
+fn token_guards_everything_but_health_and_ready() {
+    let (_agent, addr) = agent_with("", Some("s3cret-token\n"));
+    for path in ["/services", "/metrics", "/services/chatty/logs"] {
+        let (code, body) = http(&addr, "GET", path, None).unwrap();
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(body.contains("bearer token"), "{body}");
+        let (code, _) = http(&addr, "GET", path, Some("wrong")).unwrap();
+        assert_eq!(code, 401, "{path} with a wrong token");
+        let (code, body) = http(&addr, "GET", path, Some("s3cret-token")).unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, _) = http(&addr, "POST", "/services/chatty/restart", None).unwrap();
+    assert_eq!(code, 401);
+    assert_eq!(http(&addr, "GET", "/health", None).unwrap().0, 200);
+    assert!(matches!(
+        http(&addr, "GET", "/ready", None).unwrap().0,
+        200 | 503
+    ));
+}
+
+#[test]
+fn logs_show_child_output_and_restart_works() {
+    let (agent, addr) = agent_with("", None);
+    let logs: LogsResponse = agent.wait("chatty's lines", |_| {
+        let (code, body) = http(&addr, "GET", "/services/chatty/logs?lines=10", None).ok()?;
+        assert_eq!(code, 200, "{body}");
+        let l: LogsResponse = serde_json::from_str(&body).unwrap();
+        (l.lines.len() >= 2).then_some(l)
+    });
+    assert_eq!(logs.service, "chatty");
+    let texts: Vec<&str> = logs.lines.iter().map(|l| l.line.as_str()).collect();
+    assert!(texts.contains(&"hello from chatty"), "{texts:?}");
+    assert!(
+        logs.lines
+            .iter()
+            .any(|l| l.line == "oops" && l.stream == guest_proto::api::LogStream::Stderr),
+        "{texts:?}"
+    );
+    let (code, _) = http(&addr, "GET", "/services/nope/logs", None).unwrap();
+    assert_eq!(code, 404);
+
+    let before = agent.wait("chatty pid", |a| a.service("chatty").and_then(|s| s.pid));
+    let (code, body) = http(&addr, "POST", "/services/chatty/restart", None).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let r: RestartResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.action, "restarted");
+    let after = agent.wait("chatty restarted", |a| {
+        a.service("chatty").filter(|s| {
+            s.state == ServiceState::Running && s.pid.is_some() && s.pid != Some(before)
+        })
+    });
+    assert_eq!(after.restarts, 1);
+    assert_eq!(after.last_exit.as_deref(), Some("signal 15 (TERM)"));
+
+    let (code, body) = http(&addr, "GET", "/services", None).unwrap();
+    assert_eq!(code, 200);
+    let s: ServicesResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(s.services.len(), 2);
+
+    let (code, text) = http(&addr, "GET", "/metrics", None).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("guest_agent_service_restarts_total{service=\"chatty\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "guest_agent_http_requests_total{route=\"/services/{name}/logs\",code=\"2xx\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("guest_agent_service_rss_bytes{service=\"serve\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_alone_answers_health_without_a_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path())
+        .arg("--token-file")
+        .arg(dir.path().join("token"))
+        .arg("--cmdline")
+        .arg(dir.path().join("none"))
+        .arg("--netinit-state")
+        .arg(dir.path().join("netinit.json"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ev = guest_proto::ConsoleEvent::find_in_line(&line)
+        .unwrap()
+        .unwrap();
+    let guest_proto::Event::Listening { addr } = ev.event else {
+        panic!("{line}")
+    };
+    let (code, body) = http(&addr, "GET", "/health", None).unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+    let (code, body) = http(&addr, "GET", "/ready", None).unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("no supervisor state"), "{body}");
+    let (code, body) = http(&addr, "GET", "/services/x/logs", None).unwrap();
+    assert_eq!(code, 503, "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
