@@ -99,9 +99,12 @@ pub struct ProbeFailure {
 
 impl fmt::Display for ProbeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
-            Some(s) => write!(f, "HTTP {s}: {}", self.message),
-            None => write!(f, "{}: {}", self.class, self.message),
+        // Connect and timeout messages already say "connection refused", "timed out", ...
+        match (self.class, self.status) {
+            (ErrorClass::HttpStatus, Some(s)) if !self.message.contains("HTTP") => {
+                write!(f, "HTTP {s}: {}", self.message)
+            }
+            _ => f.write_str(&self.message),
         }
     }
 }

@@ -31,7 +31,9 @@ fn wait_class(addr: &str) -> (ErrorClass, String) {
 fn blackholed_and_unreachable_addresses_are_classified() {
     let got = in_new_netns(|| {
         // (no `dummy` module on every kernel: a veth pair whose far end answers nothing)
-        ip(&["link", "add", "gkv0", "type", "veth", "peer", "name", "gkv1"]);
+        ip(&[
+            "link", "add", "gkv0", "type", "veth", "peer", "name", "gkv1",
+        ]);
         ip(&["link", "set", "gkv0", "up"]);
         ip(&["link", "set", "gkv1", "up"]);
         ip(&["addr", "add", "10.200.0.1/24", "dev", "gkv0"]);

@@ -1,1 +1,525 @@
-fn main() {}
+//! `guestctl`: the operator's CLI over host-client — is the VM up, what is it waiting for,
+//! why did it fail, which boot args and TAP name does it get, which TAPs are dead.
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use host_client::bootargs::{static_ip, BootArgs};
+use host_client::tap::{self, TAP_PREFIX};
+use host_client::wait::{Progress, ReadyVia, WaitOptions};
+use host_client::{analyze, AgentAddr, GuestClient, Severity, WaitError};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  ok: ready / healthy / nothing wrong found / done
+  1  other error (I/O, a TAP that could not be removed, ...)
+  2  bad input (arguments, unreadable or malformed files, invalid values)
+  3  timeout: the VM was not ready by the deadline
+  4  diagnosed failure: the console log shows a fatal error (wait), or an error-level finding (diagnose)
+  5  the agent did not answer (health)
+  6  the agent answered but is not healthy (health: status is not \"ok\")";
+
+#[derive(Parser)]
+#[command(name = "guestctl", version, about = "Drive and diagnose guestkit VMs", after_help = EXIT_CODES)]
+struct Cli {
+    /// Machine-readable output (JSON; `wait` writes one JSON object per line).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Auth {
+    /// File holding the agent's bearer token (or set GUESTCTL_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// GET /health once and show it.
+    #[command(after_help = EXIT_CODES)]
+    Health {
+        /// Agent address: IP[:PORT] (port 8080 when omitted).
+        addr: String,
+        /// Request timeout (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        auth: Auth,
+    },
+    /// Wait until the VM is ready, showing the stages it reaches; fail fast on a fatal console finding.
+    #[command(after_help = EXIT_CODES)]
+    Wait {
+        addr: String,
+        /// Give up after this long (e.g. 60s, 2m).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The VM's console log (Firecracker/QEMU serial output file), followed while waiting.
+        #[arg(long, value_name = "FILE")]
+        console: Option<PathBuf>,
+        #[command(flatten)]
+        auth: Auth,
+    },
+    /// Read a console log and say what went wrong and how far the boot got.
+    #[command(after_help = EXIT_CODES)]
+    Diagnose {
+        /// Console log file (`-` for stdin).
+        file: PathBuf,
+    },
+    /// Build the kernel command line (and the Firecracker config fragment) from typed values.
+    #[command(after_help = EXIT_CODES)]
+    Bootargs {
+        /// Guest address with prefix length, e.g. 192.168.100.9/24.
+        #[arg(long)]
+        ip: String,
+        /// Gateway, e.g. 192.168.100.1.
+        #[arg(long)]
+        gw: Option<IpAddr>,
+        /// DNS server (at most 2).
+        #[arg(long)]
+        dns: Vec<IpAddr>,
+        #[arg(long)]
+        hostname: Option<String>,
+        #[arg(long, default_value = "eth0")]
+        iface: String,
+        #[arg(long, default_value = "ttyS0")]
+        console: String,
+        /// root= (e.g. /dev/vda).
+        #[arg(long)]
+        root: Option<String>,
+        /// Extra parameter KEY=VALUE or a flag KEY; repeatable.
+        #[arg(long, value_name = "K=V")]
+        extra: Vec<String>,
+        /// Print the Firecracker config fragment (boot-source, network-interfaces) as JSON.
+        #[arg(long)]
+        firecracker: bool,
+        /// kernel_image_path for --firecracker.
+        #[arg(long, default_value = "vmlinux")]
+        kernel: String,
+        /// VM id: the TAP name for --firecracker is derived from it.
+        #[arg(long)]
+        vm_id: Option<String>,
+        /// TAP name for --firecracker (instead of --vm-id).
+        #[arg(long, conflicts_with = "vm_id")]
+        tap: Option<String>,
+    },
+    /// TAP devices: names and cleanup.
+    #[command(subcommand)]
+    Tap(TapCmd),
+}
+
+#[derive(Subcommand)]
+enum TapCmd {
+    /// The TAP name for a VM id (≤ 15 chars, collision-free in practice).
+    Name { vm_id: String },
+    /// List TAP devices and remove the stale ones (no process holds them). Dry run unless --apply.
+    #[command(after_help = EXIT_CODES)]
+    Gc {
+        /// Remove the stale devices.
+        #[arg(long)]
+        apply: bool,
+        /// Only devices whose name starts with this.
+        #[arg(long, default_value = TAP_PREFIX)]
+        prefix: String,
+    },
+}
+
+/// An error that is the caller's input: exit 2.
+#[derive(Debug)]
+struct BadInput(anyhow::Error);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+fn bad(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(BadInput(e.into()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("guestctl: {e:#}");
+            ExitCode::from(if e.is::<BadInput>() { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Health {
+            addr,
+            timeout,
+            auth,
+        } => {
+            let addr: AgentAddr = addr.parse().map_err(bad)?;
+            let client = GuestClient::new(addr)
+                .with_token(token(&auth)?)
+                .with_timeout(timeout);
+            let res = runtime()?.block_on(client.health());
+            match res {
+                Ok(h) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&h)?);
+                    } else {
+                        print_health(&h);
+                    }
+                    Ok(if h.status == "ok" { 0 } else { 6 })
+                }
+                Err(e) => {
+                    if json {
+                        let v = serde_json::json!({"error": e.to_string(), "class": e.class()});
+                        println!("{v}");
+                    } else {
+                        eprintln!("guestctl: {addr}: {e}");
+                    }
+                    Ok(5)
+                }
+            }
+        }
+        Cmd::Wait {
+            addr,
+            timeout,
+            console,
+            auth,
+        } => {
+            let addr: AgentAddr = addr.parse().map_err(bad)?;
+            let opts = WaitOptions {
+                deadline: timeout,
+                console,
+                token: token(&auth)?,
+                ..Default::default()
+            };
+            wait(addr, &opts, json)
+        }
+        Cmd::Diagnose { file } => {
+            let bytes = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                b
+            } else {
+                std::fs::read(&file)
+                    .with_context(|| format!("{}", file.display()))
+                    .map_err(bad)?
+            };
+            let d = analyze(&String::from_utf8_lossy(&bytes));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print_diagnosis(&d.findings, &d.timeline);
+            }
+            let failed = d.findings.iter().any(|f| f.severity >= Severity::Error);
+            Ok(if failed { 4 } else { 0 })
+        }
+        Cmd::Bootargs {
+            ip,
+            gw,
+            dns,
+            hostname,
+            iface,
+            console,
+            root,
+            extra,
+            firecracker,
+            kernel,
+            vm_id,
+            tap,
+        } => {
+            let ipc = static_ip(&ip, gw, &dns, hostname.as_deref(), Some(&iface)).map_err(bad)?;
+            let mut args = BootArgs::new().console(console).ip(ipc);
+            if let Some(r) = root {
+                args = args.root(r);
+            }
+            for e in &extra {
+                let (k, v) = BootArgs::parse_extra(e).map_err(bad)?;
+                args = args.extra(k, v);
+            }
+            let line = args.build().map_err(bad)?;
+            if firecracker {
+                let tap = match (tap, vm_id) {
+                    (Some(t), _) => t,
+                    (None, Some(id)) => tap::tap_name(&id),
+                    (None, None) => {
+                        return Err(bad(anyhow!(
+                            "--firecracker needs --vm-id or --tap (the host TAP device)"
+                        )))
+                    }
+                };
+                let frag = args.firecracker(&kernel, &tap).map_err(bad)?;
+                println!("{}", serde_json::to_string_pretty(&frag)?);
+            } else if json {
+                println!("{}", serde_json::json!({ "boot_args": line }));
+            } else {
+                println!("{line}");
+            }
+            Ok(0)
+        }
+        Cmd::Tap(TapCmd::Name { vm_id }) => {
+            if vm_id.is_empty() {
+                return Err(bad(anyhow!("VMID is empty")));
+            }
+            let name = tap::tap_name(&vm_id);
+            if json {
+                println!("{}", serde_json::json!({ "vm_id": vm_id, "name": name }));
+            } else {
+                println!("{name}");
+            }
+            Ok(0)
+        }
+        Cmd::Tap(TapCmd::Gc { apply, prefix }) => {
+            let report = tap::gc(
+                std::path::Path::new("/sys/class/net"),
+                std::path::Path::new("/proc"),
+                &prefix,
+                apply,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_gc(&report);
+            }
+            Ok(if report.failed.is_empty() { 0 } else { 1 })
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn token(auth: &Auth) -> anyhow::Result<Option<String>> {
+    if let Some(f) = &auth.token_file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("token file {}", f.display()))
+            .map_err(bad)?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::env::var("GUESTCTL_TOKEN").ok())
+}
+
+fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
+    let start = Instant::now();
+    let show = |p: &Progress| {
+        let t = start.elapsed().as_secs_f64();
+        if json {
+            if let Ok(s) = serde_json::to_string(p) {
+                println!("{s}");
+            }
+            return;
+        }
+        match p {
+            Progress::Milestone { entry } => {
+                let kt = entry
+                    .kernel_time
+                    .map(|k| format!(", kernel time {k:.3}s"))
+                    .unwrap_or_default();
+                println!(
+                    "[{t:7.2}s] {} (console line {}{kt})",
+                    entry.milestone, entry.line
+                );
+            }
+            Progress::Answering { status, reasons } => {
+                println!(
+                    "[{t:7.2}s] agent answering (HTTP {status}), not ready: {}",
+                    reasons.join("; ")
+                );
+            }
+            Progress::Finding { finding } => println!("[{t:7.2}s] {finding}"),
+        }
+    };
+    match runtime()?.block_on(host_client::wait_ready_with(addr, opts, show)) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::json!({"result": "ready", "ready": r}));
+            } else {
+                let via = match &r.via {
+                    ReadyVia::Ready { .. } => "/ready".to_string(),
+                    ReadyVia::Health { ready_status, .. } => {
+                        format!("/health ok (/ready answered {ready_status})")
+                    }
+                };
+                println!(
+                    "[{:7.2}s] ready ({via}, {} attempts)",
+                    r.elapsed.as_secs_f64(),
+                    r.attempts
+                );
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            let (code, result) = match &e {
+                WaitError::Timeout { .. } => (3, "timeout"),
+                WaitError::Diagnosed { .. } => (4, "diagnosed"),
+                WaitError::Console(_) => return Err(bad(e)),
+            };
+            if json {
+                let v = serde_json::json!({
+                    "result": result,
+                    "error": e.to_string(),
+                    "last": e.last(),
+                    "findings": e.findings(),
+                });
+                println!("{v}");
+            } else {
+                eprintln!("guestctl: {e}");
+                for f in e.findings() {
+                    eprintln!("  {f}");
+                }
+            }
+            Ok(code)
+        }
+    }
+}
+
+fn print_health(h: &guest_proto::api::HealthResponse) {
+    println!("status: {}", h.status);
+    if let Some(v) = &h.version {
+        println!("version: {v}");
+    }
+    if let Some(u) = h.uptime_seconds {
+        println!("uptime: {u:.0}s");
+    }
+    println!("active sessions: {}", h.active_sessions);
+    if let Some(m) = &h.memory {
+        println!(
+            "memory: {} MiB available of {} MiB",
+            m.available_bytes >> 20,
+            m.total_bytes >> 20
+        );
+    }
+    if let Some(n) = &h.network {
+        let addrs: Vec<String> = n
+            .addresses
+            .iter()
+            .map(|a| format!("{}/{}", a.address, a.prefix_len))
+            .collect();
+        println!(
+            "network: {:?} on {} {}",
+            n.outcome,
+            n.interface.as_deref().unwrap_or("-"),
+            addrs.join(" ")
+        );
+        for c in &n.conflicts {
+            println!("  conflict: {} {}: {}", c.source, c.detail, c.resolution);
+        }
+    }
+    for s in &h.services {
+        println!(
+            "service {}: {:?} (restarts {}, last exit {})",
+            s.name,
+            s.state,
+            s.restarts,
+            s.last_exit.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn print_diagnosis(findings: &[host_client::Finding], timeline: &[host_client::TimelineEntry]) {
+    if timeline.is_empty() {
+        println!("boot: no milestone seen");
+    }
+    for e in timeline {
+        let kt = e
+            .kernel_time
+            .map(|k| format!(" at {k:.3}s"))
+            .unwrap_or_default();
+        println!("boot: {} (line {}{kt})", e.milestone, e.line);
+    }
+    if findings.is_empty() {
+        println!("no problems found");
+    }
+    for f in findings {
+        println!("{f}");
+    }
+}
+
+fn print_gc(r: &tap::GcReport) {
+    if r.devices.is_empty() {
+        println!("no TUN/TAP devices");
+    }
+    for d in &r.devices {
+        let who: Vec<String> = d
+            .holders
+            .iter()
+            .map(|h| format!("{} ({})", h.pid, h.comm))
+            .collect();
+        let state = if d.is_stale() {
+            "STALE".to_string()
+        } else {
+            format!("held by {}", who.join(", "))
+        };
+        println!(
+            "{:15} {} {}{} {state}",
+            d.name,
+            d.kind,
+            if d.persistent { "persistent " } else { "" },
+            d.master
+                .as_deref()
+                .map(|m| format!("on {m}"))
+                .unwrap_or_default()
+        );
+    }
+    if !r.applied && !r.stale.is_empty() {
+        println!("dry run: would remove {} (use --apply)", r.stale.join(" "));
+    }
+    for n in &r.removed {
+        println!("removed {n}");
+    }
+    for (n, e) in &r.failed {
+        eprintln!("could not remove {n}: {e}");
+    }
+}
+
+/// `60s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 60s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("`{s}`: unknown unit `{u}` (use ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
