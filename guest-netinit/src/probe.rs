@@ -1,26 +1,49 @@
-//! The gateway probe: one ARP who-has for the gateway on the configured interface,
-//! bounded by a timeout (retransmitted once halfway), recording the round trip and the
-//! gateway's MAC. ARP rather than ICMP because it needs no route, no firewall rule and no
-//! raw IP socket, and it proves exactly what boot needs: the gateway is on the link.
+//! The gateway probe: one ARP request for the gateway on the configured interface, bounded
+//! by a timeout, recording the round trip and the gateway's MAC. ARP rather than ICMP
+//! because it needs no route, no firewall rule on the gateway and no raw IP socket, and it
+//! proves exactly what boot needs: the gateway is on the link. A failed probe is a warning.
 //!
-//! An AF_PACKET/SOCK_DGRAM socket bound to the interface (the kernel adds the Ethernet
-//! header), non-blocking, driven by tokio's `AsyncFd`.
+//! `ArpProber` has the kernel send the request: it deletes any cached neighbour entry for
+//! the gateway, then asks for resolution with `RTM_NEWNEIGH` + `NTF_USE` (the kernel sends
+//! its first ARP solicitation at once, from the interface's address) and waits for the
+//! neighbour event that carries the answer. Only netlink sockets are involved, which open
+//! and close in microseconds — a packet socket's close costs an RCU grace period (see
+//! `packet.rs`) — and the resolved entry stays in the cache, so the first real packet to
+//! the gateway does not wait for ARP.
+
+pub mod packet;
+
+pub use packet::PacketArpProber;
 
 use crate::system::Prober;
+use futures::StreamExt;
 use guest_proto::{MacAddr, ProbeResult};
-use std::io;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::MulticastGroup;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
 
-const ETH_P_ARP: u16 = 0x0806;
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
-
-/// Probes with a real ARP request.
+/// Probes the gateway through the kernel's ARP (see the module doc).
 #[derive(Debug, Default)]
 pub struct ArpProber;
+
+/// How a neighbour probe ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeighbourOutcome {
+    /// The gateway answered: round trip from the request, and its MAC.
+    Answered { rtt: Duration, mac: [u8; 6] },
+    /// No answer before the timeout.
+    Silent,
+    /// The kernel gave up on the gateway (entry FAILED) before the timeout.
+    Failed,
+    /// The gateway has a permanent (static) neighbour entry, which the kernel does not
+    /// re-resolve and which is not ours to delete.
+    Static,
+}
 
 impl Prober for ArpProber {
     async fn probe(
@@ -31,6 +54,7 @@ impl Prober for ArpProber {
         target: Ipv4Addr,
         timeout: Duration,
     ) -> ProbeResult {
+        let started = Instant::now();
         let failed = |error: String| ProbeResult {
             target: IpAddr::V4(target),
             ok: false,
@@ -38,212 +62,157 @@ impl Prober for ArpProber {
             mac: None,
             error: Some(error),
         };
-        match arp_probe(index, source, target, timeout).await {
-            Ok(Some((rtt, mac))) => ProbeResult {
+        let silent = || {
+            failed(format!(
+                "no ARP reply from {target} within {} ms",
+                timeout.as_millis()
+            ))
+        };
+        match neighbour_probe(index, target, timeout).await {
+            Ok(NeighbourOutcome::Answered { rtt, mac }) => ProbeResult {
                 target: IpAddr::V4(target),
                 ok: true,
                 rtt_us: Some(rtt.as_micros() as u64),
                 mac: Some(MacAddr(mac)),
                 error: None,
             },
-            Ok(None) => failed(format!(
-                "no ARP reply from {target} within {} ms",
-                timeout.as_millis()
+            Ok(NeighbourOutcome::Silent) => silent(),
+            Ok(NeighbourOutcome::Failed) => failed(format!(
+                "no ARP reply from {target}: the kernel marked it unreachable"
             )),
+            Ok(NeighbourOutcome::Static) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                PacketArpProber
+                    .probe(index, interface, source, target, left)
+                    .await
+            }
             Err(e) => failed(format!("ARP probe of {target} on {interface}: {e}")),
         }
     }
 }
 
-/// Send who-has `target` from `source` on interface `index` and wait for the answer.
-/// `Ok(None)`: no reply within `timeout`.
-pub async fn arp_probe(
+/// Resolve `target` on interface `index` through the kernel's neighbour table, bounded by
+/// `timeout`. Errors are netlink failures, as text.
+pub async fn neighbour_probe(
     index: u32,
-    source: Ipv4Addr,
     target: Ipv4Addr,
     timeout: Duration,
-) -> io::Result<Option<(Duration, [u8; 6])>> {
-    let sock = PacketSocket::bind(index)?;
-    let own_mac = sock.own_mac()?;
-    let request = arp_request(own_mac, source, target);
-    // SAFETY: `PacketSocket` owns its fd, which stays open and unchanged until it drops.
-    let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
+) -> Result<NeighbourOutcome, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Subscribe first, so the answer cannot slip between the request and the wait.
+    let (events_conn, _events_handle, mut events) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh])
+            .map_err(|e| format!("netlink socket: {e}"))?;
+    tokio::spawn(events_conn);
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+    tokio::spawn(conn);
 
-    let start = Instant::now();
-    let deadline = tokio::time::Instant::from_std(start + timeout);
-    let resend_at = tokio::time::Instant::from_std(start + timeout / 2);
-    fd.get_ref().send_broadcast(index, &request)?;
-    let mut resent = false;
-    let mut buf = [0u8; 128];
+    let mut existing = None;
+    let mut dump = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    while let Some(msg) = dump.next().await {
+        let msg = msg.map_err(|e| format!("list neighbours: {e}"))?;
+        if is_entry(&msg, index, target) {
+            existing = Some(msg);
+        }
+    }
+    drop(dump);
+    let mut deleted = false;
+    if let Some(entry) = existing {
+        if matches!(
+            entry.header.state,
+            NeighbourState::Permanent | NeighbourState::Noarp
+        ) {
+            return Ok(NeighbourOutcome::Static);
+        }
+        // A cached answer proves nothing about now: forget it and ask again.
+        let mut del = NeighbourMessage::default();
+        del.header.family = AddressFamily::Inet;
+        del.header.ifindex = index;
+        del.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                target,
+            )));
+        match handle.neighbours().del(del).execute().await {
+            Ok(()) => deleted = true,
+            Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+            Err(e) => return Err(format!("delete the cached entry for {target}: {e}")),
+        }
+    }
+
+    let sent = Instant::now();
+    handle
+        .neighbours()
+        .add(index, IpAddr::V4(target))
+        // NUD_NONE, not the builder's PERMANENT (which would exempt the entry from GC):
+        // with NTF_USE the kernel only starts resolution.
+        .state(NeighbourState::None)
+        .flags(NeighbourFlags::Use)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| format!("ask the kernel to resolve {target}: {e}"))?;
+
+    // Events queued before our delete describe the old entry: skip up to its deletion.
+    let mut past_old = !deleted;
     loop {
-        let wake = if resent { deadline } else { resend_at };
-        let ready = tokio::time::timeout_at(wake, fd.readable()).await;
-        let mut guard = match ready {
-            Ok(guard) => guard?,
-            Err(_) if !resent => {
-                fd.get_ref().send_broadcast(index, &request)?;
-                resent = true;
-                continue;
-            }
-            Err(_) => return Ok(None),
+        let msg = match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_elapsed) => return Ok(NeighbourOutcome::Silent),
+            Ok(None) => return Err("neighbour event socket closed".into()),
+            Ok(Some((msg, _))) => msg,
         };
-        match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(Ok(n)) => {
-                if let Some(mac) = parse_reply(&buf[..n], source, target) {
-                    return Ok(Some((start.elapsed(), mac)));
+        match msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n))
+                if is_entry(&n, index, target) =>
+            {
+                past_old = true;
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n))
+                if past_old && is_entry(&n, index, target) =>
+            {
+                if let Some(outcome) = outcome_of(&n, sent.elapsed()) {
+                    return Ok(outcome);
                 }
             }
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
+            _ => {}
         }
     }
 }
 
-/// An ARP request (the payload after the Ethernet header).
-pub fn arp_request(own_mac: [u8; 6], source: Ipv4Addr, target: Ipv4Addr) -> [u8; 28] {
-    let mut p = [0u8; 28];
-    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    p[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    p[4] = 6;
-    p[5] = 4;
-    p[6..8].copy_from_slice(&ARP_REQUEST.to_be_bytes());
-    p[8..14].copy_from_slice(&own_mac);
-    p[14..18].copy_from_slice(&source.octets());
-    // target hardware address stays zero
-    p[24..28].copy_from_slice(&target.octets());
-    p
-}
-
-/// The sender MAC of `packet` if it is `target`'s ARP reply to `source`.
-pub fn parse_reply(packet: &[u8], source: Ipv4Addr, target: Ipv4Addr) -> Option<[u8; 6]> {
-    if packet.len() < 28
-        || packet[0..2] != 1u16.to_be_bytes()
-        || packet[2..4] != 0x0800u16.to_be_bytes()
-        || packet[4] != 6
-        || packet[5] != 4
-        || packet[6..8] != ARP_REPLY.to_be_bytes()
-        || packet[14..18] != target.octets()
-        || packet[24..28] != source.octets()
-    {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&packet[8..14]);
-    Some(mac)
-}
-
-/// A non-blocking AF_PACKET/SOCK_DGRAM socket for ARP, bound to one interface.
-struct PacketSocket(OwnedFd);
-
-impl AsRawFd for PacketSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
+/// What a RTM_NEWNEIGH event for the gateway says, if it settles the probe.
+fn outcome_of(n: &NeighbourMessage, rtt: Duration) -> Option<NeighbourOutcome> {
+    match n.header.state {
+        NeighbourState::Reachable
+        | NeighbourState::Stale
+        | NeighbourState::Delay
+        | NeighbourState::Probe => lladdr(n).map(|mac| NeighbourOutcome::Answered { rtt, mac }),
+        NeighbourState::Failed => Some(NeighbourOutcome::Failed),
+        _ => None,
     }
 }
 
-fn sockaddr(index: u32, dest: Option<[u8; 6]>) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ETH_P_ARP.to_be();
-    sa.sll_ifindex = index as i32;
-    if let Some(mac) = dest {
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&mac);
-    }
-    sa
+fn is_entry(n: &NeighbourMessage, index: u32, target: Ipv4Addr) -> bool {
+    n.header.ifindex == index
+        && n.attributes.iter().any(
+            |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == target),
+        )
 }
 
-const SOCKADDR_LL_LEN: libc::socklen_t =
-    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+fn lladdr(n: &NeighbourMessage) -> Option<[u8; 6]> {
+    n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
+        _ => None,
+    })
+}
 
-impl PacketSocket {
-    fn bind(index: u32) -> io::Result<Self> {
-        // SAFETY: plain syscalls; the fd is owned right after creation.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_ARP.to_be()),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let sock = PacketSocket(unsafe { OwnedFd::from_raw_fd(fd) });
-        let sa = sockaddr(index, None);
-        let rc = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                SOCKADDR_LL_LEN,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sock)
-    }
-
-    /// The interface's MAC, as the kernel reports it for the bound socket.
-    fn own_mac(&self) -> io::Result<[u8; 6]> {
-        let mut sa = sockaddr(0, None);
-        let mut len = SOCKADDR_LL_LEN;
-        // SAFETY: sa is a valid sockaddr_ll buffer of `len` bytes.
-        let rc = unsafe {
-            libc::getsockname(
-                self.as_raw_fd(),
-                &mut sa as *mut libc::sockaddr_ll as *mut libc::sockaddr,
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if sa.sll_halen != 6 {
-            return Err(io::Error::other(format!(
-                "not an Ethernet interface (hardware address length {})",
-                sa.sll_halen
-            )));
-        }
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(&sa.sll_addr[..6]);
-        Ok(mac)
-    }
-
-    fn send_broadcast(&self, index: u32, payload: &[u8]) -> io::Result<()> {
-        let sa = sockaddr(index, Some([0xff; 6]));
-        // SAFETY: payload and sa are valid for the lengths given.
-        let rc = unsafe {
-            libc::sendto(
-                self.as_raw_fd(),
-                payload.as_ptr() as *const libc::c_void,
-                payload.len(),
-                0,
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                SOCKADDR_LL_LEN,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of its length.
-        let rc = unsafe {
-            libc::recv(
-                self.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
     }
 }
 
@@ -251,39 +220,56 @@ impl PacketSocket {
 mod tests {
     use super::*;
 
-    const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 2);
     const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 
-    fn reply(from: Ipv4Addr, to: Ipv4Addr, mac: [u8; 6]) -> [u8; 28] {
-        let mut p = arp_request(mac, from, to);
-        p[6..8].copy_from_slice(&ARP_REPLY.to_be_bytes());
-        p
+    fn event(
+        index: u32,
+        dst: Ipv4Addr,
+        state: NeighbourState,
+        mac: Option<[u8; 6]>,
+    ) -> NeighbourMessage {
+        let mut n = NeighbourMessage::default();
+        n.header.family = AddressFamily::Inet;
+        n.header.ifindex = index;
+        n.header.state = state;
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        if let Some(m) = mac {
+            n.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(m.to_vec()));
+        }
+        n
     }
 
     #[test]
-    fn request_layout() {
-        let p = arp_request([2, 0, 0, 0, 0, 9], ME, GW);
-        assert_eq!(&p[..8], &[0, 1, 8, 0, 6, 4, 0, 1]);
-        assert_eq!(&p[8..14], &[2, 0, 0, 0, 0, 9]);
-        assert_eq!(&p[14..18], &[192, 168, 100, 2]);
-        assert_eq!(&p[18..24], &[0; 6]);
-        assert_eq!(&p[24..28], &[192, 168, 100, 1]);
-    }
-
-    #[test]
-    fn accepts_only_the_gateways_reply_to_us() {
+    fn only_settled_states_with_a_mac_answer() {
         let mac = [2, 0, 0, 0, 0, 1];
-        assert_eq!(parse_reply(&reply(GW, ME, mac), ME, GW), Some(mac));
-        // Our own request (seen by the packet socket as outgoing) is not a reply.
-        assert_eq!(parse_reply(&arp_request(mac, ME, GW), ME, GW), None);
-        // A reply from someone else, or to someone else, or truncated.
-        let other = Ipv4Addr::new(192, 168, 100, 7);
-        assert_eq!(parse_reply(&reply(other, ME, mac), ME, GW), None);
-        assert_eq!(parse_reply(&reply(GW, other, mac), ME, GW), None);
-        assert_eq!(parse_reply(&reply(GW, ME, mac)[..27], ME, GW), None);
-        // Ethernet padding after the ARP payload is fine.
-        let mut padded = reply(GW, ME, mac).to_vec();
-        padded.extend_from_slice(&[0; 18]);
-        assert_eq!(parse_reply(&padded, ME, GW), Some(mac));
+        let rtt = Duration::from_micros(80);
+        for state in [NeighbourState::Reachable, NeighbourState::Stale] {
+            assert_eq!(
+                outcome_of(&event(2, GW, state, Some(mac)), rtt),
+                Some(NeighbourOutcome::Answered { rtt, mac })
+            );
+        }
+        assert_eq!(
+            outcome_of(&event(2, GW, NeighbourState::Incomplete, None), rtt),
+            None
+        );
+        assert_eq!(
+            outcome_of(&event(2, GW, NeighbourState::Reachable, None), rtt),
+            None
+        );
+        assert_eq!(
+            outcome_of(&event(2, GW, NeighbourState::Failed, None), rtt),
+            Some(NeighbourOutcome::Failed)
+        );
+    }
+
+    #[test]
+    fn entry_matches_interface_and_address() {
+        let n = event(2, GW, NeighbourState::Reachable, None);
+        assert!(is_entry(&n, 2, GW));
+        assert!(!is_entry(&n, 3, GW));
+        assert!(!is_entry(&n, 2, Ipv4Addr::new(192, 168, 100, 2)));
     }
 }
