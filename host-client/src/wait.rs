@@ -18,10 +18,10 @@ use crate::diagnose::{Finding, Milestone, TimelineEntry};
 use guest_proto::api::{HealthResponse, ReadyResponse};
 use hyper::StatusCode;
 use serde::Serialize;
-use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -227,7 +227,8 @@ enum ProbeOutcome {
     Failed(ClientError),
 }
 
-/// Shared between the probe loop and the console loop (same task, never held across await).
+/// Shared between the probe loop and the console loop (same task; the lock is never held
+/// across an await, it is a Mutex rather than a RefCell so the wait future is `Send`).
 struct State<F> {
     attempts: u32,
     last: Option<ProbeFailure>,
@@ -319,7 +320,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
     let client = GuestClient::new(addr)
         .with_token(opts.token.clone())
         .with_timeout(opts.attempt_timeout);
-    let state = RefCell::new(State {
+    let state = Mutex::new(State {
         attempts: 0,
         last: None,
         stage: None,
@@ -327,7 +328,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
         health_only: None,
         on_progress,
     });
-    let console = RefCell::new(opts.console.as_ref().map(ConsoleFollower::new));
+    let console = Mutex::new(opts.console.as_ref().map(ConsoleFollower::new));
 
     let probe_loop = async {
         let mut delay = opts.first_delay;
@@ -336,9 +337,9 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
             let c = client
                 .clone()
                 .with_timeout(opts.attempt_timeout.min(left).max(Duration::from_millis(1)));
-            let health_only = state.borrow().health_only;
+            let health_only = state.lock_ok().health_only;
             let outcome = probe(&c, health_only).await;
-            let next = state.borrow_mut().record(outcome, delay, opts);
+            let next = state.lock_ok().record(outcome, delay, opts);
             match next {
                 Next::Done(via) => return via,
                 Next::Now => continue,
@@ -351,7 +352,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
     };
 
     let console_loop = async {
-        if console.borrow().is_none() {
+        if console.lock_ok().is_none() {
             return std::future::pending::<Result<Box<Finding>, ConsoleError>>().await;
         }
         let mut seen = (0, 0);
@@ -372,8 +373,8 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
             _ = sleep_until(end) => Err(Ok(None)),
         }
     };
-    let snapshot = |console: &RefCell<Option<ConsoleFollower>>| {
-        let mut c = console.borrow_mut();
+    let snapshot = |console: &Mutex<Option<ConsoleFollower>>| {
+        let mut c = console.lock_ok();
         match c.as_mut() {
             Some(c) => {
                 // Read what arrived since the last poll; an unreadable log was already reported.
@@ -390,7 +391,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
         Err(Err(e)) => return Err(WaitError::Console(e)),
         Err(Ok(fatal)) => {
             // Fatal finding (or timeout: `None`). One last probe, unless time is up.
-            let health_only = state.borrow().health_only;
+            let health_only = state.lock_ok().health_only;
             let confirmed = match fatal {
                 Some(_) => match probe(&client, health_only).await {
                     ProbeOutcome::Ready(via) => Some(via),
@@ -402,7 +403,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
                 (Some(via), _) => via,
                 (None, Some(finding)) => {
                     let (findings, timeline) = snapshot(&console);
-                    let st = state.borrow();
+                    let st = state.lock_ok();
                     return Err(WaitError::Diagnosed {
                         addr,
                         after: start.elapsed(),
@@ -414,7 +415,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
                 }
                 (None, None) => {
                     let (findings, timeline) = snapshot(&console);
-                    let st = state.borrow();
+                    let st = state.lock_ok();
                     return Err(WaitError::Timeout {
                         addr,
                         waited: start.elapsed(),
@@ -429,7 +430,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
         }
     };
     let (findings, timeline) = snapshot(&console);
-    let st = state.borrow();
+    let st = state.lock_ok();
     Ok(Ready {
         addr,
         elapsed: start.elapsed(),
@@ -443,11 +444,11 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
 /// Reads new console lines, reports new milestones and non-fatal findings; returns the
 /// fatal finding if there is one. `seen`: (milestones, findings) already reported.
 fn poll_console<F: FnMut(&Progress)>(
-    console: &RefCell<Option<ConsoleFollower>>,
-    state: &RefCell<State<F>>,
+    console: &Mutex<Option<ConsoleFollower>>,
+    state: &Mutex<State<F>>,
     seen: &mut (usize, usize),
 ) -> Result<Option<Box<Finding>>, ConsoleError> {
-    let mut cons = console.borrow_mut();
+    let mut cons = console.lock_ok();
     let Some(c) = cons.as_mut() else {
         return Ok(None);
     };
@@ -455,7 +456,7 @@ fn poll_console<F: FnMut(&Progress)>(
         return Ok(None);
     }
     let d = c.diagnoser();
-    let mut st = state.borrow_mut();
+    let mut st = state.lock_ok();
     if d.timeline().len() < seen.0 || d.findings().len() < seen.1 {
         // the log started over (new boot)
         *seen = (0, 0);
@@ -503,6 +504,32 @@ async fn probe(client: &GuestClient, health_only: Option<u16>) -> ProbeOutcome {
     }
 }
 
+/// `lock()` that shrugs off poisoning: the loops run in one task, a panic ends them all.
+trait LockOk<T> {
+    fn lock_ok(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T> LockOk<T> for Mutex<T> {
+    fn lock_ok(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A host controller spawns waits on a multi-threaded runtime: the future must be Send.
+    #[test]
+    fn wait_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let f = super::wait_ready(addr, std::time::Duration::from_millis(1), None);
+        send(&f);
+        let opts = super::WaitOptions::default();
+        let g = super::wait_ready_with(addr, &opts, |_| {});
+        send(&g);
+    }
 }
