@@ -7,6 +7,7 @@
 //! Effects: `system` (traits) implemented by `netlink`, `modules`, `probe`; `run` orchestrates,
 //! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conflicts;

@@ -1,0 +1,533 @@
+//! The image's files other than kernel modules: the template and the other network configs of
+//! the interface (failure F2, via `conflicts::scan`, the same scan the boot-time run does),
+//! our units installed and enabled, the binaries they start, guest-agent and its config,
+//! `/etc/resolv.conf`, and `/etc/environment` (failure F6).
+
+use super::rootpath::resolve;
+use super::{envlint, Finding, Severity};
+use crate::conflicts;
+use crate::run::DEFAULT_TEMPLATES;
+use crate::sources::DEFAULT_INTERFACE;
+use crate::template;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Our units, installed from `systemd-units/`.
+pub const UNITS: [&str; 2] = ["guest-netinit.service", "guest-agent.service"];
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+const BIN_DIRS: [&str; 6] = [
+    "/usr/local/bin",
+    "/usr/bin",
+    "/sbin",
+    "/usr/sbin",
+    "/bin",
+    "/usr/local/sbin",
+];
+pub const AGENT_CONFIG: &str = "/etc/guest-agent/config.toml";
+
+/// Template and conflicts; returns the interface checked.
+pub fn check_network(root: &Path, interface: Option<&str>, out: &mut Vec<Finding>) -> String {
+    let template = DEFAULT_TEMPLATES
+        .iter()
+        .find(|t| resolve(root, t).is_some_and(|p| p.is_file()))
+        .copied();
+    let mut name = None;
+    match template {
+        None => out.push(Finding::new(
+            Severity::Ok,
+            "template",
+            None,
+            format!(
+                "no template ({}): the network is configured from the kernel cmdline ip= only",
+                DEFAULT_TEMPLATES.join(", ")
+            ),
+        )),
+        Some(t) => match std::fs::read_to_string(crate::files::under(root, t)) {
+            Err(e) => out.push(Finding::new(
+                Severity::Error,
+                "template",
+                Some(t.into()),
+                format!("cannot read: {e}"),
+            )),
+            Ok(text) => {
+                let (filled, names) = sample_fill(&text);
+                match template::parse(&filled, &BTreeMap::new()) {
+                    Ok(parsed) => {
+                        name = parsed.name.clone();
+                        let needs = if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; the kernel cmdline must give {}",
+                                names
+                                    .iter()
+                                    .map(|n| format!("guest.{}=", n.to_ascii_lowercase()))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            )
+                        };
+                        out.push(Finding::new(
+                            Severity::Ok,
+                            "template",
+                            Some(t.into()),
+                            format!("parses{needs}"),
+                        ));
+                        for w in parsed.warnings {
+                            out.push(Finding::new(Severity::Warning, "template", Some(t.into()), w));
+                        }
+                    }
+                    Err(e) => out.push(
+                        Finding::new(Severity::Error, "template", Some(t.into()), e.to_string())
+                            .hint("fix the line named (placeholders were filled with sample values to check it)"),
+                    ),
+                }
+            }
+        },
+    }
+    let iface = interface
+        .map(str::to_string)
+        .or(name)
+        .unwrap_or_else(|| DEFAULT_INTERFACE.to_string());
+    let winner = if template.is_some() {
+        "template"
+    } else {
+        "cmdline ip="
+    };
+    let tpl_full = template.map(|t| crate::files::under(root, t));
+    let found = conflicts::scan(root, &iface, tpl_full.as_deref(), winner);
+    if found.is_empty() {
+        out.push(Finding::new(
+            Severity::Ok,
+            "conflict",
+            None,
+            format!("no other network configuration of {iface}"),
+        ));
+    }
+    for c in found {
+        let dhcp = c.detail.contains("dhcp4: true")
+            || (c.detail.contains("DHCP=")
+                && !c.detail.contains("DHCP=no")
+                && !c.detail.contains("DHCP=false"));
+        let unresolved = c.resolution.contains("NOT resolved");
+        // F2: DHCP elsewhere next to our static config took VMs off the network.
+        let severity = if dhcp || unresolved {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        out.push(
+            Finding::new(
+                severity,
+                "conflict",
+                c.path.clone(),
+                format!("{}: {} (at boot: {})", c.source, c.detail, c.resolution),
+            )
+            .hint(format!(
+                "remove it from the image: guest-netinit alone configures {iface}"
+            )),
+        );
+    }
+    iface
+}
+
+/// `__NAME__` placeholders replaced by sample values that fit their key, so the template's
+/// syntax can be checked without a cmdline; also the placeholder names, in order.
+pub fn sample_fill(text: &str) -> (String, Vec<String>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('#') || t.starts_with(';') || !line.contains("__") {
+            out.push_str(line);
+            continue;
+        }
+        let key = t.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
+        let mut rest = line;
+        while let Some(at) = rest.find("__") {
+            let before = &rest[..at];
+            let after = &rest[at + 2..];
+            match placeholder_name(after) {
+                Some(name) => {
+                    out.push_str(before);
+                    out.push_str(sample_for(key, before.ends_with('/')));
+                    if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                        names.push(name.to_string());
+                    }
+                    rest = &after[name.len() + 2..];
+                }
+                None => {
+                    out.push_str(&rest[..at + 1]);
+                    rest = &rest[at + 1..];
+                }
+            }
+        }
+        out.push_str(rest);
+    }
+    (out, names)
+}
+
+fn sample_for(key: &str, after_slash: bool) -> &'static str {
+    match key {
+        "MTUBytes" => "1500",
+        "Metric" => "100",
+        "MACAddress" => "02:00:00:00:00:01",
+        "Name" => "eth0",
+        "Domains" => "example.invalid",
+        "DHCP" => "no",
+        _ if after_slash => "24",
+        _ => "192.0.2.10",
+    }
+}
+
+/// `NAME__...` → `NAME` (alphanumeric words joined by single `_`), as in `template::fill`.
+fn placeholder_name(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        match (b.get(i), b.get(i + 1)) {
+            (Some(b'_'), Some(b'_')) => return Some(&s[..i]),
+            (Some(b'_'), _) => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// Our units: installed, not masked, enabled through a `*.wants/` symlink that resolves,
+/// and the binary of `ExecStart=` present and executable.
+pub fn check_units(root: &Path, out: &mut Vec<Finding>) {
+    for unit in UNITS {
+        let etc = format!("/etc/systemd/system/{unit}");
+        if let Ok(target) = std::fs::read_link(crate::files::under(root, &etc)) {
+            if target == Path::new("/dev/null") {
+                out.push(
+                    Finding::new(
+                        Severity::Error,
+                        "unit",
+                        Some(etc),
+                        format!("{unit} is masked"),
+                    )
+                    .hint(format!("systemctl --root <rootfs> unmask {unit}")),
+                );
+                continue;
+            }
+        }
+        let file = UNIT_DIRS
+            .iter()
+            .map(|d| format!("{d}/{unit}"))
+            .find_map(|p| resolve(root, &p).filter(|h| h.is_file()).map(|h| (p, h)));
+        let Some((shown_path, host)) = file else {
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    "unit",
+                    Some(format!("/etc/systemd/system/{unit}")),
+                    format!("{unit} is not installed (not in {})", UNIT_DIRS.join(", ")),
+                )
+                .hint(format!(
+                    "copy systemd-units/{unit} to /etc/systemd/system/ in the image"
+                )),
+            );
+            check_enabled(root, unit, "", false, out);
+            continue;
+        };
+        out.push(Finding::new(
+            Severity::Ok,
+            "unit",
+            Some(shown_path.clone()),
+            format!("{unit} installed"),
+        ));
+        let text = std::fs::read_to_string(&host).unwrap_or_default();
+        check_enabled(root, unit, &text, true, out);
+        check_exec_start(root, unit, &shown_path, &text, out);
+    }
+}
+
+/// The `*.wants/` / `*.requires/` symlinks of `unit` in /etc. Not installed: only dangling
+/// links are reported (the missing unit is already an error).
+fn check_enabled(root: &Path, unit: &str, text: &str, installed: bool, out: &mut Vec<Finding>) {
+    let mut links = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("etc/systemd/system")) {
+        for e in rd.flatten() {
+            let dir = e.file_name().to_string_lossy().into_owned();
+            if dir.ends_with(".wants") || dir.ends_with(".requires") {
+                let link = format!("/etc/systemd/system/{dir}/{unit}");
+                if std::fs::symlink_metadata(crate::files::under(root, &link)).is_ok() {
+                    links.push(link);
+                }
+            }
+        }
+    }
+    links.sort();
+    let wanted_by: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("WantedBy="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    if links.is_empty() && !installed {
+        return;
+    }
+    if links.is_empty() {
+        let by = if wanted_by.is_empty() {
+            String::new()
+        } else {
+            format!(" (its [Install] says WantedBy={})", wanted_by.join(" "))
+        };
+        out.push(
+            Finding::new(
+                Severity::Error,
+                "enabled",
+                Some(format!("/etc/systemd/system/*.wants/{unit}")),
+                format!(
+                    "{unit} is not enabled: no *.wants/ symlink{by}, it will not start at boot"
+                ),
+            )
+            .hint(format!("systemctl --root <rootfs> enable {unit}")),
+        );
+        return;
+    }
+    for link in links {
+        if resolve(root, &link).is_some_and(|h| h.is_file()) {
+            out.push(Finding::new(
+                Severity::Ok,
+                "enabled",
+                Some(link.clone()),
+                format!("{unit} enabled"),
+            ));
+        } else {
+            let target = std::fs::read_link(crate::files::under(root, &link))
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    "enabled",
+                    Some(link.clone()),
+                    format!("{unit}: enable symlink points to {target}, which is not in the image"),
+                )
+                .hint(format!(
+                    "systemctl --root <rootfs> reenable {unit} (after installing the unit file)"
+                )),
+            );
+        }
+    }
+}
+
+fn check_exec_start(root: &Path, unit: &str, unit_path: &str, text: &str, out: &mut Vec<Finding>) {
+    let Some(cmd) = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ExecStart="))
+        .find(|v| !v.trim().is_empty())
+    else {
+        out.push(Finding::new(
+            Severity::Error,
+            "unit",
+            Some(unit_path.into()),
+            format!("{unit} has no ExecStart="),
+        ));
+        return;
+    };
+    let bin = cmd
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(['-', '@', ':', '+', '!']);
+    out.push(binary_finding(root, bin, &format!("{unit} ExecStart=")));
+}
+
+/// `bin` (absolute, in the image) exists and is executable.
+fn binary_finding(root: &Path, bin: &str, what: &str) -> Finding {
+    match resolve(root, bin).and_then(|h| std::fs::metadata(h).ok()) {
+        Some(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Finding::new(
+            Severity::Ok,
+            "binary",
+            Some(bin.into()),
+            format!("{what} binary present"),
+        ),
+        Some(_) => Finding::new(
+            Severity::Error,
+            "binary",
+            Some(bin.into()),
+            format!("{what} {bin} is not an executable file"),
+        )
+        .hint(format!("chmod 0755 {bin} in the image")),
+        None => Finding::new(
+            Severity::Error,
+            "binary",
+            Some(bin.into()),
+            format!("{what} {bin} is not in the image"),
+        )
+        .hint(format!(
+            "install {bin} (cargo xtask build-static builds the binaries)"
+        )),
+    }
+}
+
+/// guest-agent's binary and its config file.
+pub fn check_agent(root: &Path, out: &mut Vec<Finding>) {
+    let found = BIN_DIRS
+        .iter()
+        .map(|d| format!("{d}/guest-agent"))
+        .find(|p| resolve(root, p).is_some());
+    match found {
+        Some(p) => out.push(binary_finding(root, &p, "guest-agent")),
+        None => out.push(
+            Finding::new(
+                Severity::Error,
+                "binary",
+                Some("/usr/local/bin/guest-agent".into()),
+                format!(
+                    "guest-agent is not in the image (looked in {})",
+                    BIN_DIRS.join(", ")
+                ),
+            )
+            .hint("install the guest-agent binary to /usr/local/bin/guest-agent"),
+        ),
+    }
+    match resolve(root, AGENT_CONFIG).and_then(|h| std::fs::metadata(h).ok()) {
+        Some(m) if m.is_file() && m.len() > 0 => out.push(Finding::new(
+            Severity::Ok,
+            "config",
+            Some(AGENT_CONFIG.into()),
+            "guest-agent config present".into(),
+        )),
+        Some(_) => out.push(
+            Finding::new(
+                Severity::Warning,
+                "config",
+                Some(AGENT_CONFIG.into()),
+                "guest-agent config is empty or not a regular file: no services are supervised"
+                    .into(),
+            )
+            .hint("write the services to supervise into it"),
+        ),
+        None => out.push(
+            Finding::new(
+                Severity::Error,
+                "config",
+                Some(AGENT_CONFIG.into()),
+                "guest-agent config is missing: `guest-agent supervise` reads it at start".into(),
+            )
+            .hint(format!("install {AGENT_CONFIG} in the image")),
+        ),
+    }
+}
+
+/// `/etc/resolv.conf`: a file, a symlink that resolves in the image, or systemd-resolved's
+/// stub (created at boot when systemd-resolved is installed). Dangling otherwise: a warning,
+/// since guest-netinit leaves symlinks alone and DNS would then not work.
+pub fn check_resolv_conf(root: &Path, out: &mut Vec<Finding>) {
+    let path = crate::files::RESOLV_CONF;
+    let host = crate::files::under(root, path);
+    let Ok(meta) = std::fs::symlink_metadata(&host) else {
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "resolv.conf",
+                Some(path.into()),
+                "missing: names resolve only when the cmdline or template gives DNS (guest-netinit then writes it)".into(),
+            )
+            .hint("ship a resolv.conf, or give DNS= in the template / nameserver= on the cmdline"),
+        );
+        return;
+    };
+    if !meta.file_type().is_symlink() {
+        let n = std::fs::read_to_string(&host)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.trim_start().starts_with("nameserver"))
+                    .count()
+            })
+            .unwrap_or(0);
+        out.push(Finding::new(
+            Severity::Ok,
+            "resolv.conf",
+            Some(path.into()),
+            format!(
+                "regular file, {n} nameserver(s); guest-netinit rewrites it when DNS is configured"
+            ),
+        ));
+        return;
+    }
+    let target = std::fs::read_link(&host)
+        .map(|t| t.display().to_string())
+        .unwrap_or_default();
+    if resolve(root, path).is_some() {
+        out.push(Finding::new(
+            Severity::Ok,
+            "resolv.conf",
+            Some(path.into()),
+            format!("symlink to {target}; guest-netinit leaves it alone"),
+        ));
+        return;
+    }
+    let resolved_installed = UNIT_DIRS
+        .iter()
+        .any(|d| resolve(root, &format!("{d}/systemd-resolved.service")).is_some());
+    if target.contains("/run/systemd/resolve/") && resolved_installed {
+        out.push(Finding::new(
+            Severity::Ok,
+            "resolv.conf",
+            Some(path.into()),
+            format!("symlink to {target}, created by systemd-resolved at boot; DNS goes through the networkd handoff"),
+        ));
+    } else {
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "resolv.conf",
+                Some(path.into()),
+                format!("dangling symlink to {target}: nothing in the image creates it, and guest-netinit leaves symlinks alone, so DNS will not work"),
+            )
+            .hint("replace it with a regular file (guest-netinit writes it), or install systemd-resolved"),
+        );
+    }
+}
+
+/// `/etc/environment` lines that `EnvironmentFile=` parsing would skip.
+pub fn check_environment(root: &Path, out: &mut Vec<Finding>) {
+    let path = "/etc/environment";
+    let Some(host) = resolve(root, path) else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(&host) else {
+        out.push(Finding::new(
+            Severity::Warning,
+            "environment",
+            Some(path.into()),
+            "not readable as UTF-8 text".into(),
+        ));
+        return;
+    };
+    let errors = envlint::lint(&text);
+    if errors.is_empty() {
+        out.push(Finding::new(
+            Severity::Ok,
+            "environment",
+            Some(path.into()),
+            "every line parses".into(),
+        ));
+    }
+    for e in errors {
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "environment",
+                Some(format!("{path}:{}", e.line)),
+                format!("line {}: {}; the line is skipped", e.line, e.message),
+            )
+            .hint("write KEY=value (quote values with spaces), comments on their own line with #"),
+        );
+    }
+}
