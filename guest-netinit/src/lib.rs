@@ -13,6 +13,7 @@ pub mod config;
 pub mod conflicts;
 pub mod exit;
 pub mod files;
+pub mod init;
 pub mod netlink;
 pub mod report;
 pub mod run;
