@@ -9,6 +9,7 @@ pub const USAGE: &str = "\
 usage: guest-netinit [run] [--cmdline FILE] [--template FILE] [--root DIR] [--link-timeout DUR]
                      [--no-probe] [--probe-timeout DUR] [--events FILE] [--quiet-human]
        guest-netinit parse 'ip=...' ['nameserver=...' 'rd.route=...' 'guest.NAME=...' ...]
+       guest-netinit check --root DIR [--kernel-version V] [--interface IFACE] [--json]
        guest-netinit --version | --help
 DUR: 30s, 500ms, 2 (seconds). Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
 3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files.";
@@ -50,6 +51,8 @@ pub enum Command {
     Run(RunOptions),
     /// `parse` with its cmdline parameters.
     Parse(Vec<String>),
+    /// `check` with its own arguments (parsed by `check::parse_args`).
+    Check(Vec<String>),
     Version,
     Help,
 }
@@ -73,6 +76,10 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
                 return Err("parse: give at least one parameter, e.g. parse 'ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:off'".into());
             }
             return Ok(Command::Parse(rest));
+        }
+        Some("check") => {
+            args.next();
+            return Ok(Command::Check(args.collect()));
         }
         Some("run") => {
             args.next();
@@ -183,6 +190,10 @@ mod tests {
             Command::Parse(vec!["ip=dhcp".into(), "nameserver=1.1.1.1".into()])
         );
         assert!(p(&["parse"]).is_err());
+        assert_eq!(
+            p(&["check", "--root", "/img", "--json"]).unwrap(),
+            Command::Check(vec!["--root".into(), "/img".into(), "--json".into()])
+        );
         assert_eq!(p(&["--version"]).unwrap(), Command::Version);
         assert_eq!(p(&["run", "--help"]).unwrap(), Command::Help);
     }

@@ -115,3 +115,25 @@ fn write_errors_name_the_path() {
         "{e}"
     );
 }
+
+#[test]
+fn identical_content_is_not_rewritten_but_changed_content_is() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("run/x");
+    write_atomic(&p, b"one\n").unwrap();
+    let ino = std::fs::metadata(&p).unwrap().ino();
+    write_atomic(&p, b"one\n").unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().ino(),
+        ino,
+        "same content: no rename"
+    );
+    write_atomic(&p, b"two\n").unwrap();
+    assert_ne!(
+        std::fs::metadata(&p).unwrap().ino(),
+        ino,
+        "new content: replaced by rename"
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
+}

@@ -5,7 +5,8 @@
 //! Pure: `template` (the `.network` subset), `sources` (cmdline + template → one `NetConfig`),
 //! `conflicts` (other configs of the interface in the image), `files` (file contents).
 //! Effects: `system` (traits) implemented by `netlink`, `modules`, `probe`; `run` orchestrates,
-//! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments.
+//! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments;
+//! `check` lints a golden rootfs.
 
 pub mod check;
 pub mod cli;
@@ -14,7 +15,9 @@ pub mod conflicts;
 pub mod exit;
 pub mod files;
 pub mod init;
+pub mod modules;
 pub mod netlink;
+pub mod probe;
 pub mod report;
 pub mod run;
 pub mod sources;
@@ -23,5 +26,3 @@ pub mod template;
 
 #[cfg(test)]
 mod test_support;
-pub mod modules;
-pub mod probe;

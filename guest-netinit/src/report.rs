@@ -127,6 +127,34 @@ impl Notifier {
     }
 }
 
+/// A report before anything happened: outcome `failed` until `run::finish` says otherwise,
+/// so a state file written after a crash never claims success.
+pub fn blank_report(started_at_ms: u64) -> NetinitReport {
+    NetinitReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        outcome: guest_proto::Outcome::Failed,
+        started_at_ms,
+        duration_us: 0,
+        interface: None,
+        source: None,
+        addresses: vec![],
+        gateway: None,
+        routes: vec![],
+        dns: vec![],
+        search_domains: vec![],
+        mtu: None,
+        mac: None,
+        hostname: None,
+        modules_loaded: vec![],
+        conflicts: vec![],
+        steps: vec![],
+        probe: None,
+        warnings: vec![],
+        error: None,
+        handoff_path: None,
+    }
+}
+
 /// `412 µs`, `1.83 ms`, `2.10 s`.
 pub fn fmt_duration(d: Duration) -> String {
     let us = d.as_micros();

@@ -38,15 +38,17 @@ impl Links for FakeNet {
         Ok(self.0.borrow().present.then_some(2))
     }
     async fn wait(&mut self, _name: &str, deadline: Instant) -> Result<Option<u32>, NetError> {
-        let mut w = self.0.borrow_mut();
-        w.waits += 1;
-        if w.appear_on_wait == Some(w.waits) {
-            w.present = true;
-        }
-        if w.present {
+        let present = {
+            let mut w = self.0.borrow_mut();
+            w.waits += 1;
+            if w.appear_on_wait == Some(w.waits) {
+                w.present = true;
+            }
+            w.present
+        };
+        if present {
             return Ok(Some(2));
         }
-        drop(w);
         tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
         Ok(None)
     }

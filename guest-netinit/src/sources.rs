@@ -164,6 +164,10 @@ fn cmdline_config(
     tpl_name: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<NetConfig>, ConfigError> {
+    if let Some(d) = &ip.device {
+        template::check_interface_name(d)
+            .map_err(|m| ConfigError::Cmdline(format!("ip={ip}: device: {m}")))?;
+    }
     let interface = ip
         .device
         .clone()

@@ -249,3 +249,9 @@ fn device_autoconf_form_with_mtu_only() {
     let c = p.config.unwrap();
     assert_eq!((c.mtu, c.addresses.len()), (Some(1400), 0));
 }
+
+#[test]
+fn device_names_networkd_would_read_as_globs_are_refused() {
+    let e = plan("ip=10.0.0.2::10.0.0.1:255.255.255.0::eth?:off", None).unwrap_err();
+    assert!(e.to_string().contains("device: `eth?`"), "{e}");
+}

@@ -293,13 +293,15 @@ pub fn parse(text: &str, values: &BTreeMap<String, String>) -> Result<Template, 
                     ));
                     Section::Ignored
                 }
-                s => return Err(TemplateError::new(
-                    n,
-                    None,
-                    format!(
+                s => {
+                    return Err(TemplateError::new(
+                        n,
+                        None,
+                        format!(
                         "unknown section [{s}] (supported: [Match], [Link], [Network], [Route])"
                     ),
-                )),
+                    ))
+                }
             };
             continue;
         }
@@ -532,16 +534,24 @@ fn parse_name(v: &str) -> Result<Option<String>, String> {
     let words: Vec<&str> = v.split_whitespace().collect();
     match words.as_slice() {
         [] => Ok(None),
-        [name] => {
-            if name.len() > 15 || name.contains(['*', '?', '[', '!', '/', ':']) {
-                Err(format!("`{name}`: give exactly one interface name (at most 15 characters, no glob, no `!`)"))
-            } else {
-                Ok(Some((*name).to_string()))
-            }
-        }
+        [name] => check_interface_name(name).map(|()| Some((*name).to_string())),
         _ => Err(format!(
             "`{v}`: give exactly one interface name, not a list"
         )),
+    }
+}
+
+/// An interface name guest-netinit can wait for and hand to networkd's `Name=` (a glob there):
+/// 1..15 characters, none of `* ? [ ! / :` or whitespace.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['*', '?', '[', '!', '/', ':', '\\'])
+        || name.chars().any(char::is_whitespace)
+    {
+        Err(format!("`{name}`: give exactly one interface name (at most 15 characters, no glob, no `!`)"))
+    } else {
+        Ok(())
     }
 }
 

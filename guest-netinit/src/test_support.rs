@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests: a readable `Write` and an empty report.
 
-use guest_proto::{NetinitReport, Outcome};
+use guest_proto::NetinitReport;
 use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
@@ -26,27 +26,5 @@ impl Buf {
 }
 
 pub fn empty_report() -> NetinitReport {
-    NetinitReport {
-        version: "test".into(),
-        outcome: Outcome::Failed,
-        started_at_ms: 0,
-        duration_us: 0,
-        interface: None,
-        source: None,
-        addresses: vec![],
-        gateway: None,
-        routes: vec![],
-        dns: vec![],
-        search_domains: vec![],
-        mtu: None,
-        mac: None,
-        hostname: None,
-        modules_loaded: vec![],
-        conflicts: vec![],
-        steps: vec![],
-        probe: None,
-        warnings: vec![],
-        error: None,
-        handoff_path: None,
-    }
+    crate::report::blank_report(0)
 }
