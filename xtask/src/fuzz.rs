@@ -7,9 +7,9 @@
 //! rustc accept them. A missing cargo-fuzz is installed from crates.io; when that fails the task
 //! fails, saying why: fuzzing is part of the suite, it is never skipped in silence.
 
-use crate::sh::{banner, capture, cargo, repo_root, run};
+use crate::sh::{banner, capture, cargo, repo_root, run, run_logged, target_dir};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Seconds per target when `cargo xtask test` runs the fuzzers.
 pub const TEST_SECONDS: u64 = 20;
@@ -61,6 +61,8 @@ pub fn run_targets(only: Option<&str>, seconds: u64) -> Result<()> {
         }
         None => targets.iter().collect(),
     };
+    let logs = target_dir().join("fuzz-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     for target in chosen {
         banner(&format!(
             "fuzz {} ({}) for {seconds} s",
@@ -78,18 +80,54 @@ pub fn run_targets(only: Option<&str>, seconds: u64) -> Result<()> {
             .arg(format!("-max_total_time={seconds}"))
             .arg("-rss_limit_mb=2048")
             .arg("-print_final_stats=1");
+        if let Some(dict) = dictionary(target) {
+            cmd.arg(format!("-dict={}", dict.display()));
+        }
         // Run from the crate that owns the fuzz dir: cargo-fuzz looks for the project there.
         if let Some(project) = target.fuzz_dir.parent() {
             cmd.current_dir(project);
         }
-        run(&mut cmd).with_context(|| {
+        // libFuzzer prints a line per new input: keep that in a log, show its end.
+        let log = logs.join(format!("{}.log", target.name));
+        let result = run_logged(&mut cmd, &log);
+        let tail_lines = if result.is_ok() { 8 } else { 60 };
+        println!("--- last lines of {}", log.display());
+        print!("{}", tail(&log, tail_lines));
+        result.with_context(|| {
             format!(
-                "fuzz target {} found a failure or did not build",
-                target.name
+                "fuzz target {} found a failure or did not build (full log: {})",
+                target.name,
+                log.display()
             )
         })?;
     }
     Ok(())
+}
+
+/// The target's libFuzzer dictionary: `<fuzz dir>/<target>.dict`, else the fuzz dir's only
+/// `*.dict` file.
+fn dictionary(target: &Target) -> Option<PathBuf> {
+    let own = target.fuzz_dir.join(format!("{}.dict", target.name));
+    if own.is_file() {
+        return Some(own);
+    }
+    let dicts: Vec<PathBuf> = std::fs::read_dir(&target.fuzz_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dict"))
+        .collect();
+    match dicts.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    all[from..].iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// Every `*/fuzz` directory of the repository with its targets (`[[bin]]` names).

@@ -9,9 +9,13 @@ mod static_build;
 mod stats;
 mod test_cmd;
 // ---- bench modules of other components: one `mod` line each (see `bench` below) ----
-// mod bench_agent;   (guest-agent helper: xtask/src/bench_agent.rs)
-// mod bench_wait;    (host-client helper: xtask/src/bench_wait.rs)
-// ---- end of bench modules ----
+mod bench_agent; // guest-agent helper: xtask/src/bench_agent.rs
+mod bench_wait; // host-client helper: xtask/src/bench_wait.rs
+                // ---- end of bench modules ----
+                // ---- VM tasks (issue 5 helper): image, demo ----
+mod demo;
+mod image;
+// ---- end of VM tasks ----
 
 use anyhow::{bail, Result};
 
@@ -24,6 +28,9 @@ usage: cargo xtask <task>
   build-static                    build the static guest-netinit, print its path and size
   fuzz [TARGET] [--seconds N]     run cargo-fuzz targets (all, or TARGET), N s each (default 60)
   bench netinit [--runs N]        baseline bash script vs guest-netinit, N runs each (default 50)
+  image [initramfs]               build the bootable image (kernel cached in target/vm-cache)
+  demo [--json] [--keep]          boot a real VM (QEMU, TAP on bridge fcbr0 in a namespace), wait
+                                  for the agent with host-client, print the boot timeline + /health
 ";
 
 fn main() {
@@ -47,6 +54,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         }
         "fuzz" => fuzz::cli(rest),
         "bench" => bench(rest),
+        // ---- VM tasks (issue 5 helper) ----
+        "image" => image::cli(rest),
+        "demo" => demo::cli(rest),
+        // ---- end of VM tasks ----
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -67,8 +78,8 @@ fn bench(args: &[String]) -> Result<()> {
     match what.as_str() {
         "netinit" => bench_netinit::cli(rest),
         // ---- other components' benchmarks: one match arm each ----
-        // "agent" => bench_agent::cli(rest),
-        // "wait" => bench_wait::cli(rest),
+        "agent" => bench_agent::cli(rest),
+        "wait" => bench_wait::cli(rest),
         // ---- end of other components' benchmarks ----
         other => bail!("bench: unknown benchmark `{other}`"),
     }

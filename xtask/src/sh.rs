@@ -67,6 +67,26 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` with stdout and stderr going to the file `log`; fails unless it exits 0.
+pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
+    let shown = describe(cmd);
+    println!("$ {shown} > {} 2>&1", log.display());
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = file
+        .try_clone()
+        .with_context(|| format!("dup {}", log.display()))?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
 /// Runs `cmd` quietly and returns its stdout; fails with its stderr unless it exits 0.
 pub fn capture(cmd: &mut Command) -> Result<String> {
     let shown = describe(cmd);
