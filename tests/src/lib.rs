@@ -11,6 +11,7 @@ pub mod netinit;
 pub mod netns;
 pub mod readback;
 pub mod topology;
+pub mod vm;
 
 pub use bins::bin;
 pub use netinit::{NetinitOutcome, NetinitRun};

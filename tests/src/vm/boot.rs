@@ -1,0 +1,329 @@
+//! Booting a guestkit VM the way production does, inside a test namespace: a "host" namespace
+//! with bridge `fcbr0` (192.168.100.1/24) and a TAP port, QEMU on that TAP, and host-client
+//! waiting for the agent at 192.168.100.2:8080 from inside the same namespace (a thread that
+//! `setns()`s, so no traffic ever leaves the test's namespace).
+
+use super::image::AGENT_PATH;
+use super::kernel::Kernel;
+use super::qemu::{Nic, Qemu, QemuSpec};
+use super::VmError;
+use crate::netns::Namespace;
+use crate::topology::{GATEWAY, HOST_BRIDGE, SUBNET_PREFIX};
+use guest_proto::api::HealthResponse;
+use host_client::{
+    wait_ready_with, BootArgs, ClientError, GuestClient, Milestone, Progress, Ready, WaitError,
+    WaitOptions,
+};
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The guest's address on the bridge.
+pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 2);
+/// The agent's port.
+pub const AGENT_PORT: u16 = 8080;
+/// Memory of a normal VM.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+/// The arguments the kernel passes to init (after `--`), which netinit hands on to the agent.
+pub const INIT_ARGS: &[&str] = &["supervise"];
+
+/// The agent's address.
+pub fn agent_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(GUEST_IP), AGENT_PORT)
+}
+
+/// The healthy command line, built from typed values with host-client's `BootArgs`: serial
+/// console, static `ip=`, `panic=-1` (a panic ends QEMU at once: `-no-reboot`), and the agent
+/// as the init netinit execs.
+pub fn default_boot_args() -> BootArgs {
+    let ip = host_client::bootargs::static_ip(
+        &format!("{GUEST_IP}/{SUBNET_PREFIX}"),
+        Some(IpAddr::V4(GATEWAY)),
+        &[],
+        Some("vm"),
+        Some("eth0"),
+    )
+    .unwrap_or_else(|e| panic!("the built-in ip= is invalid: {e}"));
+    BootArgs::new()
+        .console("ttyS0")
+        .ip(ip)
+        .extra("panic", Some("-1".into()))
+        .extra("guest_netinit.next", Some(AGENT_PATH.into()))
+}
+
+/// The full kernel command line: `args`, then `raw` parameters taken as given (to play a
+/// broken host that BootArgs would refuse), then `-- supervise` for init.
+pub fn cmdline(args: &BootArgs, raw: &[&str]) -> Result<String, VmError> {
+    let mut text = args
+        .build()
+        .map_err(|e| VmError::Other(format!("boot args: {e}")))?;
+    for r in raw {
+        text.push(' ');
+        text.push_str(r);
+    }
+    text.push_str(" --");
+    for a in INIT_ARGS {
+        text.push(' ');
+        text.push_str(a);
+    }
+    Ok(text)
+}
+
+/// The host side of one VM: namespace, bridge with the gateway address, TAP port.
+#[derive(Debug)]
+pub struct VmNet {
+    pub ns: Namespace,
+    pub tap: String,
+}
+
+impl VmNet {
+    /// Namespace `gk-<pid>-<n>-vm` with `fcbr0` 192.168.100.1/24 and a TAP named like
+    /// host-client names them, enslaved and up.
+    pub fn new() -> Self {
+        let ns = Namespace::new("vm");
+        ns.ip(["link", "add", HOST_BRIDGE, "type", "bridge"]);
+        ns.ip([
+            "addr",
+            "add",
+            &format!("{GATEWAY}/{SUBNET_PREFIX}"),
+            "dev",
+            HOST_BRIDGE,
+        ]);
+        ns.ip(["link", "set", HOST_BRIDGE, "up"]);
+        let tap = host_client::tap::tap_name(ns.name());
+        ns.ip(["tuntap", "add", &tap, "mode", "tap"]);
+        ns.ip(["link", "set", &tap, "master", HOST_BRIDGE]);
+        ns.ip(["link", "set", &tap, "up"]);
+        Self { ns, tap }
+    }
+
+    /// Runs `make()`'s future on a thread inside the namespace (current-thread tokio
+    /// runtime), so every socket it opens is the namespace's.
+    pub fn run<T, F, Fut>(&self, make: F) -> Result<T, VmError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        let path = self.ns.path();
+        let worker = std::thread::spawn(move || -> Result<T, VmError> {
+            let file = File::open(&path).map_err(|e| VmError::io(Path::new(&path), e))?;
+            // SAFETY: setns on this thread only, with an fd we hold open.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(VmError::io(
+                    Path::new(&path),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| VmError::Other(format!("tokio runtime: {e}")))?;
+            Ok(rt.block_on(make()))
+        });
+        worker
+            .join()
+            .map_err(|_| VmError::Other("namespace worker thread panicked".into()))?
+    }
+}
+
+impl Default for VmNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How to boot one VM.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    pub kernel: Kernel,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub memory_mib: u32,
+    /// Attach the virtio-net NIC (false: the no-NIC fault).
+    pub nic: bool,
+    /// Where the console log goes.
+    pub console: PathBuf,
+}
+
+/// A booted VM with its network; QEMU is stopped and the namespace removed on drop.
+#[derive(Debug)]
+pub struct Vm {
+    // Field order: QEMU goes before the namespace it runs in.
+    pub qemu: Qemu,
+    pub net: VmNet,
+}
+
+/// A milestone as the host saw it: when the console line showed up, since QEMU started.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostMilestone {
+    pub milestone: Milestone,
+    #[serde(serialize_with = "secs")]
+    pub host_elapsed: Duration,
+    /// The kernel's own timestamp of that line, when it had one.
+    pub kernel_time: Option<f64>,
+}
+
+/// What waiting for a VM found.
+#[derive(Debug, serde::Serialize)]
+pub struct BootReport {
+    pub ready: Ready,
+    /// Since QEMU was started.
+    #[serde(serialize_with = "secs")]
+    pub ready_after: Duration,
+    pub milestones: Vec<HostMilestone>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Vm {
+    /// Creates the namespace, bridge and TAP, and starts QEMU in it.
+    pub fn boot(spec: &BootSpec) -> Result<Self, VmError> {
+        let net = VmNet::new();
+        let nic = spec.nic.then(|| Nic {
+            tap: net.tap.clone(),
+            mac: host_client::bootargs::mac_for_ip(IpAddr::V4(GUEST_IP)).to_string(),
+        });
+        let qspec = QemuSpec {
+            kernel: spec.kernel.vmlinuz.clone(),
+            initrd: spec.initrd.clone(),
+            cmdline: spec.cmdline.clone(),
+            memory_mib: spec.memory_mib,
+            nic,
+            console: spec.console.clone(),
+        };
+        let qemu = Qemu::start(&net.ns, &qspec)?;
+        Ok(Self { qemu, net })
+    }
+
+    /// host-client's `wait_ready` on the agent, following the console; the milestones are
+    /// stamped with the host's clock as they appear.
+    pub fn wait(&self, deadline: Duration) -> Result<BootReport, Box<WaitError>> {
+        let opts = WaitOptions {
+            deadline,
+            console: Some(self.qemu.console.clone()),
+            ..WaitOptions::default()
+        };
+        let started = self.qemu.started;
+        let outcome = self.net.run(move || async move {
+            let mut seen = Vec::new();
+            let result = wait_ready_with(agent_addr(), &opts, |p| {
+                if let Progress::Milestone { entry } = p {
+                    seen.push(HostMilestone {
+                        milestone: entry.milestone,
+                        host_elapsed: started.elapsed(),
+                        kernel_time: entry.kernel_time,
+                    });
+                }
+            })
+            .await;
+            (result, seen, started.elapsed())
+        });
+        let (result, milestones, ready_after) = match outcome {
+            Ok(v) => v,
+            Err(e) => panic!("cannot wait from inside the namespace: {e}"),
+        };
+        let ready = result.map_err(Box::new)?;
+        Ok(BootReport {
+            ready,
+            ready_after,
+            milestones,
+        })
+    }
+
+    /// `GET /health` from inside the namespace.
+    pub fn health(&self) -> Result<HealthResponse, VmError> {
+        let r: Result<HealthResponse, ClientError> = self
+            .net
+            .run(|| async { GuestClient::new(agent_addr()).health().await })?;
+        r.map_err(|e| VmError::Other(format!("GET /health: {e}")))
+    }
+
+    /// The same client, for other calls (services, logs), run inside the namespace.
+    pub fn client<T, F, Fut>(&self, call: F) -> Result<T, VmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(GuestClient) -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        self.net
+            .run(move || async move { call(GuestClient::new(agent_addr())).await })
+    }
+
+    /// The console log so far.
+    pub fn console(&self) -> String {
+        self.qemu.console_text()
+    }
+
+    /// Stops QEMU now (drop also does).
+    pub fn stop(&mut self) {
+        self.qemu.stop();
+    }
+
+    /// Time since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.qemu.started)
+    }
+}
+
+/// One row of the boot timeline a person reads: what happened and when, on the host's clock
+/// (seconds since QEMU started) and, for console lines, the kernel's clock.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimelineRow {
+    pub stage: String,
+    pub host_s: f64,
+    pub kernel_s: Option<f64>,
+}
+
+impl BootReport {
+    /// QEMU start, each console milestone, then "host saw ready".
+    pub fn timeline(&self) -> Vec<TimelineRow> {
+        let mut rows = vec![TimelineRow {
+            stage: "qemu started".into(),
+            host_s: 0.0,
+            kernel_s: None,
+        }];
+        for m in &self.milestones {
+            rows.push(TimelineRow {
+                stage: m.milestone.to_string(),
+                host_s: m.host_elapsed.as_secs_f64(),
+                kernel_s: m.kernel_time,
+            });
+        }
+        rows.push(TimelineRow {
+            stage: "host saw ready".into(),
+            host_s: self.ready_after.as_secs_f64(),
+            kernel_s: None,
+        });
+        rows
+    }
+}
+
+/// What `cargo xtask demo --json` prints last: one object.
+#[derive(Debug, serde::Serialize)]
+pub struct BootSummary<'a> {
+    pub image: &'a str,
+    pub kernel: &'a str,
+    pub cmdline: &'a str,
+    pub console: &'a Path,
+    pub timeline: Vec<TimelineRow>,
+    pub ready_after_s: f64,
+    pub ready: &'a Ready,
+    pub health: &'a HealthResponse,
+}
+
+impl BootSummary<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// Pretty JSON of the health answer, for people.
+pub fn pretty_health(health: &HealthResponse) -> String {
+    serde_json::to_string_pretty(health).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+}

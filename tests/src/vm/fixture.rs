@@ -1,0 +1,119 @@
+//! What a VM test needs in one call: the kernel (cached), an image variant built into the
+//! test's temp dir from the binaries under test, and a booted VM whose console log is kept
+//! in that dir. Everything is removed when the [`TestVm`] drops (QEMU first, then the
+//! namespace, then the files).
+
+use super::boot::{BootSpec, Vm, DEFAULT_MEMORY_MIB};
+use super::image::{self, Binaries, InitramfsSpec};
+use super::kernel::{self, Kernel};
+use crate::bins::search_dirs;
+use std::path::PathBuf;
+use std::time::SystemTime;
+use tempfile::TempDir;
+
+/// Long enough for a TCG boot on a loaded 2-core CI machine; a healthy boot takes ~5 s idle.
+/// Not a timed assert: a VM that fails is diagnosed from its console long before this.
+pub const TEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// The newest `name` among the binary search dirs and the static build dir: `cargo xtask test`
+/// rebuilds the debug binaries every run, while a static build may be older.
+fn newest(name: &str) -> PathBuf {
+    let mut dirs = search_dirs();
+    dirs.push(
+        crate::bins::target_dir()
+            .join("x86_64-unknown-linux-gnu")
+            .join("static"),
+    );
+    let mut best: Option<(SystemTime, PathBuf)> = None;
+    for dir in dirs {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(t, _)| mtime > *t) {
+            best = Some((mtime, path));
+        }
+    }
+    match best {
+        Some((_, p)) => p,
+        // bin() panics with the full explanation.
+        None => crate::bins::bin(name),
+    }
+}
+
+/// The binaries under test (static when built so; a dynamic one brings its libraries).
+pub fn binaries() -> Binaries {
+    Binaries {
+        netinit: newest("guest-netinit"),
+        agent: newest("guest-agent"),
+    }
+}
+
+/// The cached kernel; panics with the reason when it cannot be fetched.
+pub fn kernel() -> Kernel {
+    kernel::ensure().unwrap_or_else(|e| panic!("guest kernel: {e}"))
+}
+
+/// A booted VM in a test, with its work dir (image, console log).
+#[derive(Debug)]
+pub struct TestVm {
+    // Drop order: the VM (QEMU, then namespace), then the files.
+    pub vm: Vm,
+    pub cmdline: String,
+    pub dir: TempDir,
+}
+
+impl TestVm {
+    pub fn console_path(&self) -> PathBuf {
+        self.dir.path().join("console.log")
+    }
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct TestBoot {
+    pub image: InitramfsSpec,
+    pub cmdline: String,
+    pub memory_mib: u32,
+    pub nic: bool,
+}
+
+impl TestBoot {
+    /// The healthy image and command line.
+    pub fn healthy() -> Self {
+        Self {
+            image: InitramfsSpec::default(),
+            cmdline: super::boot::cmdline(&super::boot::default_boot_args(), &[])
+                .unwrap_or_else(|e| panic!("{e}")),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            nic: true,
+        }
+    }
+
+    /// Builds the image into a fresh temp dir and boots it.
+    pub fn boot(&self) -> TestVm {
+        let dir = tempfile::Builder::new()
+            .prefix("guestkit-vm-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let kernel = kernel();
+        let initrd = dir.path().join("initramfs.cpio.gz");
+        image::build(&kernel, &binaries(), &self.image, &initrd)
+            .unwrap_or_else(|e| panic!("building the image: {e}"));
+        let spec = BootSpec {
+            kernel,
+            initrd,
+            cmdline: self.cmdline.clone(),
+            memory_mib: self.memory_mib,
+            nic: self.nic,
+            console: dir.path().join("console.log"),
+        };
+        let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
+        TestVm {
+            vm,
+            cmdline: self.cmdline.clone(),
+            dir,
+        }
+    }
+}

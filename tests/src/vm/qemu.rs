@@ -1,0 +1,175 @@
+//! One QEMU process: `qemu-system-x86_64 -M q35` with software emulation (TCG: the KVM here
+//! cannot run a stock kernel), the kernel and initramfs given directly, the serial console
+//! written to a file, and a `virtio-net-pci` NIC on a TAP — started with `ip netns exec` so
+//! it runs inside the test's host namespace, where the TAP is a port of the bridge.
+//!
+//! The process is killed when [`Qemu`] is dropped, also while a failing test unwinds.
+
+use super::VmError;
+use crate::netns::Namespace;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The QEMU binary (Debian package `qemu-system-x86`).
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// A VM's NIC: a TAP in the host namespace and the MAC the guest sees.
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub tap: String,
+    pub mac: String,
+}
+
+/// How to start one VM.
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The kernel command line (`-append`).
+    pub cmdline: String,
+    pub memory_mib: u32,
+    /// `None`: no NIC at all (a fault variant).
+    pub nic: Option<Nic>,
+    /// Where the serial console goes.
+    pub console: PathBuf,
+}
+
+impl QemuSpec {
+    /// The QEMU arguments (after the program name).
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-M",
+            "q35",
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-serial",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("file:{}", self.console.display()));
+        args.push("-kernel".into());
+        args.push(self.kernel.display().to_string());
+        args.push("-initrd".into());
+        args.push(self.initrd.display().to_string());
+        args.push("-append".into());
+        args.push(self.cmdline.clone());
+        match &self.nic {
+            Some(nic) => {
+                args.push("-netdev".into());
+                args.push(format!(
+                    "tap,id=n0,ifname={},script=no,downscript=no",
+                    nic.tap
+                ));
+                args.push("-device".into());
+                args.push(format!("virtio-net-pci,netdev=n0,mac={}", nic.mac));
+            }
+            None => {
+                args.push("-nic".into());
+                args.push("none".into());
+            }
+        }
+        args
+    }
+}
+
+/// A running QEMU, killed on drop.
+#[derive(Debug)]
+pub struct Qemu {
+    child: Child,
+    /// When the process was spawned: t = 0 of the boot timeline.
+    pub started: Instant,
+    pub console: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Qemu {
+    /// Starts QEMU inside `ns`. QEMU's own stderr goes to `<console>.qemu-stderr`.
+    pub fn start(ns: &Namespace, spec: &QemuSpec) -> Result<Self, VmError> {
+        if !crate::vm::on_path(QEMU) {
+            return Err(VmError::Other(format!(
+                "{QEMU} is not installed: apt-get install -y qemu-system-x86 \
+                 (`cargo xtask image` and `cargo xtask test` install it)"
+            )));
+        }
+        // A fresh empty console file: followers never read a previous boot's text.
+        std::fs::write(&spec.console, b"").map_err(|e| VmError::io(&spec.console, e))?;
+        let stderr_path = spec.console.with_extension("qemu-stderr");
+        let stderr =
+            std::fs::File::create(&stderr_path).map_err(|e| VmError::io(&stderr_path, e))?;
+        let mut cmd: Command = ns.exec(QEMU);
+        cmd.args(spec.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|e| VmError::io(Path::new(QEMU), e))?;
+        Ok(Self {
+            child,
+            started,
+            console: spec.console.clone(),
+            stderr_path,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if QEMU has exited (the guest powered off, or panicked with `panic=-1`).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `limit` for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The console text so far.
+    pub fn console_text(&self) -> String {
+        std::fs::read(&self.console)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What QEMU itself printed on stderr (bad arguments, TAP errors).
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Stops QEMU: SIGTERM (QEMU exits at once, as on a power cut), then SIGKILL.
+    pub fn stop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        // SAFETY: signalling our own child, whose pid is not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        if self.wait_exit(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
