@@ -45,15 +45,24 @@ pub fn cli(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let built = match opts.image.as_str() {
         "initramfs" => image::initramfs()?,
-        other => bail!("demo: unknown image `{other}` (known: initramfs)"),
+        "systemd" => image::systemd()?,
+        other => bail!("demo: unknown image `{other}` (known: initramfs, systemd)"),
     };
-    let cmdline = cmdline(&default_boot_args(), &[])?;
+    let cmdline = if opts.image == "systemd" {
+        vm::boot::systemd_cmdline()?
+    } else {
+        cmdline(&default_boot_args(), &[])?
+    };
     let console = vm::images_dir().join(format!("demo-{}-console.log", opts.image));
     let spec = BootSpec {
         kernel: built.kernel.clone(),
         initrd: built.image.clone(),
         cmdline: cmdline.clone(),
-        memory_mib: DEFAULT_MEMORY_MIB,
+        memory_mib: if opts.image == "systemd" {
+            vm::systemd_image::MEMORY_MIB
+        } else {
+            DEFAULT_MEMORY_MIB
+        },
         nic: true,
         console: console.clone(),
     };

@@ -35,7 +35,19 @@ pub struct Built {
     pub image: PathBuf,
 }
 
-/// `cargo xtask image [initramfs]`.
+/// What the systemd image needs on top.
+pub const SYSTEMD_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "debootstrap",
+        why: "the Debian rootfs of the systemd image",
+    },
+    SystemPackage {
+        package: "systemd",
+        why: "`systemctl --root` enables the units in the image",
+    },
+];
+
+/// `cargo xtask image [initramfs|systemd]`.
 pub fn cli(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         None | Some("initramfs") => {
@@ -48,7 +60,17 @@ pub fn cli(args: &[String]) -> Result<()> {
             );
             Ok(())
         }
-        Some(other) => bail!("image: unknown image `{other}` (known: initramfs)"),
+        Some("systemd") => {
+            let built = systemd()?;
+            println!(
+                "kernel {} ({})\nimage  {}",
+                built.kernel.release,
+                built.kernel.vmlinuz.display(),
+                built.image.display()
+            );
+            Ok(())
+        }
+        Some(other) => bail!("image: unknown image `{other}` (known: initramfs, systemd)"),
     }
 }
 
@@ -69,7 +91,10 @@ pub fn initramfs() -> Result<Built> {
     let out = vm::images_dir().join("initramfs.cpio.gz");
     let info = image::build(
         &kernel,
-        &Binaries { netinit, agent },
+        &Binaries {
+            netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
+            agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
+        },
         &InitramfsSpec::default(),
         &out,
     )
@@ -80,6 +105,57 @@ pub fn initramfs() -> Result<Built> {
         info.bytes,
         info.bytes as f64 / 1e6,
         info.files
+    );
+    Ok(Built { kernel, image: out })
+}
+
+/// `path`, unless `env` names another binary to put in the image (said when it does).
+fn overridden(env: &str, path: PathBuf) -> PathBuf {
+    match std::env::var_os(env) {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            println!("{env}: using {} instead of {}", p.display(), path.display());
+            p
+        }
+        _ => path,
+    }
+}
+
+/// The systemd image: debootstrap rootfs (cached), modules, our binaries and units enabled,
+/// `guest-netinit check --root` on the tree, packed as an initramfs with systemd as /init.
+pub fn systemd() -> Result<Built> {
+    deps::ensure(VM_PACKAGES)?;
+    deps::ensure(SYSTEMD_PACKAGES)?;
+    let netinit = static_build::build_netinit()?;
+    let agent = build_static_agent()?;
+    banner("guest kernel");
+    let kernel = vm::kernel::ensure().context("fetching the guest kernel")?;
+    println!("{} from {}", kernel.release, kernel.deb.display());
+    banner("systemd image (debootstrap rootfs cached in target/vm-cache)");
+    let out = vm::images_dir().join("systemd.cpio.gz");
+    let work = vm::images_dir().join("systemd-work");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let info = vm::systemd_image::build(
+        &kernel,
+        &Binaries {
+            netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
+            agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
+        },
+        image::DEFAULT_AGENT_CONFIG,
+        &crate::sh::repo_root().join("systemd-units"),
+        &work,
+        &out,
+    )
+    .context("building the systemd image")?;
+    println!(
+        "guest-netinit check --root:\n{}",
+        info.check_report.trim_end()
+    );
+    println!(
+        "{}: {} bytes ({:.1} MB)",
+        info.path.display(),
+        info.bytes,
+        info.bytes as f64 / 1e6
     );
     Ok(Built { kernel, image: out })
 }

@@ -327,3 +327,12 @@ impl BootSummary<'_> {
 pub fn pretty_health(health: &HealthResponse) -> String {
     serde_json::to_string_pretty(health).unwrap_or_else(|e| format!("<unprintable: {e}>"))
 }
+
+/// The systemd image's command line: the same console and `ip=`, and nothing for init
+/// (systemd is /init; guest-netinit runs as its unit).
+pub fn systemd_cmdline() -> Result<String, VmError> {
+    let mut args = default_boot_args();
+    args.extra.retain(|(k, _)| k != "guest_netinit.next");
+    args.build()
+        .map_err(|e| VmError::Other(format!("boot args: {e}")))
+}

@@ -42,11 +42,20 @@ fn newest(name: &str) -> PathBuf {
     }
 }
 
+/// Env vars that name the binary to put in the image instead of the built one (to boot a
+/// candidate build without replacing the workspace's).
+pub const NETINIT_OVERRIDE_ENV: &str = "GUESTKIT_VM_NETINIT";
+pub const AGENT_OVERRIDE_ENV: &str = "GUESTKIT_VM_AGENT";
+
 /// The binaries under test (static when built so; a dynamic one brings its libraries).
 pub fn binaries() -> Binaries {
+    let pick = |env: &str, name: &str| match std::env::var_os(env) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => newest(name),
+    };
     Binaries {
-        netinit: newest("guest-netinit"),
-        agent: newest("guest-agent"),
+        netinit: pick(NETINIT_OVERRIDE_ENV, "guest-netinit"),
+        agent: pick(AGENT_OVERRIDE_ENV, "guest-agent"),
     }
 }
 

@@ -186,7 +186,7 @@ pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, VmError> {
     Ok(libs.into_iter().collect())
 }
 
-fn gzip(raw: &[u8]) -> Result<Vec<u8>, VmError> {
+pub fn gzip(raw: &[u8]) -> Result<Vec<u8>, VmError> {
     let mut child = Command::new("gzip")
         .args(["-1", "-n", "-c"])
         .stdin(Stdio::piped())

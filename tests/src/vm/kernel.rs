@@ -159,10 +159,10 @@ fn unpack(dir: &Path, deb: &Path) -> Result<Kernel, VmError> {
 }
 
 /// An exclusive `flock` on a file, released on drop.
-struct Lock(File);
+pub(crate) struct Lock(File);
 
 impl Lock {
-    fn take(path: &Path) -> Result<Self, VmError> {
+    pub(crate) fn take(path: &Path) -> Result<Self, VmError> {
         let file = File::create(path).map_err(|e| VmError::io(path, e))?;
         // SAFETY: flock on an fd we own; blocking is what we want.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
