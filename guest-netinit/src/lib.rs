@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod conflicts;
 pub mod exit;
+pub mod dhcp;
 pub mod files;
 pub mod init;
 pub mod modules;
