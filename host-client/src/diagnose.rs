@@ -156,6 +156,9 @@ pub struct Diagnoser {
     printed: bool,
     findings: Vec<Finding>,
     timeline: Vec<TimelineEntry>,
+    /// The first lines of the latest run of lines without a kernel timestamp.
+    user_block: Vec<String>,
+    user_block_closed: bool,
 }
 
 impl Diagnoser {
@@ -184,12 +187,44 @@ impl Diagnoser {
                 },
                 hint: "a GUESTKIT event line did not parse: cut short by the console, or written by a newer guestkit".into(),
             }),
-            None => signatures::match_line(&line).map(|hit| Found {
-                hint: hint(hit.cause, hit.subject.as_deref()),
-                hit,
+            None => signatures::match_line(&line).map(|hit| {
+                let mut hint = hint(hit.cause, hit.subject.as_deref());
+                if hit.cause == Cause::InitExited {
+                    hint = self.init_exit_hint(hit.subject.as_deref(), hint);
+                }
+                Found { hint, hit }
             }),
-        }?;
+        };
+        self.note_user_output(&line);
+        let hit = hit?;
         Some(self.record(found_to_finding(hit, n, &line)))
+    }
+
+    /// Userspace output (lines without a kernel timestamp) since the last kernel line: what
+    /// init printed before dying is the best clue to why it died.
+    fn note_user_output(&mut self, line: &str) {
+        if kernel_timestamp(line).is_some() {
+            self.user_block_closed = true;
+        } else {
+            if self.user_block_closed {
+                self.user_block.clear();
+                self.user_block_closed = false;
+            }
+            if self.user_block.len() < 3 {
+                self.user_block.push(line.chars().take(300).collect());
+            }
+        }
+    }
+
+    fn init_exit_hint(&self, subject: Option<&str>, base: String) -> String {
+        let mut out = base;
+        if let Some(status) = subject.and_then(decode_exitcode) {
+            out = out.replacen("PID 1 ended", &status, 1);
+        }
+        if let Some(first) = self.user_block.first() {
+            out.push_str(&format!("; init's last output: `{first}`"));
+        }
+        out
     }
 
     /// Findings so far.
@@ -416,7 +451,7 @@ pub fn hint(cause: Cause, subject: Option<&str>) -> String {
         Cause::RootfsMountFailed => "the kernel could not mount the root filesystem: check root= (Firecracker: root=/dev/vda with the rootfs drive is_root_device=true) and that the disk driver (virtio_blk) and filesystem (ext4) are built in or in the initramfs".into(),
         Cause::OutOfMemory => "the guest ran out of memory: raise mem_size_mib in the VM's machine-config (or run fewer services)".into(),
         Cause::NoInit => format!("no init could be run ({subject}): check init= and that the binary exists in the rootfs, is executable, and has its interpreter and libraries"),
-        Cause::InitExited => "PID 1 exited: read the lines before this one; in init mode guest-netinit must exec the real init (check guest_netinit.next=)".into(),
+        Cause::InitExited => "PID 1 ended: read the lines before this one; in init mode guest-netinit must exec the real init (check guest_netinit.next=)".into(),
         Cause::KernelPanic => format!("the kernel panicked ({subject}): read the lines just before the panic for the cause"),
         Cause::KernelBug => "a kernel oops: read the call trace that follows; try another kernel build".into(),
         Cause::ModuleMissing => format!("kernel module {subject} is not in the image: install the modules of the guest's kernel under /lib/modules/<version> (or build it in); `guest-netinit check --root` catches this when the image is built"),
@@ -427,6 +462,20 @@ pub fn hint(cause: Cause, subject: Option<&str>) -> String {
         Cause::NetinitFailed | Cause::NetinitStepFailed | Cause::NetworkConflict | Cause::NetinitWarning
         | Cause::ServiceCrashLoop | Cause::ComponentFailed | Cause::MalformedEvent => format!("see the guestkit event ({subject})"),
     }
+}
+
+/// `Attempted to kill init! exitcode=0x00000200` → "PID 1 exited with status 2" (the value
+/// is a wait status: exit code in bits 8-15, terminating signal in bits 0-6).
+fn decode_exitcode(subject: &str) -> Option<String> {
+    let hex = subject.split("exitcode=0x").nth(1)?;
+    let hex: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
+    let status = u32::from_str_radix(&hex, 16).ok()?;
+    let signal = status & 0x7f;
+    Some(if signal != 0 {
+        format!("PID 1 was killed by signal {signal}")
+    } else {
+        format!("PID 1 exited with status {}", (status >> 8) & 0xff)
+    })
 }
 
 /// Removes ANSI escape sequences (systemd colours `[FAILED]`), control characters and a

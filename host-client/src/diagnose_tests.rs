@@ -219,3 +219,32 @@ proptest! {
         prop_assert!(hit.unwrap().line <= pos + 1);
     }
 }
+
+#[test]
+fn init_exit_decodes_the_status_and_quotes_inits_last_output() {
+    let text = "[    4.053363] Run /init as init process\n\
+                guest-netinit: unknown argument `supervise`\n\
+                usage: guest-netinit [run] [--cmdline FILE]\n\
+                [    4.378227] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200\n";
+    let f = diagnose(text);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].cause, Cause::InitExited);
+    assert!(
+        f[0].hint.starts_with("PID 1 exited with status 2: read the lines"),
+        "{}",
+        f[0].hint
+    );
+    assert!(
+        f[0].hint
+            .contains("init's last output: `guest-netinit: unknown argument `supervise``"),
+        "{}",
+        f[0].hint
+    );
+    let killed =
+        diagnose("Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009");
+    assert!(
+        killed[0].hint.starts_with("PID 1 was killed by signal 9"),
+        "{}",
+        killed[0].hint
+    );
+}

@@ -1,7 +1,7 @@
 //! The console-log table: every file in `tests/consoles/` with the cause `diagnose` must
 //! report as the worst finding, the other causes it must also see, and the boot milestones.
-//! Hand-written in the real kernel/systemd formats for now; captured logs from real boots
-//! are added by the VM tests.
+//! Hand-written in the real kernel/systemd formats, plus `captured-*` logs from real boots
+//! (more are added by the VM tests).
 
 use host_client::{analyze, Cause, Milestone, Severity};
 use std::path::Path;
@@ -92,6 +92,14 @@ const CASES: &[Case] = &[
         file: "old-script-failed.log",
         worst: Some((C::UnitFailed, S::Error)),
         also: &[C::DependencyFailed, C::NoNetworkDevice],
+        milestones: &[M::KernelStarted, M::Userspace],
+    },
+    // Captured: QEMU q35 + Debian 6.1 cloud kernel booting the `cargo xtask demo` initramfs,
+    // where `-- supervise` on the cmdline reached guest-netinit (PID 1) as an argument.
+    Case {
+        file: "captured-qemu-init-bad-argument.log",
+        worst: Some((C::InitExited, S::Fatal)),
+        also: &[],
         milestones: &[M::KernelStarted, M::Userspace],
     },
     Case {
