@@ -155,6 +155,22 @@ pub fn blank_report(started_at_ms: u64) -> NetinitReport {
     }
 }
 
+/// Longest free text in one event line. `/dev/kmsg` cuts a record at 1 KiB, which would leave
+/// unparsable JSON; the report (`state.json`) keeps the full text.
+pub const CLIP: usize = 600;
+
+/// `s` cut to at most `max` bytes at a character boundary, `…` marking the cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// `412 µs`, `1.83 ms`, `2.10 s`.
 pub fn fmt_duration(d: Duration) -> String {
     let us = d.as_micros();
@@ -218,7 +234,7 @@ impl Reporter {
                 step: name.into(),
                 ok,
                 duration_us,
-                detail: detail.into(),
+                detail: clip(detail, CLIP),
             },
         );
         self.report.steps.push(StepReport {
@@ -234,7 +250,7 @@ impl Reporter {
         self.event(
             Level::Warn,
             Event::Warning {
-                message: message.into(),
+                message: clip(message, CLIP),
             },
         );
         self.report.warnings.push(message.into());
@@ -254,9 +270,9 @@ impl Reporter {
             Level::Warn,
             Event::Conflict {
                 source: c.source.clone(),
-                path: c.path.clone(),
-                detail: c.detail.clone(),
-                resolution: c.resolution.clone(),
+                path: c.path.as_deref().map(|p| clip(p, 200)),
+                detail: clip(&c.detail, 300),
+                resolution: clip(&c.resolution, 250),
             },
         );
         self.report.conflicts.push(c);

@@ -168,3 +168,33 @@ fn sd_notify_status_reaches_path_and_abstract_sockets() {
 
     assert!(Notifier::new(std::ffi::OsStr::new("relative")).is_none());
 }
+
+#[test]
+fn long_texts_are_clipped_in_events_but_kept_in_the_report() {
+    assert_eq!(clip("abc", 3), "abc");
+    assert_eq!(clip("abcdef", 5), "ab…");
+    assert_eq!(clip("ééé", 5), "é…"); // never splits a character
+    assert_eq!(clip("ééé", 4), "…");
+    let events = Buf::default();
+    let mut r = Reporter::new(
+        None,
+        EventSink::Writer(Box::new(events.clone())),
+        None,
+        empty_report(),
+    );
+    let long = "x".repeat(5000);
+    r.warning(&long);
+    r.conflict(Conflict {
+        source: "networkd".into(),
+        path: Some(long.clone()),
+        detail: long.clone(),
+        resolution: long.clone(),
+    });
+    r.step("apply", false, Duration::from_micros(1), &long);
+    for line in events.text().lines() {
+        assert!(line.len() < 900, "{} bytes", line.len());
+        assert!(ConsoleEvent::find_in_line(line).unwrap().is_ok());
+    }
+    assert_eq!(r.report.warnings[0].len(), 5000);
+    assert_eq!(r.report.conflicts[0].detail.len(), 5000);
+}

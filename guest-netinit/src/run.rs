@@ -497,12 +497,9 @@ pub fn finish(
         }
         Err(e) => {
             let failure = e.to_failure();
-            rep.event(
-                Level::Error,
-                Event::Failed {
-                    failure: failure.clone(),
-                },
-            );
+            let mut short = failure.clone();
+            short.message = crate::report::clip(&short.message, crate::report::CLIP);
+            rep.event(Level::Error, Event::Failed { failure: short });
             let line = format!(
                 "exit {} ({}): {}",
                 failure.exit_code, failure.class, failure.message
