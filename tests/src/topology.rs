@@ -1,14 +1,21 @@
 //! The network a Firecracker guest sees, rebuilt from two namespaces: a "host" namespace with
 //! the bridge `fcbr0` (192.168.100.1/24, the guest's gateway) and a "guest" namespace where
-//! `eth0` appears as one end of a veth pair whose other end is a port of the bridge.
+//! `eth0` appears.
+//!
+//! Like a Firecracker tap, the host side of the guest's link is a bridge port that is up and
+//! forwarding before the guest's NIC exists: a veth pair `vh<n>`/`vg<n>` lives in the host
+//! namespace (`vh<n>` a port of `fcbr0`, both ends up), and the guest's `eth0` is a macvlan on
+//! `vg<n>` created straight into the guest namespace, down, as a fresh NIC is. (With a plain
+//! veth whose far end is the guest's `eth0`, the bridge port only gets carrier when the guest
+//! sets `eth0` up, and turns forwarding from the kernel's link-watch work some time later: the
+//! guest's first ARP request can be dropped at the bridge, which no real VM sees.)
 //!
 //! The guest NIC is attached separately ([`Topology::attach_guest_nic`]) so a test can create it
-//! late, after guest-netinit started waiting for it. The veth is created inside the host
-//! namespace and its guest end moved straight into the guest namespace: the root namespace
-//! never holds any of it.
+//! late, after guest-netinit started waiting for it. The root namespace never holds any of it.
 
 use crate::netns::Namespace;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 /// The bridge in the host namespace.
 pub const HOST_BRIDGE: &str = "fcbr0";
@@ -61,29 +68,62 @@ impl Topology {
         self.with_gateway
     }
 
-    /// Creates a veth pair: the host end (`vh<n>`) becomes an up port of `fcbr0`, the guest end
-    /// appears in the guest namespace as `name` (left down, as a fresh NIC is). Returns the host
-    /// end's name.
+    /// Creates the guest's NIC `name` (see the module docs): the bridge port `vh<n>` is up and
+    /// forwarding before `name` appears in the guest namespace, down. Returns the port's name.
     pub fn attach_guest_nic(&self, name: &str) -> String {
         let n = self.nics.get();
         self.nics.set(n + 1);
-        let host_end = format!("vh{n}");
+        let port = format!("vh{n}");
+        let lower = format!("vg{n}");
+        self.host
+            .ip(["link", "add", &port, "type", "veth", "peer", "name", &lower]);
+        self.host.ip(["link", "set", &port, "master", HOST_BRIDGE]);
+        self.host.ip(["link", "set", &port, "up"]);
+        self.host.ip(["link", "set", &lower, "up"]);
+        self.wait_port_forwarding(&port);
         self.host.ip([
             "link",
             "add",
-            &host_end,
-            "type",
-            "veth",
-            "peer",
+            "link",
+            &lower,
             "name",
             name,
             "netns",
             self.guest.name(),
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
         ]);
-        self.host
-            .ip(["link", "set", &host_end, "master", HOST_BRIDGE]);
-        self.host.ip(["link", "set", &host_end, "up"]);
-        host_end
+        port
+    }
+
+    /// Waits (bounded) until bridge port `port` forwards: the kernel switches it from its
+    /// link-watch work after carrier comes up.
+    fn wait_port_forwarding(&self, port: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let json = self.host.ip(["-j", "-d", "link", "show", port]);
+            let state = serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|v| {
+                    v.get(0)?
+                        .get("linkinfo")?
+                        .get("info_slave_data")?
+                        .get("state")?
+                        .as_str()
+                        .map(str::to_owned)
+                });
+            if state.as_deref() == Some("forwarding") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bridge port {port} in {} not forwarding after 5 s (state {state:?}): {json}",
+                self.host.name()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Resets the guest NIC to how a fresh VM has it: no addresses, no routes, link down. Used

@@ -37,12 +37,17 @@ fn topology_has_bridge_with_gateway_and_nic_only_when_attached() {
     assert_eq!(addrs[0].prefix_len, 24);
 
     assert!(topo.guest.link(GUEST_NIC).is_none(), "NIC before attach");
-    topo.attach_guest_nic(GUEST_NIC);
+    let port = topo.attach_guest_nic(GUEST_NIC);
     let nic = topo.guest.expect_link(GUEST_NIC);
     assert!(!nic.up, "a fresh NIC starts down: {nic:?}");
     assert_eq!(nic.mac.as_ref().map(Vec::len), Some(6));
-    // The guest end left the host namespace, the host end did not reach the guest one.
+    // The NIC is only in the guest namespace, the bridge port only in the host one, and the
+    // port forwards before the guest does anything (like a Firecracker tap).
     assert!(topo.host.link(GUEST_NIC).is_none());
+    assert!(topo.guest.link(&port).is_none());
+    assert!(topo.host.expect_link(&port).up);
+    let detail = topo.host.ip(["-d", "link", "show", &port]);
+    assert!(detail.contains("state forwarding"), "{detail}");
 }
 
 #[test]
