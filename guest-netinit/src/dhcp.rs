@@ -19,6 +19,7 @@
 pub mod lease;
 pub mod msg;
 pub mod socket;
+pub mod step;
 
 pub use lease::Lease;
 use msg::{opt, Message, MessageType, BOOTREPLY};

@@ -293,3 +293,109 @@ fn masks() {
     assert_eq!(mask_len(Ipv4Addr::new(0, 0, 0, 0)), Some(0));
     assert_eq!(mask_len(Ipv4Addr::new(255, 0, 255, 0)), None);
 }
+
+mod step {
+    use super::super::step::{run_step, Decision, DhcpClient, DhcpStepError};
+    use super::*;
+    use crate::report::{EventSink, Reporter};
+    use crate::system::{ApplySummary, NetError};
+    use crate::test_support::{empty_report, Buf};
+
+    #[derive(Default)]
+    struct Net {
+        applied: Vec<NetConfig>,
+    }
+    impl crate::system::Apply for Net {
+        async fn apply(&mut self, _i: u32, cfg: &NetConfig) -> Result<ApplySummary, NetError> {
+            self.applied.push(cfg.clone());
+            Ok(ApplySummary::default())
+        }
+    }
+
+    struct Client(Option<DhcpOutcome>, Vec<Duration>);
+    impl DhcpClient for Client {
+        async fn lease(
+            &mut self,
+            _index: u32,
+            _iface: &str,
+            timeout: Duration,
+        ) -> Result<DhcpOutcome, DhcpError> {
+            self.1.push(timeout);
+            self.0.take().ok_or(DhcpError::Socket {
+                interface: "eth0".into(),
+                source: io::Error::from_raw_os_error(libc::EPERM),
+            })
+        }
+    }
+
+    fn go(
+        base: &NetConfig,
+        outcome: Option<DhcpOutcome>,
+    ) -> (Result<Decision, DhcpStepError>, Net, String) {
+        let human = Buf::default();
+        let mut rep = Reporter::new(
+            Some(Box::new(human.clone())),
+            EventSink::Writer(Box::new(Buf::default())),
+            None,
+            empty_report(),
+        );
+        let mut net = Net::default();
+        let mut client = Client(outcome, vec![]);
+        let r = block(run_step(
+            &mut net,
+            &mut client,
+            2,
+            base,
+            Duration::from_secs(3),
+            &mut rep,
+        ));
+        assert_eq!(client.1, vec![Duration::from_secs(3)]);
+        (r, net, human.text())
+    }
+
+    #[test]
+    fn lease_is_decided_after_the_link_is_set_up() {
+        let mut b = base();
+        b.mtu = Some(1450);
+        let (r, net, human) = go(&b, Some(DhcpOutcome::Leased(lease())));
+        let Ok(Decision::Leased { cfg, .. }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(cfg.source, ConfigSource::Dhcp);
+        // only the link part went out before the exchange
+        assert_eq!(net.applied.len(), 1);
+        assert!(net.applied[0].addresses.is_empty());
+        assert_eq!(net.applied[0].mtu, Some(1450));
+        assert!(
+            human.contains("lease 192.168.100.57/24 from 192.168.100.1"),
+            "{human}"
+        );
+    }
+
+    #[test]
+    fn no_lease_falls_back_or_fails_without_a_fallback() {
+        let silent = || DhcpOutcome::TimedOut {
+            offers: 0,
+            naks: 0,
+            waited: Duration::from_secs(3),
+        };
+        let (r, _, human) = go(&base(), Some(silent()));
+        let Ok(Decision::Fallback { cfg, reason }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(cfg.source, ConfigSource::Fallback);
+        assert_eq!(cfg.addresses, base().addresses);
+        assert!(reason.contains("no DHCP server answered"), "{reason}");
+        assert!(human.contains("static fallback"), "{human}");
+
+        let mut b = base();
+        b.addresses.clear();
+        let (r, _, _) = go(&b, Some(silent()));
+        let err = r.unwrap_err();
+        assert!(matches!(err, DhcpStepError::NoLease { .. }));
+        assert!(err.to_string().contains("no static fallback"), "{err}");
+
+        let (r, _, _) = go(&base(), None);
+        assert!(matches!(r, Err(DhcpStepError::Client(_))), "{r:?}");
+    }
+}
