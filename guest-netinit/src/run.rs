@@ -298,34 +298,37 @@ async fn find_link<C: Connect, M: Modules, P: Prober>(
 
 fn load_virtio_net<M: Modules>(modules: &M, rep: &mut Reporter) -> Result<(), RunError> {
     let t = Instant::now();
-    match modules.load_with_deps("virtio_net") {
-        Ok(list) => {
-            let detail = if list.is_empty() {
-                "virtio-net device without a driver; virtio_net already loaded".to_string()
-            } else {
-                format!(
-                    "virtio-net device without a driver: loaded {}",
-                    list.join(", ")
-                )
-            };
-            rep.step("load-modules", true, t.elapsed(), &detail);
-            rep.report.modules_loaded.extend(list);
-            Ok(())
-        }
-        Err(e) => {
-            if let ModuleError::Missing { module, path } = &e {
-                rep.event(
-                    Level::Error,
-                    Event::ModuleMissing {
-                        module: module.clone(),
-                        path: path.clone(),
-                    },
-                );
+    let mut loaded = Vec::new();
+    for name in modules.modules_needed() {
+        match modules.load_with_deps(&name) {
+            Ok(list) => loaded.extend(list),
+            Err(e) => {
+                rep.report.modules_loaded.extend(loaded);
+                if let ModuleError::Missing { module, path } = &e {
+                    rep.event(
+                        Level::Error,
+                        Event::ModuleMissing {
+                            module: module.clone(),
+                            path: path.clone(),
+                        },
+                    );
+                }
+                rep.step("load-modules", false, t.elapsed(), &e.to_string());
+                return Err(e.into());
             }
-            rep.step("load-modules", false, t.elapsed(), &e.to_string());
-            Err(e.into())
         }
     }
+    let detail = if loaded.is_empty() {
+        "virtio-net device without a driver; its modules are already loaded".to_string()
+    } else {
+        format!(
+            "virtio-net device without a driver: loaded {}",
+            loaded.join(", ")
+        )
+    };
+    rep.step("load-modules", true, t.elapsed(), &detail);
+    rep.report.modules_loaded.extend(loaded);
+    Ok(())
 }
 
 fn record_applied(rep: &mut Reporter, cfg: &NetConfig) {

@@ -17,6 +17,9 @@ struct World {
     /// A virtio-net device without a driver; loading the module makes the link appear.
     device_without_driver: bool,
     module_missing: Option<String>,
+    /// `modules_needed()` answer; `None` = the trait's default.
+    needed: Option<Vec<String>>,
+    loaded_names: Vec<String>,
     apply_error: Option<String>,
     probe_ok: bool,
     connects: usize,
@@ -87,14 +90,21 @@ impl Modules for FakeModules {
     fn virtio_net_without_driver(&self) -> bool {
         self.0.borrow().device_without_driver
     }
+    fn modules_needed(&self) -> Vec<String> {
+        self.needed().unwrap_or_else(|| vec!["virtio_net".into()])
+    }
     fn load_with_deps(&self, name: &str) -> Result<Vec<String>, ModuleError> {
         let mut w = self.0.borrow_mut();
         w.loads += 1;
+        w.loaded_names.push(name.into());
         if let Some(path) = &w.module_missing {
             return Err(ModuleError::Missing {
                 module: name.into(),
                 path: path.clone(),
             });
+        }
+        if name == "virtio_pci" {
+            return Ok(vec![name.into()]);
         }
         w.present = true;
         Ok(vec![
@@ -102,6 +112,12 @@ impl Modules for FakeModules {
             "net_failover".into(),
             name.into(),
         ])
+    }
+}
+
+impl FakeModules {
+    fn needed(&self) -> Option<Vec<String>> {
+        self.0.borrow().needed.clone()
     }
 }
 
@@ -552,4 +568,23 @@ async fn explicit_missing_template_is_bad_config() {
         .unwrap()
         .message
         .contains("/nonexistent/eth0.network"));
+}
+
+#[tokio::test]
+async fn every_needed_module_is_loaded_in_order() {
+    let w = world(|w| {
+        w.present = false;
+        w.device_without_driver = true;
+        w.needed = Some(vec!["virtio_pci".into(), "virtio_net".into()]);
+    });
+    let o = go(STATIC, &[], &w, |o| {
+        o.link_timeout = Duration::from_secs(30)
+    })
+    .await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    assert_eq!(w.borrow().loaded_names, ["virtio_pci", "virtio_net"]);
+    assert_eq!(
+        o.state.modules_loaded,
+        ["virtio_pci", "virtio_ring", "net_failover", "virtio_net"]
+    );
 }

@@ -69,6 +69,12 @@ pub trait Modules {
     /// Load `name` and its dependencies (deepest first); returns the modules actually
     /// loaded (already-loaded ones are skipped, EEXIST is fine).
     fn load_with_deps(&self, name: &str) -> Result<Vec<String>, ModuleError>;
+    /// The modules to load, in order, when `virtio_net_without_driver()`: `virtio_pci` first
+    /// when a virtio PCI function has no driver (no virtio device exists before it binds),
+    /// then `virtio_net`. The default is just `virtio_net`.
+    fn modules_needed(&self) -> Vec<String> {
+        vec!["virtio_net".to_string()]
+    }
 }
 
 /// The gateway probe: one ARP request on the interface, bounded by `timeout`.
