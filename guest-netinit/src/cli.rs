@@ -11,7 +11,7 @@ usage: guest-netinit [run] [--cmdline FILE] [--template FILE] [--root DIR] [--li
        guest-netinit parse 'ip=...' ['nameserver=...' 'rd.route=...' 'guest.NAME=...' ...]
        guest-netinit check --root DIR [--kernel-version V] [--interface IFACE] [--json]
        guest-netinit --version | --help
-DUR: 30s, 500ms, 2 (seconds). Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
+DUR: 30s, 500ms, 2 (seconds), at most 24h. Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
 3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files.";
 
 /// Options of `guest-netinit run`.
@@ -126,7 +126,10 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
     Ok(Command::Run(o))
 }
 
-/// `30s`, `500ms`, `2` (seconds), `1.5s`.
+/// The longest `DUR` accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// `30s`, `500ms`, `2` (seconds), `1.5s`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration (30s, 500ms, 2)");
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
@@ -140,7 +143,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     let v: f64 = num.parse().map_err(|_| bad())?;
-    Duration::try_from_secs_f64(v * scale).map_err(|_| bad())
+    let d = Duration::try_from_secs_f64(v * scale).map_err(|_| bad())?;
+    // Bounded so deadlines (`now + d`) can never overflow an Instant.
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is longer than the maximum, 24h"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -214,7 +222,18 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        for bad in ["", "s", "ms", "-1", "1m", "abc", "1e9999"] {
+        assert_eq!(parse_duration("86400").unwrap(), MAX_DURATION);
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "-1",
+            "1m",
+            "abc",
+            "1e9999",
+            "86401",
+            "1000000000000000000s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
