@@ -158,6 +158,26 @@ impl Namespace {
         cmd
     }
 
+    /// `program` run in the namespace with nothing but `setns(CLONE_NEWNET)` between fork and
+    /// exec: the cheapest start, for benchmarks of programs that do not read per-namespace
+    /// sysfs (`/sys/class/net` then still shows the root namespace's links; see
+    /// [`Namespace::setns_command`] for a private `/sys`).
+    pub fn setns_only_command(&self, program: impl AsRef<OsStr>) -> Command {
+        let path = self.path();
+        let file = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        let mut cmd = Command::new(program);
+        // SAFETY: as in `setns_command`: one syscall on an fd kept open by the closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
     /// Path of the namespace file (for `setns` from a thread, see `readback`).
     pub fn path(&self) -> String {
         format!("{NETNS_DIR}/{}", self.name)

@@ -3,7 +3,8 @@
 //! (guest `eth0` over a veth to the host bridge `fcbr0` 192.168.100.1/24).
 //!
 //! Each run is timed from spawn (fork + exec) to exit, with the program started directly in
-//! the guest namespace (no `ip netns exec` in front). Between runs the guest NIC is reset to
+//! the guest namespace (`setns` between fork and exec; no `ip netns exec` in front, no private
+//! `/sys`: neither program reads per-namespace sysfs). Between runs the guest NIC is reset to
 //! how a fresh VM has it (no address, no route, down). After every run, outside the timing,
 //! the gateway must answer a ping from the guest namespace, or the benchmark fails.
 //!
@@ -102,7 +103,7 @@ fn run(runs: usize) -> Result<()> {
     let mut probe_rtts = Vec::with_capacity(runs);
     for i in 1..=runs {
         topo.reset_guest_nic(GUEST_NIC);
-        let mut cmd = topo.guest.setns_command("bash");
+        let mut cmd = topo.guest.setns_only_command("bash");
         cmd.arg(&script)
             .arg(netinit_run.cmdline_path())
             .env("NETSETUP_LOG", &script_log);
@@ -110,7 +111,7 @@ fn run(runs: usize) -> Result<()> {
         verify(&topo, "baseline", i)?;
 
         topo.reset_guest_nic(GUEST_NIC);
-        let mut cmd = topo.guest.setns_command(&netinit);
+        let mut cmd = topo.guest.setns_only_command(&netinit);
         cmd.args(netinit_run.args());
         netinit_times.push(timed(cmd, "guest-netinit", i)?);
         verify(&topo, "guest-netinit", i)?;
@@ -126,10 +127,29 @@ fn run(runs: usize) -> Result<()> {
         }
     }
 
-    let (Some(base), Some(ours)) = (summarize(&baseline_times), summarize(&netinit_times)) else {
+    // What starting a process costs in this setup, measured on `true`: part of both columns.
+    let mut overhead = Vec::with_capacity(runs);
+    let mut overhead_sys = Vec::with_capacity(runs);
+    for i in 1..=runs {
+        overhead.push(timed(topo.guest.setns_only_command("true"), "true", i)?);
+        overhead_sys.push(timed(topo.guest.setns_command("true"), "true", i)?);
+    }
+
+    let (Some(base), Some(ours), Some(overhead), Some(overhead_sys)) = (
+        summarize(&baseline_times),
+        summarize(&netinit_times),
+        summarize(&overhead),
+        summarize(&overhead_sys),
+    ) else {
         bail!("no samples");
     };
     print_report(&script, &netinit, netinit_size, &base, &ours, &probe_rtts);
+    println!(
+        "spawn overhead included in both (fork, setns, exec of `true`): median {} \
+         (with a private /sys as `ip netns exec` makes: {})",
+        ms(overhead.median),
+        ms(overhead_sys.median)
+    );
     Ok(())
 }
 
