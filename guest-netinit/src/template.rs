@@ -100,142 +100,8 @@ enum Section {
     Ignored,
 }
 
-/// Sections networkd knows that guest-netinit skips with a warning.
-const IGNORED_SECTIONS: &[&str] = &[
-    "DHCPv4",
-    "DHCPv6",
-    "DHCPPrefixDelegation",
-    "IPv6AcceptRA",
-    "IPv6SendRA",
-    "IPv6Prefix",
-    "IPv6RoutePrefix",
-    "DHCPServer",
-    "DHCPServerStaticLease",
-    "Neighbor",
-    "RoutingPolicyRule",
-    "NextHop",
-    "IPv6AddressLabel",
-    "LLDP",
-    "CAN",
-    "QDisc",
-    "BridgeVLAN",
-    "BridgeFDB",
-    "BridgeMDB",
-    "Bridge",
-    "SR-IOV",
-    "IPoIB",
-    "NetworkEmulator",
-    "TokenBucketFilter",
-    "FairQueueing",
-    "CAKE",
-];
-
-/// Keys networkd knows in each section that guest-netinit skips with a warning.
-const IGNORED_MATCH: &[&str] = &[
-    "MACAddress",
-    "PermanentMACAddress",
-    "Path",
-    "Driver",
-    "Type",
-    "Kind",
-    "Property",
-    "Host",
-    "Virtualization",
-    "KernelCommandLine",
-    "KernelVersion",
-    "Credential",
-    "Architecture",
-    "Firmware",
-    "WLANInterfaceType",
-    "SSID",
-    "BSSID",
-];
-const IGNORED_LINK: &[&str] = &[
-    "ARP",
-    "Multicast",
-    "AllMulticast",
-    "Promiscuous",
-    "Unmanaged",
-    "Group",
-    "RequiredForOnline",
-    "RequiredFamilyForOnline",
-    "ActivationPolicy",
-];
-const IGNORED_NETWORK: &[&str] = &[
-    "Description",
-    "LinkLocalAddressing",
-    "IPv6LinkLocalAddressGenerationMode",
-    "IPv6StableSecretAddress",
-    "IPv4LLStartAddress",
-    "IPv4LLRoute",
-    "DefaultRouteOnDevice",
-    "LLMNR",
-    "MulticastDNS",
-    "DNSOverTLS",
-    "DNSSEC",
-    "DNSSECNegativeTrustAnchors",
-    "DNSDefaultRoute",
-    "NTP",
-    "IPForward",
-    "IPv4Forwarding",
-    "IPv6Forwarding",
-    "IPMasquerade",
-    "IPv6PrivacyExtensions",
-    "IPv6AcceptRA",
-    "IPv6SendRA",
-    "IPv6DuplicateAddressDetection",
-    "IPv6HopLimit",
-    "IPv4ReversePathFilter",
-    "IPv4AcceptLocal",
-    "IPv4RouteLocalnet",
-    "IPv4ProxyARP",
-    "IPv6ProxyNDP",
-    "IPv6MTUBytes",
-    "ConfigureWithoutCarrier",
-    "IgnoreCarrierLoss",
-    "KeepConfiguration",
-    "LLDP",
-    "EmitLLDP",
-    "BindCarrier",
-    "DHCPServer",
-    "DHCPPrefixDelegation",
-    "Bridge",
-    "Bond",
-    "VRF",
-    "VLAN",
-    "IPVLAN",
-    "IPVTAP",
-    "MACVLAN",
-    "MACVTAP",
-    "VXLAN",
-    "Tunnel",
-    "MACsec",
-    "Xfrm",
-    "ActiveSlave",
-    "PrimarySlave",
-];
-const IGNORED_ROUTE: &[&str] = &[
-    "Source",
-    "PreferredSource",
-    "Table",
-    "Scope",
-    "Type",
-    "GatewayOnLink",
-    "Protocol",
-    "MTUBytes",
-    "IPv6Preference",
-    "InitialCongestionWindow",
-    "InitialAdvertisedReceiveWindow",
-    "QuickAck",
-    "FastOpenNoCookie",
-    "TTLPropagate",
-    "MultiPathRoute",
-    "NextHop",
-    "TCPAdvertisedMaximumSegmentSize",
-    "TCPCongestionControlAlgorithm",
-    "TCPRetransmissionTimeoutSec",
-    "HopLimit",
-];
+mod keys;
+use keys::{IGNORED_LINK, IGNORED_MATCH, IGNORED_NETWORK, IGNORED_ROUTE, IGNORED_SECTIONS};
 
 /// A `[Route]` section being read.
 struct RouteDraft {
@@ -549,7 +415,9 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
         || name.contains(['*', '?', '[', '!', '/', ':', '\\'])
         || name.chars().any(char::is_whitespace)
     {
-        Err(format!("`{name}`: give exactly one interface name (at most 15 characters, no glob, no `!`)"))
+        Err(format!(
+            "`{name}`: give exactly one interface name (at most 15 characters, no glob, no `!`)"
+        ))
     } else {
         Ok(())
     }
