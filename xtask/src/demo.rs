@@ -20,6 +20,8 @@ struct Options {
     json: bool,
     keep: bool,
     image: String,
+    /// `--extra K=V`: more kernel parameters, checked by BootArgs.
+    extra: Vec<(String, Option<String>)>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -27,6 +29,7 @@ fn parse(args: &[String]) -> Result<Options> {
         json: false,
         keep: false,
         image: "initramfs".into(),
+        extra: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -34,7 +37,16 @@ fn parse(args: &[String]) -> Result<Options> {
             "--json" => opts.json = true,
             "--keep" => opts.keep = true,
             "--image" => opts.image = it.next().context("--image needs a name")?.clone(),
-            other => bail!("demo: unknown argument `{other}` (known: --json --keep --image NAME)"),
+            "--extra" => {
+                let text = it.next().context("--extra needs KEY=VALUE")?;
+                opts.extra.push(
+                    host_client::BootArgs::parse_extra(text)
+                        .map_err(|e| anyhow::anyhow!("--extra: {e}"))?,
+                );
+            }
+            other => bail!(
+                "demo: unknown argument `{other}` (known: --json --keep --image NAME --extra K=V)"
+            ),
         }
     }
     Ok(opts)
@@ -48,10 +60,17 @@ pub fn cli(args: &[String]) -> Result<()> {
         "systemd" => image::systemd()?,
         other => bail!("demo: unknown image `{other}` (known: initramfs, systemd)"),
     };
-    let cmdline = if opts.image == "systemd" {
-        vm::boot::systemd_cmdline()?
+    let mut args = if opts.image == "systemd" {
+        vm::boot::systemd_boot_args()
     } else {
-        cmdline(&default_boot_args(), &[])?
+        default_boot_args()
+    };
+    args.extra.extend(opts.extra.iter().cloned());
+    let cmdline = if opts.image == "systemd" {
+        args.build()
+            .map_err(|e| anyhow::anyhow!("boot args: {e}"))?
+    } else {
+        cmdline(&args, &[])?
     };
     let console = vm::images_dir().join(format!("demo-{}-console.log", opts.image));
     let spec = BootSpec {

@@ -328,11 +328,11 @@ pub fn pretty_health(health: &HealthResponse) -> String {
     serde_json::to_string_pretty(health).unwrap_or_else(|e| format!("<unprintable: {e}>"))
 }
 
-/// The systemd image's command line: the same console and `ip=`, and nothing for init
-/// (systemd is /init; guest-netinit runs as its unit).
-pub fn systemd_cmdline() -> Result<String, VmError> {
+/// The systemd image's boot args: the same console and `ip=`, nothing for init (systemd is
+/// /init; guest-netinit runs as its unit), and `net.ifnames=0` so udev keeps the name `eth0`
+/// that `ip=` names (as on the fleet's kernels, where virtio-mmio devices are not renamed).
+pub fn systemd_boot_args() -> BootArgs {
     let mut args = default_boot_args();
     args.extra.retain(|(k, _)| k != "guest_netinit.next");
-    args.build()
-        .map_err(|e| VmError::Other(format!("boot args: {e}")))
+    args.extra("net.ifnames", Some("0".into()))
 }

@@ -25,6 +25,10 @@ pub const UNITS: &[&str] = &["guest-netinit.service", "guest-agent.service"];
 pub const SYSTEM_UNITS: &[&str] = &["systemd-networkd.service"];
 /// The block driver a disk-booted golden image needs (checked by `check --root`).
 pub const VIRTIO_BLK: &str = "kernel/drivers/block/virtio_blk.ko";
+/// Firecracker's transport (`check --root` warns without it).
+pub const VIRTIO_MMIO: &str = "kernel/drivers/virtio/virtio_mmio.ko";
+/// systemd loads it at start (automount units) and warns on the console when it is absent.
+pub const AUTOFS4: &str = "kernel/fs/autofs/autofs4.ko";
 /// Memory for the systemd image: the whole rootfs lives in RAM.
 pub const MEMORY_MIB: u32 = 1024;
 
@@ -142,7 +146,7 @@ pub fn build(
     for rel in NET_MODULES
         .iter()
         .chain(MODULE_INDEXES)
-        .chain(&[VIRTIO_BLK])
+        .chain(&[VIRTIO_BLK, VIRTIO_MMIO, AUTOFS4])
     {
         let data = std::fs::read(kernel.modules_dir.join(rel))
             .map_err(|e| VmError::io(&kernel.modules_dir.join(rel), e))?;
