@@ -10,6 +10,7 @@ usage: guest-netinit [run] [--cmdline FILE] [--template FILE] [--root DIR] [--li
                      [--no-probe] [--probe-timeout DUR] [--events FILE] [--quiet-human]
        guest-netinit parse 'ip=...' ['nameserver=...' 'rd.route=...' 'guest.NAME=...' ...]
        guest-netinit check --root DIR [--kernel-version V] [--interface IFACE] [--json]
+       guest-netinit init [RUN FLAGS] [--console FILE] [-- NEXT-INIT ARGS]   (also: as PID 1)
        guest-netinit --version | --help
 DUR: 30s, 500ms, 2 (seconds), at most 24h. Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
 3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files.";
@@ -53,8 +54,40 @@ pub enum Command {
     Parse(Vec<String>),
     /// `check` with its own arguments (parsed by `check::parse_args`).
     Check(Vec<String>),
+    /// Init mode with its own arguments (parsed by `init::parse_args`).
+    Init(Vec<String>),
     Version,
     Help,
+}
+
+/// First arguments that are guest-netinit's own commands, even when running as PID 1.
+const COMMANDS: [&str; 9] = [
+    "run",
+    "parse",
+    "check",
+    "init",
+    "--version",
+    "-V",
+    "--help",
+    "-h",
+    "help",
+];
+
+/// [`parse_args`] for a process whose pid is `pid`: started by the kernel as PID 1
+/// (`init=/sbin/guest-netinit`), every argument is the kernel's init argument for the next init
+/// (init mode), unless the first one is one of our commands.
+pub fn parse_args_for_pid<I: IntoIterator<Item = OsString>>(
+    pid: u32,
+    args: I,
+) -> Result<Command, String> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let first = args.first().and_then(|a| a.to_str());
+    if pid == 1 && !first.is_some_and(|f| COMMANDS.contains(&f)) {
+        let mut init = vec!["--".to_string()];
+        init.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
+        return Ok(Command::Init(init));
+    }
+    parse_args(args)
 }
 
 /// Parses the arguments after the program name. `Err` is a usage error message (exit 2).
@@ -80,6 +113,10 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         Some("check") => {
             args.next();
             return Ok(Command::Check(args.collect()));
+        }
+        Some("init") => {
+            args.next();
+            return Ok(Command::Init(args.collect()));
         }
         Some("run") => {
             args.next();
@@ -204,6 +241,28 @@ mod tests {
         );
         assert_eq!(p(&["--version"]).unwrap(), Command::Version);
         assert_eq!(p(&["run", "--help"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn pid_1_is_init_mode_unless_a_command_is_given() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_args_for_pid(1, os(&["single", "--foo"])).unwrap(),
+            Command::Init(vec!["--".into(), "single".into(), "--foo".into()])
+        );
+        assert_eq!(
+            parse_args_for_pid(1, os(&[])).unwrap(),
+            Command::Init(vec!["--".into()])
+        );
+        assert_eq!(
+            parse_args_for_pid(1, os(&["run", "--no-probe"])).unwrap(),
+            p(&["run", "--no-probe"]).unwrap()
+        );
+        assert_eq!(
+            parse_args_for_pid(7, os(&["init", "--", "x"])).unwrap(),
+            Command::Init(vec!["--".into(), "x".into()])
+        );
+        assert!(parse_args_for_pid(7, os(&["single"])).is_err());
     }
 
     #[test]

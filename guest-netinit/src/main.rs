@@ -1,10 +1,12 @@
 //! `guest-netinit`: the binary. Reads the arguments (`cli`), then prints a parsed cmdline
-//! (`parse`), lints an image (`check`), or runs the steps (`run`) on a current-thread tokio runtime with the real
+//! (`parse`), lints an image (`check`), runs as PID 1 (`init`, also chosen when started by the
+//! kernel as init), or runs the steps (`run`) on a current-thread tokio runtime with the real
 //! system: rtnetlink (`netlink`), kernel modules (`modules`), the ARP probe (`probe`).
 //! Exit codes: `exit.rs`.
 
 use guest_netinit::cli::{self, Command, RunOptions, USAGE};
 use guest_netinit::exit::RunError;
+use guest_netinit::init;
 use guest_netinit::modules::KernelModules;
 use guest_netinit::netlink::Netlink;
 use guest_netinit::probe::ArpProber;
@@ -28,7 +30,7 @@ impl Connect for NetlinkConnect {
 }
 
 fn main() {
-    let code = match cli::parse_args(std::env::args_os().skip(1)) {
+    let code = match cli::parse_args_for_pid(std::process::id(), std::env::args_os().skip(1)) {
         Err(msg) => {
             eprintln!("guest-netinit: {msg}\n{USAGE}");
             2
@@ -43,6 +45,13 @@ fn main() {
         }
         Ok(Command::Parse(params)) => parse_cmd(&params),
         Ok(Command::Check(args)) => guest_netinit::check::main(&args),
+        Ok(Command::Init(args)) => match init::parse_args(&args) {
+            Ok(o) => init::main(&o, run_cmd),
+            Err(msg) => {
+                eprintln!("guest-netinit: {msg}\n{USAGE}");
+                2
+            }
+        },
         Ok(Command::Run(opts)) => run_cmd(&opts),
     };
     std::process::exit(code);
