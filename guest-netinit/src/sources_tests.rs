@@ -255,3 +255,42 @@ fn device_names_networkd_would_read_as_globs_are_refused() {
     let e = plan("ip=10.0.0.2::10.0.0.1:255.255.255.0::eth?:off", None).unwrap_err();
     assert!(e.to_string().contains("device: `eth?`"), "{e}");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v4() -> impl Strategy<Value = String> {
+        any::<[u8; 4]>().prop_map(|b| std::net::Ipv4Addr::from(b).to_string())
+    }
+
+    proptest! {
+        /// A static kernel-form ip= always gives exactly its address, prefix and gateway,
+        /// on its device (or eth0), with no conflict when there is no template.
+        #[test]
+        fn static_kernel_form(client in v4(), gw in v4(), len in 1u8..=32, dev in "(eth[0-9]|ens[0-9]{1,2})?") {
+            let client_ip: IpAddr = client.parse().unwrap();
+            prop_assume!(!client_ip.is_unspecified());
+            let text = format!("ip={client}::{gw}:{len}::{dev}:off");
+            match plan(&text, None) {
+                Ok(p) => {
+                    let c = p.config.unwrap();
+                    prop_assert_eq!(&c.interface, if dev.is_empty() { "eth0" } else { dev.as_str() });
+                    prop_assert_eq!(c.addresses, vec![Address { addr: client_ip, prefix_len: len }]);
+                    let g: IpAddr = gw.parse().unwrap();
+                    prop_assert_eq!(c.gateway, (!g.is_unspecified()).then_some(g));
+                    prop_assert!(p.conflicts.is_empty());
+                }
+                // the grammar may refuse some values (e.g. a broadcast client): named, never a panic
+                Err(e) => prop_assert!(e.to_string().starts_with("kernel cmdline: ip="), "{}", e),
+            }
+        }
+
+        /// Arbitrary cmdline + template text never panics.
+        #[test]
+        fn never_panics(cmd in "(ip=[0-9a-z.:\\[\\]]{0,40}|nameserver=[0-9.]{0,15}|rd.route=[0-9./:]{0,30}|guest.[a-z_]{1,6}=[0-9./]{0,15}| )*",
+                        tpl in "(\\[(Match|Network|Route)\\]\n|(Name|Address|Gateway|DNS|DHCP|Destination)=[0-9a-z._/ ]{0,20}\n|__[A-Z_]{1,6}__\n)*") {
+            let _ = plan(&cmd, Some(&tpl));
+        }
+    }
+}

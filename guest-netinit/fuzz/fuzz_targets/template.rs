@@ -22,11 +22,17 @@ fuzz_target!(|data: &[u8]| {
                 assert!(a.prefix_len <= if a.addr.is_ipv4() { 32 } else { 128 });
             }
             for r in &t.routes {
-                assert_eq!(template::network_of(r.destination, r.prefix_len), r.destination);
+                assert_eq!(
+                    template::network_of(r.destination, r.prefix_len),
+                    r.destination
+                );
             }
         }
     }
-    let input = TemplateInput { path: "/t".into(), text: text.into() };
+    let input = TemplateInput {
+        path: "/t".into(),
+        text: text.into(),
+    };
     if let Ok(plan) = sources::build(&inputs, Some(&input)) {
         if let Some(cfg) = plan.config {
             let handoff = files::handoff(&cfg);
@@ -36,7 +42,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(back.routes, cfg.routes, "{handoff}");
             assert_eq!(back.gateway, cfg.gateway, "{handoff}");
             assert_eq!(back.dns, cfg.dns, "{handoff}");
-            assert_eq!(back.name.as_deref(), Some(cfg.interface.as_str()), "{handoff}");
+            assert_eq!(
+                back.name.as_deref(),
+                Some(cfg.interface.as_str()),
+                "{handoff}"
+            );
         }
     }
 });
