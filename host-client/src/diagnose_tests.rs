@@ -230,7 +230,8 @@ fn init_exit_decodes_the_status_and_quotes_inits_last_output() {
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].cause, Cause::InitExited);
     assert!(
-        f[0].hint.starts_with("PID 1 exited with status 2: read the lines"),
+        f[0].hint
+            .starts_with("PID 1 exited with status 2: read the lines"),
         "{}",
         f[0].hint
     );

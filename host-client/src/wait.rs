@@ -39,8 +39,8 @@ pub struct WaitOptions {
     /// First retry delay; doubled after each failure up to `max_delay`.
     pub first_delay: Duration,
     pub max_delay: Duration,
-    /// Retry delay after a refused connection.
-    pub refused_delay: Duration,
+    /// Retry delay after a refused connection; `None`: back off as after any failure.
+    pub refused_delay: Option<Duration>,
     /// How often the console file is read.
     pub console_poll: Duration,
 }
@@ -54,7 +54,7 @@ impl Default for WaitOptions {
             attempt_timeout: Duration::from_millis(200),
             first_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(250),
-            refused_delay: Duration::from_millis(10),
+            refused_delay: Some(Duration::from_millis(10)),
             console_poll: Duration::from_millis(25),
         }
     }
@@ -291,10 +291,9 @@ impl<F: FnMut(&Progress)> State<F> {
                     status: e.status().map(|s| s.as_u16()),
                     message: e.to_string(),
                 });
-                if class == ErrorClass::Refused {
-                    Next::After(opts.refused_delay)
-                } else {
-                    Next::After(delay)
+                match opts.refused_delay {
+                    Some(d) if class == ErrorClass::Refused => Next::After(d),
+                    _ => Next::After(delay),
                 }
             }
         }
