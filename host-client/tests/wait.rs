@@ -224,3 +224,27 @@ async fn a_console_warning_does_not_stop_the_wait() {
     let causes: Vec<_> = ready.findings.iter().map(|f| f.cause).collect();
     assert_eq!(causes, vec![Cause::UnitFailed]);
 }
+
+#[tokio::test]
+async fn a_stale_panic_in_the_console_does_not_fail_a_ready_vm() {
+    // the console file of a previous boot, not truncated; the VM is in fact up
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    std::fs::write(
+        &console,
+        "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n",
+    )
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    serve(l, Arc::new(ready_ok));
+    let ready = wait_ready(addr, Duration::from_secs(20), Some(&console))
+        .await
+        .unwrap();
+    assert!(matches!(ready.via, ReadyVia::Ready { .. }));
+    assert_eq!(
+        ready.findings[0].cause,
+        Cause::RootfsMountFailed,
+        "still reported"
+    );
+}
