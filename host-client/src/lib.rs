@@ -1,6 +1,6 @@
 //! host-client: the crate a host controller links to drive guestkit VMs (DESIGN.md §5).
 //!
-//! - [`diagnose`]: what a VM's console log says went wrong, and how far the boot got.
+//! - [`mod@diagnose`]: what a VM's console log says went wrong, and how far the boot got.
 //! - [`client`]: typed calls to the agent's HTTP API, each with a timeout.
 //! - [`wait`]: wait for a VM to be ready, failing fast on a fatal console finding.
 //! - [`bootargs`]: kernel command line and Firecracker config from typed values (failure F3).

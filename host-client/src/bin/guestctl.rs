@@ -44,7 +44,7 @@ enum Cmd {
     /// GET /health once and show it.
     #[command(after_help = EXIT_CODES)]
     Health {
-        /// Agent address: IP[:PORT] (port 8080 when omitted).
+        /// Agent address: IP or IP:PORT (port 8080 when omitted).
         addr: String,
         /// Request timeout (e.g. 5s, 500ms).
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
