@@ -52,6 +52,10 @@ pub enum Cause {
     EmergencyMode,
     /// A supervised service keeps crashing.
     ServiceCrashLoop,
+    /// A supervised service is stopped or between restarts (from `/health`).
+    ServiceDown,
+    /// The agent did not answer `/health` at all.
+    AgentUnreachable,
     /// The agent (or another guestkit component) stopped with an error.
     ComponentFailed,
     /// A `GUESTKIT:` line that does not parse (cut short, or a newer guestkit).

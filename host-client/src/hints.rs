@@ -135,7 +135,7 @@ pub fn hint(cause: Cause, subject: Option<&str>) -> String {
         Cause::DependencyFailed => format!("{subject} was not started because a unit it requires failed: look for the first `Failed to start` above it"),
         Cause::EmergencyMode => "systemd dropped to emergency mode: a unit needed for boot failed (often a mount in /etc/fstab); look for `Failed` lines above".into(),
         Cause::NetinitFailed | Cause::NetinitStepFailed | Cause::NetworkConflict | Cause::NetinitWarning
-        | Cause::ServiceCrashLoop | Cause::ComponentFailed | Cause::MalformedEvent => format!("see the guestkit event ({subject})"),
+        | Cause::ServiceCrashLoop | Cause::ServiceDown | Cause::AgentUnreachable | Cause::ComponentFailed | Cause::MalformedEvent => format!("see the guestkit event ({subject})"),
     }
 }
 

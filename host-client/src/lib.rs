@@ -10,6 +10,7 @@ pub mod bootargs;
 pub mod client;
 pub mod console;
 pub mod diagnose;
+pub mod health_diag;
 mod hints;
 mod signatures;
 pub mod tap;

@@ -216,3 +216,38 @@ fn tap_gc_in_a_namespace() {
     assert_eq!(v["removed"], serde_json::json!(["fcgkcli0"]));
     assert!(!after, "removed");
 }
+
+#[test]
+fn diagnose_with_addr_adds_what_the_agent_reports() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        serve(l, Arc::new(|_: &str, _| {
+            (200, r#"{"status":"degraded","timestamp":"t","activeSessions":0,"services":[{"name":"xvfb","state":"crash-loop","required":true,"pid":null,"restarts":9,"lastExit":"exit 1","since":"t","rssBytes":null,"cpuSeconds":null}]}"#.to_string())
+        }));
+        a
+    });
+    let o = guestctl(&[
+        "--json",
+        "diagnose",
+        &console("healthy.log"),
+        "--addr",
+        &addr.to_string(),
+    ]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["findings"][0]["cause"], "service-crash-loop");
+    assert_eq!(v["findings"][0]["subject"], "xvfb");
+    assert_eq!(v["findings"][0]["line"], 0);
+
+    let o = guestctl(&[
+        "diagnose",
+        &console("healthy.log"),
+        "--addr",
+        &free_port().to_string(),
+    ]);
+    assert_eq!(code(&o), 4);
+    assert!(stdout(&o).contains("agent-unreachable"), "{}", stdout(&o));
+    drop(rt);
+}

@@ -4,6 +4,7 @@
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use host_client::bootargs::{static_ip, BootArgs};
+use host_client::health_diag::{health_findings, unreachable_finding};
 use host_client::tap::{self, TAP_PREFIX};
 use host_client::wait::{Progress, ReadyVia, WaitOptions};
 use host_client::{analyze, AgentAddr, GuestClient, Severity, WaitError};
@@ -65,11 +66,18 @@ enum Cmd {
         #[command(flatten)]
         auth: Auth,
     },
-    /// Read a console log and say what went wrong and how far the boot got.
+    /// Read a console log and say what went wrong and how far the boot got; with --addr also
+    /// ask the agent (/health) how the VM is now.
     #[command(after_help = EXIT_CODES)]
     Diagnose {
         /// Console log file (`-` for stdin).
         file: PathBuf,
+        /// Also GET /health from the agent at IP or IP:PORT and add what it reports.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Timeout for the /health request.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Build the kernel command line (and the Firecracker config fragment) from typed values.
     #[command(after_help = EXIT_CODES)]
@@ -203,7 +211,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             wait(addr, &opts, json)
         }
-        Cmd::Diagnose { file } => {
+        Cmd::Diagnose {
+            file,
+            addr,
+            timeout,
+        } => {
+            let addr: Option<AgentAddr> = addr.map(|a| a.parse()).transpose().map_err(bad)?;
             let bytes = if file.as_os_str() == "-" {
                 let mut b = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
@@ -213,7 +226,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     .with_context(|| format!("{}", file.display()))
                     .map_err(bad)?
             };
-            let d = analyze(&String::from_utf8_lossy(&bytes));
+            let mut d = analyze(&String::from_utf8_lossy(&bytes));
+            if let Some(addr) = addr {
+                let client = GuestClient::new(addr).with_timeout(timeout);
+                match runtime()?.block_on(client.health()) {
+                    Ok(h) => d.findings.extend(health_findings(&h)),
+                    Err(e) => d.findings.push(unreachable_finding(&e)),
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {

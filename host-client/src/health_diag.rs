@@ -1,0 +1,217 @@
+//! Findings from what the agent says about itself (`GET /health`): the other half of "what
+//! state is this VM in" (failure F5: the network worked, but nobody looked at the right thing).
+//! The console says how the boot went; `/health` says how the VM is now: netinit's report
+//! (failure, conflicts, a silent gateway), services down or crash-looping, memory running out.
+//!
+//! Findings from here have `line` 0 and evidence starting with `GET /health:`.
+
+use crate::client::ClientError;
+use crate::diagnose::{Cause, Finding, Severity};
+use guest_proto::api::{HealthResponse, ServiceState};
+use guest_proto::Outcome;
+
+/// Below this share of total memory available, warn (the 256 MiB VMs of F7 died there).
+const LOW_MEMORY_PERCENT: u64 = 10;
+
+fn finding(
+    cause: Cause,
+    severity: Severity,
+    subject: Option<String>,
+    evidence: String,
+    hint: String,
+) -> Finding {
+    Finding {
+        cause,
+        severity,
+        subject,
+        line: 0,
+        evidence: format!("GET /health: {evidence}"),
+        hint,
+        occurrences: 1,
+    }
+}
+
+/// Findings in a `/health` answer, in the order: network, services, memory.
+pub fn health_findings(h: &HealthResponse) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(n) = &h.network {
+        if n.outcome == Outcome::Failed {
+            let (class, msg) = n
+                .error
+                .as_ref()
+                .map(|e| (e.class.clone(), e.message.clone()))
+                .unwrap_or_else(|| ("unknown".into(), "no error recorded".into()));
+            out.push(finding(
+                Cause::NetinitFailed,
+                Severity::Error,
+                Some(class.clone()),
+                format!("network.outcome = failed ({class}): {msg}"),
+                format!("guest-netinit failed: {msg}; the agent answers, so some network works: check which source configured it"),
+            ));
+        }
+        for c in &n.conflicts {
+            out.push(finding(
+                Cause::NetworkConflict,
+                Severity::Warning,
+                Some(c.source.clone()),
+                format!("network.conflicts: {} ({})", c.source, c.detail),
+                format!(
+                    "{} also configures the interface; guest-netinit resolved it: {}{}",
+                    c.source,
+                    c.resolution,
+                    c.path
+                        .as_ref()
+                        .map(|p| format!("; remove {p} from the image to silence it"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(p) = n.probe.as_ref().filter(|p| !p.ok) {
+            out.push(finding(
+                Cause::NetinitWarning,
+                Severity::Warning,
+                Some("gateway".into()),
+                format!(
+                    "network.probe: gateway {} did not answer{}",
+                    p.target,
+                    p.error
+                        .as_ref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ),
+                "the guest's gateway did not answer ARP at boot: check the host bridge (fcbr0) has the gateway address and the TAP is enslaved to it".into(),
+            ));
+        }
+        for w in &n.warnings {
+            out.push(finding(
+                Cause::NetinitWarning,
+                Severity::Warning,
+                None,
+                format!("network.warnings: {w}"),
+                w.clone(),
+            ));
+        }
+    }
+    for s in &h.services {
+        let last = s.last_exit.as_deref().unwrap_or("none yet");
+        let why = s
+            .message
+            .as_ref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let evidence = format!(
+            "services[{}].state = {:?} (required {}, restarts {}, last exit {last}){why}",
+            s.name, s.state, s.required, s.restarts
+        );
+        let logs = format!("read its output: GET /services/{}/logs", s.name);
+        let (cause, severity, hint) = match s.state {
+            ServiceState::CrashLoop => (
+                Cause::ServiceCrashLoop,
+                if s.required {
+                    Severity::Fatal
+                } else {
+                    Severity::Error
+                },
+                format!("service {} keeps exiting ({last}); {logs}", s.name),
+            ),
+            ServiceState::Backoff => (
+                Cause::ServiceDown,
+                Severity::Warning,
+                format!(
+                    "service {} exited ({last}) and is about to be restarted; {logs}",
+                    s.name
+                ),
+            ),
+            ServiceState::Stopped if s.required => (
+                Cause::ServiceDown,
+                Severity::Error,
+                format!("required service {} is stopped ({last}); {logs}", s.name),
+            ),
+            _ => continue,
+        };
+        out.push(finding(
+            cause,
+            severity,
+            Some(s.name.clone()),
+            evidence,
+            hint,
+        ));
+    }
+    if let Some(m) = &h.memory {
+        if m.total_bytes > 0 && m.available_bytes * 100 < m.total_bytes * LOW_MEMORY_PERCENT {
+            out.push(finding(
+                Cause::OutOfMemory,
+                Severity::Warning,
+                Some("low memory".into()),
+                format!(
+                    "memory: {} MiB available of {} MiB",
+                    m.available_bytes >> 20,
+                    m.total_bytes >> 20
+                ),
+                "memory is nearly exhausted: raise mem_size_mib in the VM's machine-config before the OOM killer or a panic does it for you".into(),
+            ));
+        }
+    }
+    out
+}
+
+/// The finding for an agent that did not answer `/health` at all.
+pub fn unreachable_finding(e: &ClientError) -> Finding {
+    finding(
+        Cause::AgentUnreachable,
+        Severity::Error,
+        Some(e.class().to_string()),
+        e.to_string(),
+        match e.class() {
+            crate::ErrorClass::Refused => "the guest kernel answers but nothing listens on the agent's port: is guest-agent running? (see the console for its crash)".into(),
+            crate::ErrorClass::NoRoute | crate::ErrorClass::TimedOut => "nothing answers at this address: wrong IP, the VM's network is not configured (see netinit in the console), or the TAP is not on the bridge".into(),
+            _ => "the agent answered oddly: check its version and logs".into(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(json: &str) -> HealthResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_healthy_answer_has_no_findings() {
+        let h = health(
+            r#"{"status":"ok","timestamp":"t","activeSessions":0,"memory":{"totalBytes":268435456,"availableBytes":134217728}}"#,
+        );
+        assert!(health_findings(&h).is_empty());
+    }
+
+    #[test]
+    fn crash_loop_stopped_and_low_memory() {
+        let svc = |name: &str, state: &str, required: bool| {
+            format!(
+                r#"{{"name":"{name}","state":"{state}","required":{required},"pid":null,"restarts":7,"lastExit":"exit 1","since":"t","rssBytes":null,"cpuSeconds":null}}"#
+            )
+        };
+        let h = health(&format!(
+            r#"{{"status":"degraded","timestamp":"t","activeSessions":0,"services":[{},{},{},{}],"memory":{{"totalBytes":268435456,"availableBytes":10485760}}}}"#,
+            svc("serve", "running", true),
+            svc("webrtc", "crash-loop", false),
+            svc("xvfb", "stopped", true),
+            svc("oauth", "crash-loop", true),
+        ));
+        let got: Vec<_> = health_findings(&h)
+            .into_iter()
+            .map(|f| (f.cause, f.severity, f.subject.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Cause::ServiceCrashLoop, Severity::Error, "webrtc".into()),
+                (Cause::ServiceDown, Severity::Error, "xvfb".into()),
+                (Cause::ServiceCrashLoop, Severity::Fatal, "oauth".into()),
+                (Cause::OutOfMemory, Severity::Warning, "low memory".into()),
+            ]
+        );
+    }
+}
