@@ -112,9 +112,11 @@ pub fn match_line(line: &str) -> Option<Hit> {
             Some(path.to_string()),
         ));
     }
+    // `traps: node[612] general protection fault ...` is a user process crashing, not the kernel
+    let kernel_gpf = line.contains("general protection fault") && !line.contains("traps:");
     if line.contains("BUG: kernel NULL pointer dereference")
         || line.contains("BUG: unable to handle")
-        || line.contains("general protection fault")
+        || kernel_gpf
         || line.contains("Oops: ")
     {
         return Some(Hit::new(
@@ -276,6 +278,7 @@ mod tests {
             "[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)",
             "[  OK  ] Started systemd-networkd.service - Network Configuration.",
             "[    1.1] Run /init as init process",
+            "[   20.1] traps: node[612] general protection fault ip:55d0c3 sp:7ffd error:0 in node[55d0c0+1000]",
             "",
         ] {
             assert_eq!(match_line(line), None, "{line}");
