@@ -7,13 +7,15 @@ use std::time::Duration;
 
 pub const USAGE: &str = "\
 usage: guest-netinit [run] [--cmdline FILE] [--template FILE] [--root DIR] [--link-timeout DUR]
-                     [--no-probe] [--probe-timeout DUR] [--events FILE] [--quiet-human]
+                     [--no-probe] [--probe-timeout DUR] [--dhcp-timeout DUR] [--events FILE]
+                     [--quiet-human]
        guest-netinit parse 'ip=...' ['nameserver=...' 'rd.route=...' 'guest.NAME=...' ...]
        guest-netinit check --root DIR [--kernel-version V] [--interface IFACE] [--json]
        guest-netinit init [RUN FLAGS] [--console FILE] [-- NEXT-INIT ARGS]   (also: as PID 1)
        guest-netinit --version | --help
 DUR: 30s, 500ms, 2 (seconds), at most 24h. Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
-3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files.";
+3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files,
+9 check found errors, 10 dhcp (no lease and no fallback).";
 
 /// Options of `guest-netinit run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct RunOptions {
     pub link_timeout: Duration,
     pub probe: bool,
     pub probe_timeout: Duration,
+    /// `--dhcp-timeout DUR`: how long to wait for a lease before the static fallback.
+    pub dhcp_timeout: Duration,
     /// `--events FILE`; `None` = `/dev/kmsg`.
     pub events: Option<PathBuf>,
     pub quiet_human: bool,
@@ -41,6 +45,7 @@ impl Default for RunOptions {
             link_timeout: Duration::from_secs(30),
             probe: true,
             probe_timeout: Duration::from_secs(1),
+            dhcp_timeout: crate::dhcp::DEFAULT_TIMEOUT,
             events: None,
             quiet_human: false,
         }
@@ -150,6 +155,10 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
                 o.probe_timeout = parse_duration(&value("--probe-timeout")?)
                     .map_err(|e| format!("--probe-timeout: {e}"))?
             }
+            "--dhcp-timeout" => {
+                o.dhcp_timeout = parse_duration(&value("--dhcp-timeout")?)
+                    .map_err(|e| format!("--dhcp-timeout: {e}"))?
+            }
             "--no-probe" | "--quiet-human" if inline.is_some() => {
                 return Err(format!("{flag} takes no value"))
             }
@@ -211,6 +220,8 @@ mod tests {
             "500ms",
             "--no-probe",
             "--probe-timeout=2",
+            "--dhcp-timeout",
+            "1500ms",
             "--events",
             "/e",
             "--quiet-human",
@@ -224,6 +235,8 @@ mod tests {
         assert_eq!(o.link_timeout, Duration::from_millis(500));
         assert!(!o.probe);
         assert_eq!(o.probe_timeout, Duration::from_secs(2));
+        assert_eq!(o.dhcp_timeout, Duration::from_millis(1500));
+        assert_eq!(RunOptions::default().dhcp_timeout, Duration::from_secs(5));
         assert_eq!(o.events, Some("/e".into()));
         assert!(o.quiet_human);
     }

@@ -7,13 +7,16 @@
 //! | 0    | -                | configured, or nothing to do (warnings are still 0)               |
 //! | 1    | `internal`       | a bug                                                             |
 //! | 2    | `usage`          | bad command-line flags                                            |
-//! | 3    | `bad-config`     | `ip=` / `nameserver=` / `rd.route=` / template malformed, DHCP asked |
+//! | 3    | `bad-config`     | `ip=` / `nameserver=` / `rd.route=` / template malformed, DHCPv6 asked |
 //! | 4    | `no-device`      | the interface did not appear before `--link-timeout`              |
 //! | 5    | `module-missing` | virtio-net device present but the module file is not in the image |
 //! | 6    | `module-load`    | `finit_module` refused it (or a module file is corrupt)           |
 //! | 7    | `apply`          | a netlink request failed                                          |
 //! | 8    | `files`          | writing resolv.conf / hostname / handoff / state failed           |
+//! | 9    | `check-failed`   | `guest-netinit check` found an error (`check.rs`, not a run)      |
+//! | 10   | `dhcp`           | DHCP asked, no lease in time and no static fallback, or its socket failed |
 
+use crate::dhcp::step::DhcpStepError;
 use crate::files::FilesError;
 use crate::sources::ConfigError;
 use crate::system::{ModuleError, NetError};
@@ -33,6 +36,8 @@ pub enum RunError {
     Apply(#[from] NetError),
     #[error(transparent)]
     Files(#[from] FilesError),
+    #[error(transparent)]
+    Dhcp(#[from] DhcpStepError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +57,8 @@ impl RunError {
             }
             RunError::Apply(_) => "apply",
             RunError::Files(_) => "files",
+            RunError::Dhcp(DhcpStepError::Apply(_)) => "apply",
+            RunError::Dhcp(_) => "dhcp",
             RunError::Internal(_) => "internal",
         }
     }
@@ -66,6 +73,7 @@ impl RunError {
             "module-load" => 6,
             "apply" => 7,
             "files" => 8,
+            "dhcp" => 10,
             _ => 1,
         }
     }
@@ -141,6 +149,22 @@ mod tests {
                 }),
                 "files",
                 8,
+            ),
+            (
+                RunError::Dhcp(DhcpStepError::NoLease {
+                    interface: "eth0".into(),
+                    reason: "no DHCP server answered within 5.00 s".into(),
+                }),
+                "dhcp",
+                10,
+            ),
+            (
+                RunError::Dhcp(DhcpStepError::Apply(NetError::Request {
+                    what: "set eth0 up".into(),
+                    message: "EPERM".into(),
+                })),
+                "apply",
+                7,
             ),
             (RunError::Internal("bug".into()), "internal", 1),
         ];

@@ -140,7 +140,9 @@ fn source_name(cfg: &NetConfig) -> &'static str {
 
 /// The networkd handoff: exactly what was applied, in `.network` syntax, with
 /// `KeepConfiguration=static` (networkd never removes our address and routes) and
-/// `ConfigureWithoutCarrier=yes`. guest-netinit's own template parser reads it back unchanged.
+/// `ConfigureWithoutCarrier=yes`. After a DHCP lease: `DHCP=ipv4`, `KeepConfiguration=dhcp`
+/// and `[DHCPv4] ClientIdentifier=mac` (our client id: type 1 + MAC), no static address, so
+/// networkd renews the lease without dropping the address. guest-netinit's own template parser reads it back unchanged.
 pub fn handoff(cfg: &NetConfig) -> String {
     let mut s = format!(
         "# Written by guest-netinit: what it applied to {} at boot (source: {}).\n\
@@ -160,11 +162,16 @@ pub fn handoff(cfg: &NetConfig) -> String {
         }
     }
     s.push_str("\n[Network]\n");
-    for a in &cfg.addresses {
-        s.push_str(&format!("Address={a}\n"));
-    }
-    if let Some(g) = cfg.gateway {
-        s.push_str(&format!("Gateway={g}\n"));
+    // A lease is not written as static: networkd takes it over with its own DHCP client
+    // (same client id, so dnsmasq hands out the same address) and renews it.
+    let leased = cfg.source == guest_proto::ConfigSource::Dhcp;
+    if !leased {
+        for a in &cfg.addresses {
+            s.push_str(&format!("Address={a}\n"));
+        }
+        if let Some(g) = cfg.gateway {
+            s.push_str(&format!("Gateway={g}\n"));
+        }
     }
     for d in &cfg.dns {
         s.push_str(&format!("DNS={d}\n"));
@@ -172,7 +179,12 @@ pub fn handoff(cfg: &NetConfig) -> String {
     if !cfg.domains.is_empty() {
         s.push_str(&format!("Domains={}\n", cfg.domains.join(" ")));
     }
-    s.push_str("DHCP=no\nKeepConfiguration=static\nConfigureWithoutCarrier=yes\n");
+    if leased {
+        s.push_str("DHCP=ipv4\nKeepConfiguration=dhcp\nConfigureWithoutCarrier=yes\n");
+        s.push_str("\n[DHCPv4]\nClientIdentifier=mac\n");
+    } else {
+        s.push_str("DHCP=no\nKeepConfiguration=static\nConfigureWithoutCarrier=yes\n");
+    }
     for r in &cfg.routes {
         s.push_str(&format!(
             "\n[Route]\nDestination={}/{}\n",

@@ -5,6 +5,7 @@
 //! Exit codes: `exit.rs`.
 
 use guest_netinit::cli::{self, Command, RunOptions, USAGE};
+use guest_netinit::dhcp::step::PacketDhcp;
 use guest_netinit::exit::RunError;
 use guest_netinit::init;
 use guest_netinit::modules::KernelModules;
@@ -84,6 +85,7 @@ fn run_cmd(opts: &RunOptions) -> i32 {
             connect: NetlinkConnect,
             modules: KernelModules::new(Path::new(&root), &sys, release),
             prober: ArpProber,
+            dhcp: PacketDhcp,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -211,6 +211,16 @@ impl Modules for KernelModules {
         self.virtio_net_devices().iter().any(|d| d.driver.is_none())
     }
 
+    fn modules_needed(&self) -> Vec<String> {
+        let needed = self.drivers_needed();
+        if needed.is_empty() {
+            // Called when a device was seen without a driver; it may have bound since.
+            vec!["virtio_net".to_string()]
+        } else {
+            needed.into_iter().map(str::to_string).collect()
+        }
+    }
+
     fn load_with_deps(&self, name: &str) -> Result<Vec<String>, ModuleError> {
         let files = self.resolve(name)?;
         let loaded = self.loaded();

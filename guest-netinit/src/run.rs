@@ -1,5 +1,5 @@
-//! The run, step by step (DESIGN.md §3): read-config, find-link (+ load-modules), apply, files,
-//! handoff, probe, report. Generic over the `system` traits, so every path (link late, never,
+//! The run, step by step (DESIGN.md §3): read-config, find-link (+ load-modules), dhcp (when
+//! asked: lease or static fallback, `dhcp/step.rs`), apply, files, handoff, probe, report. Generic over the `system` traits, so every path (link late, never,
 //! module missing, probe silent) is tested with fakes; `main.rs` plugs in the real ones.
 //!
 //! Finding the link: the netlink connection subscribes to link events when it is made, then we
@@ -16,6 +16,7 @@
 use crate::cli::RunOptions;
 use crate::config::NetConfig;
 use crate::conflicts;
+use crate::dhcp::step::{self as dhcp_step, Decision, DhcpClient};
 use crate::exit::RunError;
 use crate::files::{self, ResolvOutcome};
 use crate::report::{fmt_duration, Reporter};
@@ -45,10 +46,11 @@ pub trait Connect {
 }
 
 /// The system the run acts on.
-pub struct Deps<C, M, P> {
+pub struct Deps<C, M, P, D> {
     pub connect: C,
     pub modules: M,
     pub prober: P,
+    pub dhcp: D,
 }
 
 fn root_of(opts: &RunOptions) -> PathBuf {
@@ -56,9 +58,9 @@ fn root_of(opts: &RunOptions) -> PathBuf {
 }
 
 /// Runs every step up to (not including) the final report; see [`finish`].
-pub async fn run<C: Connect, M: Modules, P: Prober>(
+pub async fn run<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
     opts: &RunOptions,
-    deps: &mut Deps<C, M, P>,
+    deps: &mut Deps<C, M, P, D>,
     rep: &mut Reporter,
 ) -> Result<Outcome, RunError> {
     rep.event(
@@ -113,6 +115,31 @@ pub async fn run<C: Connect, M: Modules, P: Prober>(
         }
     };
 
+    // dhcp
+    let mut outcome = Outcome::Configured;
+    let cfg = if cfg.dhcp {
+        let decision = dhcp_step::run_step(
+            &mut net,
+            &mut deps.dhcp,
+            index,
+            &cfg,
+            opts.dhcp_timeout,
+            rep,
+        )
+        .await?;
+        match decision {
+            // The lease itself is in the dhcp step's detail (state.json has no lease field yet).
+            Decision::Leased { cfg, .. } => cfg,
+            Decision::Fallback { cfg, .. } => {
+                outcome = Outcome::Fallback;
+                cfg
+            }
+        }
+    } else {
+        cfg
+    };
+    rep.report.source = Some(cfg.source);
+
     // apply
     let t = Instant::now();
     match net.apply(index, &cfg).await {
@@ -161,7 +188,7 @@ pub async fn run<C: Connect, M: Modules, P: Prober>(
 
     // probe
     probe(opts, deps, rep, index, &cfg).await;
-    Ok(Outcome::Configured)
+    Ok(outcome)
 }
 
 fn read_config(
@@ -223,6 +250,12 @@ pub fn describe(cfg: &NetConfig) -> String {
         ConfigSource::Fallback => "fallback",
     };
     let mut s = format!("{src}: {}", cfg.interface);
+    if cfg.dhcp && cfg.source != ConfigSource::Dhcp {
+        s.push_str(" dhcp");
+        if !cfg.addresses.is_empty() {
+            s.push_str(", fallback");
+        }
+    }
     for a in &cfg.addresses {
         s.push_str(&format!(" {a}"));
     }
@@ -251,9 +284,9 @@ pub fn describe(cfg: &NetConfig) -> String {
     s
 }
 
-async fn find_link<C: Connect, M: Modules, P: Prober>(
+async fn find_link<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
     opts: &RunOptions,
-    deps: &mut Deps<C, M, P>,
+    deps: &mut Deps<C, M, P, D>,
     rep: &mut Reporter,
     name: &str,
 ) -> Result<(C::Net, u32), RunError> {
@@ -385,9 +418,9 @@ fn write_files(
     })
 }
 
-async fn probe<C: Connect, M: Modules, P: Prober>(
+async fn probe<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
     opts: &RunOptions,
-    deps: &mut Deps<C, M, P>,
+    deps: &mut Deps<C, M, P, D>,
     rep: &mut Reporter,
     index: u32,
     cfg: &NetConfig,

@@ -26,6 +26,9 @@ struct World {
     waits: usize,
     applied: Vec<NetConfig>,
     probes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// What the DHCP exchange yields; `None` = no server answers.
+    lease: Option<crate::dhcp::Lease>,
+    dhcp_timeouts: Vec<Duration>,
     loads: usize,
 }
 
@@ -35,6 +38,7 @@ struct FakeNet(Shared);
 struct FakeConnect(Shared);
 struct FakeModules(Shared);
 struct FakeProber(Shared);
+struct FakeDhcp(Shared);
 
 impl Links for FakeNet {
     async fn find(&mut self, _name: &str) -> Result<Option<u32>, NetError> {
@@ -142,6 +146,27 @@ impl Prober for FakeProber {
     }
 }
 
+impl DhcpClient for FakeDhcp {
+    async fn lease(
+        &mut self,
+        index: u32,
+        _iface: &str,
+        timeout: Duration,
+    ) -> Result<crate::dhcp::DhcpOutcome, crate::dhcp::DhcpError> {
+        assert_eq!(index, 2);
+        let mut w = self.0.borrow_mut();
+        w.dhcp_timeouts.push(timeout);
+        Ok(match w.lease.clone() {
+            Some(l) => crate::dhcp::DhcpOutcome::Leased(l),
+            None => crate::dhcp::DhcpOutcome::TimedOut {
+                offers: 0,
+                naks: 0,
+                waited: timeout,
+            },
+        })
+    }
+}
+
 struct Outcome {
     code: i32,
     human: String,
@@ -184,6 +209,7 @@ async fn go(
         connect: FakeConnect(world.clone()),
         modules: FakeModules(world.clone()),
         prober: FakeProber(world.clone()),
+        dhcp: FakeDhcp(world.clone()),
     };
     let t0 = Instant::now();
     let result = run(&opts, &mut deps, &mut rep).await;
@@ -587,4 +613,115 @@ async fn every_needed_module_is_loaded_in_order() {
         o.state.modules_loaded,
         ["virtio_pci", "virtio_ring", "net_failover", "virtio_net"]
     );
+}
+
+fn lease() -> crate::dhcp::Lease {
+    crate::dhcp::Lease {
+        address: "192.168.100.57".parse().unwrap(),
+        prefix_len: 24,
+        router: Some("192.168.100.1".parse().unwrap()),
+        dns: vec!["192.168.100.1".parse().unwrap()],
+        domain: None,
+        hostname: None,
+        mtu: Some(1400),
+        lease_secs: Some(600),
+        server: "192.168.100.1".parse().unwrap(),
+        obtained_at_ms: 0,
+    }
+}
+
+const FALLBACK_TEMPLATE: &str =
+    "[Match]\nName=eth0\n[Network]\nDHCP=ipv4\nAddress=192.168.100.200/24\nGateway=192.168.100.1\n";
+
+#[tokio::test]
+async fn dhcp_lease_is_applied_and_handed_to_networkd() {
+    let w = world(|w| w.lease = Some(lease()));
+    let o = go(
+        "ip=eth0:dhcp",
+        &[("etc/guest-netinit/eth0.network", FALLBACK_TEMPLATE)],
+        &w,
+        |o| o.dhcp_timeout = Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    let w = w.borrow();
+    assert_eq!(w.dhcp_timeouts, vec![Duration::from_secs(2)]);
+    // link settings first, then the lease
+    assert_eq!(w.applied.len(), 2);
+    assert!(w.applied[0].addresses.is_empty());
+    assert_eq!(w.applied[1].addresses[0].to_string(), "192.168.100.57/24");
+    assert_eq!(w.applied[1].mtu, Some(1400));
+    assert_eq!(o.state.outcome, guest_proto::Outcome::Configured);
+    assert_eq!(o.state.source, Some(ConfigSource::Dhcp));
+    assert_eq!(o.state.addresses[0].address.to_string(), "192.168.100.57");
+    assert!(step_names(&o.state).contains(&"dhcp"));
+    assert!(
+        o.human
+            .contains("lease 192.168.100.57/24 from 192.168.100.1 for 600 s"),
+        "{}",
+        o.human
+    );
+    let handoff = std::fs::read_to_string(
+        o.root
+            .path()
+            .join("run/systemd/network/00-guest-netinit-eth0.network"),
+    )
+    .unwrap();
+    assert!(
+        handoff.contains("DHCP=ipv4\nKeepConfiguration=dhcp\n"),
+        "{handoff}"
+    );
+    assert!(handoff.contains("ClientIdentifier=mac"), "{handoff}");
+    assert!(!handoff.contains("Address="), "{handoff}");
+    // the gateway from the lease was probed
+    assert_eq!(w.probes[0].1, "192.168.100.1".parse::<Ipv4Addr>().unwrap());
+}
+
+#[tokio::test]
+async fn no_lease_applies_the_fallback_and_says_so() {
+    let w = world(|_| {});
+    let o = go(
+        "quiet",
+        &[("etc/guest-netinit/eth0.network", FALLBACK_TEMPLATE)],
+        &w,
+        |_| {},
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    assert_eq!(w.borrow().dhcp_timeouts, vec![Duration::from_secs(5)]);
+    assert_eq!(o.state.outcome, guest_proto::Outcome::Fallback);
+    assert_eq!(o.state.source, Some(ConfigSource::Fallback));
+    assert_eq!(o.state.addresses[0].address.to_string(), "192.168.100.200");
+    assert!(
+        o.state
+            .warnings
+            .iter()
+            .any(|w| w.contains("no DHCP server answered")),
+        "{:?}",
+        o.state.warnings
+    );
+    let handoff = std::fs::read_to_string(
+        o.root
+            .path()
+            .join("run/systemd/network/00-guest-netinit-eth0.network"),
+    )
+    .unwrap();
+    assert!(handoff.contains("Address=192.168.100.200/24"), "{handoff}");
+    assert!(handoff.contains("DHCP=no"), "{handoff}");
+}
+
+#[tokio::test]
+async fn no_lease_and_no_fallback_exits_10() {
+    let w = world(|_| {});
+    let o = go("ip=dhcp", &[], &w, |_| {}).await;
+    assert_eq!(o.code, 10, "{}", o.human);
+    let err = o.state.error.unwrap();
+    assert_eq!(err.class, "dhcp");
+    assert!(
+        err.message.contains("no static fallback"),
+        "{}",
+        err.message
+    );
+    // only the link part was applied
+    assert!(w.borrow().applied.iter().all(|c| c.addresses.is_empty()));
 }

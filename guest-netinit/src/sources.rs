@@ -6,9 +6,13 @@
 //!   not applied at all, and every field where it disagrees is reported in one [`Conflict`].
 //! - `ip=` without an address but with a static autoconf (`ip=off`, `ip=eth0:none:1400`) configures
 //!   nothing by itself (only MTU/MAC when given); the template, if any, is used.
-//! - DHCP (`ip=dhcp`, `ip=eth0:dhcp`, template `DHCP=yes` without a static `Address=`) is not
-//!   supported yet: a bad-config error naming the source. A static client address with a DHCP
-//!   autoconf is applied as static, with a warning.
+//! - DHCPv4 (`ip=dhcp|on|any|both|bootp|rarp`, `ip=eth0:dhcp`, template `DHCP=yes|ipv4`) gives a
+//!   config with `dhcp: true`; its static part (the template's `Address=`, `Gateway=`, `DNS=`,
+//!   `[Route]`) is the **fallback**, applied when no lease comes in time. With `ip=dhcp` and a
+//!   template for the same interface, the template is that fallback (not a conflict).
+//!   IPv6-only autoconf (`dhcp6`, `auto6`, `either6`, `link6`, `ibft`) and template `DHCP=ipv6`
+//!   without an address are bad config naming the source. A static client address with a DHCP
+//!   autoconf is applied as static, with a warning (the static address wins, deterministically).
 //! - `nameserver=` and `rd.route=` belong to the cmdline config; without an `ip=` config they are
 //!   added to the template's config.
 //! - interface: `ip=`'s device, else the template's `[Match] Name=`, else `eth0` (the old script).
@@ -16,7 +20,7 @@
 //! - `ip=` without a netmask uses the kernel's classful default (10/8, 172.16/12 → /16, 192.168 → /24).
 
 use crate::config::{Address, NetConfig, Route};
-use crate::template::{self, Template, TemplateError};
+use crate::template::{self, Dhcp, Template, TemplateError};
 use guest_proto::{Autoconf, ConfigSource, Conflict, IpConfig, KernelCmdline, RdRoute};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -68,7 +72,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what}: DHCP is not supported yet; give a static address")]
+    #[error("{what}: not supported: guest-netinit does DHCPv4 (dhcp, on, any, both) or static addresses")]
     DhcpUnsupported { what: String },
 }
 
@@ -120,7 +124,10 @@ pub fn build(cmd: &CmdlineInputs, template: Option<&TemplateInput>) -> Result<Pl
         (Some(mut c), tpl, tpl_in) => {
             add_cmdline_extras(&mut c, cmd, &mut plan.warnings);
             if let (Some(t), Some(t_in)) = (tpl, tpl_in) {
-                if let Some(conflict) = template_conflict(&c, &t, &t_in.path) {
+                let same_iface = t.name.as_deref().unwrap_or(DEFAULT_INTERFACE) == c.interface;
+                if c.dhcp && c.addresses.is_empty() && same_iface {
+                    add_fallback(&mut c, t);
+                } else if let Some(conflict) = template_conflict(&c, &t, &t_in.path) {
                     plan.conflicts.push(conflict);
                 }
             }
@@ -182,15 +189,16 @@ fn cmdline_config(
                 return Ok(None);
             }
         }
+        None if ip.autoconf.wants_dhcp4() => c.dhcp = true,
         None => {
             return Err(ConfigError::DhcpUnsupported {
-                what: format!("ip={ip}"),
+                what: format!("ip={ip}: autoconf `{}`", ip.autoconf),
             })
         }
         Some(client) => {
             if !ip.autoconf.is_static() && !matches!(ip.autoconf, Autoconf::On | Autoconf::Any) {
                 warnings.push(format!(
-                    "ip={ip}: autoconf `{}` ignored, the static address {client} is applied (DHCP is not supported yet)",
+                    "ip={ip}: autoconf `{}` ignored, the static address {client} is applied (a static address wins over DHCP)",
                     ip.autoconf
                 ));
             }
@@ -262,28 +270,50 @@ fn template_config(
     path: &str,
     warnings: &mut Vec<String>,
 ) -> Result<NetConfig, ConfigError> {
-    if t.dhcp.enabled() {
+    let dhcp4 = matches!(t.dhcp, Dhcp::Yes | Dhcp::Ipv4);
+    if t.dhcp == Dhcp::Ipv6 {
         if t.addresses.is_empty() {
             return Err(ConfigError::DhcpUnsupported {
-                what: format!("template {path}: DHCP={}", t.dhcp.as_str()),
+                what: format!("template {path}: DHCP=ipv6"),
             });
         }
         warnings.push(format!(
-            "template {path}: DHCP= ignored (not supported yet); the static Address= is applied"
+            "template {path}: DHCP=ipv6 ignored (DHCPv4 only); the static Address= is applied"
         ));
     }
     let mut c = empty_config(
-        t.name.unwrap_or_else(|| DEFAULT_INTERFACE.to_string()),
+        t.name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INTERFACE.to_string()),
         ConfigSource::Template,
     );
-    c.mtu = t.mtu;
-    c.mac = t.mac;
+    c.dhcp = dhcp4;
+    add_fallback(&mut c, t);
+    Ok(c)
+}
+
+/// The template's static part into `c`: addresses and gateway (the whole config, or the DHCP
+/// fallback), routes, DNS and domains added, MTU/MAC where `c` has none.
+fn add_fallback(c: &mut NetConfig, t: Template) {
+    c.mtu = c.mtu.or(t.mtu);
+    c.mac = c.mac.or(t.mac);
     c.addresses = t.addresses;
     c.gateway = t.gateway;
-    c.routes = t.routes;
-    c.dns = t.dns;
-    c.domains = t.domains;
-    Ok(c)
+    for r in t.routes {
+        if !c.routes.contains(&r) {
+            c.routes.push(r);
+        }
+    }
+    for d in t.dns {
+        if !c.dns.contains(&d) {
+            c.dns.push(d);
+        }
+    }
+    for d in t.domains {
+        if !c.domains.contains(&d) {
+            c.domains.push(d);
+        }
+    }
 }
 
 /// The template's disagreements with the applied cmdline config, or `None` when it agrees

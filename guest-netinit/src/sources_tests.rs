@@ -81,28 +81,95 @@ fn nothing_to_do_without_ip_or_template() {
 }
 
 #[test]
-fn dhcp_is_bad_config_naming_the_source() {
-    for cmd in ["ip=dhcp", "ip=eth0:dhcp", "ip=on"] {
+fn dhcp_on_the_cmdline_asks_for_a_lease() {
+    for cmd in [
+        "ip=dhcp",
+        "ip=eth0:dhcp",
+        "ip=on",
+        "ip=any",
+        "ip=both",
+        "ip=eth0:dhcp:1400",
+    ] {
+        let c = plan(cmd, None).unwrap().config.expect(cmd);
+        assert!(c.dhcp, "{cmd}");
+        assert_eq!(c.interface, "eth0");
+        assert!(
+            c.addresses.is_empty(),
+            "{cmd}: no fallback without a template"
+        );
+    }
+    assert_eq!(
+        plan("ip=eth0:dhcp:1400", None).unwrap().config.unwrap().mtu,
+        Some(1400)
+    );
+    for cmd in ["ip=dhcp6", "ip=eth0:auto6", "ip=ibft"] {
         let e = plan(cmd, None).unwrap_err();
         assert!(
             matches!(e, ConfigError::DhcpUnsupported { .. }),
             "{cmd}: {e}"
         );
-        assert!(
-            e.to_string().contains(cmd) && e.to_string().contains("DHCP is not supported yet"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("DHCPv4"), "{e}");
     }
-    let e = plan("", Some("[Network]\nDHCP=yes\n")).unwrap_err();
+}
+
+#[test]
+fn template_is_the_fallback_of_cmdline_dhcp() {
+    let p = plan(
+        "ip=eth0:dhcp nameserver=9.9.9.9",
+        Some("[Match]\nName=eth0\n[Network]\nAddress=192.168.100.200/24\nGateway=192.168.100.1\nDNS=1.1.1.1\n"),
+    )
+    .unwrap();
+    assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+    let c = p.config.unwrap();
+    assert!(c.dhcp);
+    assert_eq!(c.source, ConfigSource::Cmdline);
+    assert_eq!(c.addresses[0].addr, ip("192.168.100.200"));
+    assert_eq!(c.gateway, Some(ip("192.168.100.1")));
+    assert_eq!(c.dns, vec![ip("9.9.9.9"), ip("1.1.1.1")]);
+    // a template for another interface is not a fallback: a conflict, as before
+    let p = plan(
+        "ip=eth0:dhcp",
+        Some("[Match]\nName=eth1\n[Network]\nAddress=10.0.0.2/24\n"),
+    )
+    .unwrap();
+    assert_eq!(p.conflicts.len(), 1);
+    assert!(p.config.unwrap().addresses.is_empty());
+}
+
+#[test]
+fn template_dhcp_with_a_static_fallback() {
+    let p = plan("", Some("[Network]\nDHCP=ipv4\nAddress=10.0.0.2/24\n")).unwrap();
+    let c = p.config.unwrap();
+    assert!(c.dhcp);
+    assert_eq!(c.source, ConfigSource::Template);
+    assert_eq!(c.addresses.len(), 1);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let c = plan("", Some("[Network]\nDHCP=yes\n"))
+        .unwrap()
+        .config
+        .unwrap();
+    assert!(c.dhcp && c.addresses.is_empty());
+    let e = plan("", Some("[Network]\nDHCP=ipv6\n")).unwrap_err();
     assert!(
         e.to_string()
-            .contains("template /etc/guest-netinit/eth0.network: DHCP=yes"),
+            .contains("template /etc/guest-netinit/eth0.network: DHCP=ipv6"),
         "{e}"
     );
-    // static address plus DHCP in the template: the static part applies, with a warning
-    let p = plan("", Some("[Network]\nDHCP=ipv4\nAddress=10.0.0.2/24\n")).unwrap();
-    assert_eq!(p.config.unwrap().addresses.len(), 1);
-    assert!(p.warnings[0].contains("DHCP= ignored"));
+    let p = plan("", Some("[Network]\nDHCP=ipv6\nAddress=10.0.0.2/24\n")).unwrap();
+    assert!(!p.config.unwrap().dhcp);
+    assert!(p.warnings[0].contains("DHCP=ipv6 ignored"));
+    // static ip= next to template DHCP: the cmdline wins, the DHCP is reported
+    let p = plan(
+        "ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:off",
+        Some("[Network]\nDHCP=yes\n"),
+    )
+    .unwrap();
+    assert!(!p.config.unwrap().dhcp);
+    assert!(
+        p.conflicts[0].detail.contains("DHCP=yes"),
+        "{:?}",
+        p.conflicts
+    );
 }
 
 #[test]

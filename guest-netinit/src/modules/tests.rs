@@ -391,6 +391,7 @@ fn pci_function_without_driver_needs_virtio_pci_too() {
     let m = t.modules();
     assert!(m.virtio_net_without_driver());
     assert_eq!(m.drivers_needed(), ["virtio_pci", "virtio_net"]);
+    assert_eq!(Modules::modules_needed(&m), ["virtio_pci", "virtio_net"]);
     // virtio-pci bound, its virtio child still without virtio_net.
     t.link(
         "sys/bus/pci/devices/0000:00:03.0/driver",
