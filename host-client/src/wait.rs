@@ -158,7 +158,7 @@ pub enum Progress {
     Finding { finding: Finding },
 }
 
-/// Why the wait failed.
+/// Why the wait failed. (`last` is boxed to keep the error small: it travels in `Result`s.)
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error("{addr} not ready after {:.1}s ({attempts} attempts); last error: {}; reached: {}",
@@ -169,7 +169,7 @@ pub enum WaitError {
         addr: SocketAddr,
         waited: Duration,
         attempts: u32,
-        last: Option<ProbeFailure>,
+        last: Option<Box<ProbeFailure>>,
         /// The furthest stage seen.
         stage: Option<Stage>,
         /// Console findings so far (including "nothing printed" for an empty log).
@@ -183,7 +183,7 @@ pub enum WaitError {
         finding: Box<Finding>,
         findings: Vec<Finding>,
         timeline: Vec<TimelineEntry>,
-        last: Option<ProbeFailure>,
+        last: Option<Box<ProbeFailure>>,
     },
     #[error(transparent)]
     Console(#[from] ConsoleError),
@@ -200,7 +200,7 @@ impl WaitError {
 
     pub fn last(&self) -> Option<&ProbeFailure> {
         match self {
-            WaitError::Timeout { last, .. } | WaitError::Diagnosed { last, .. } => last.as_ref(),
+            WaitError::Timeout { last, .. } | WaitError::Diagnosed { last, .. } => last.as_deref(),
             WaitError::Console(_) => None,
         }
     }
@@ -409,7 +409,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
                         finding: Box::new(*finding),
                         findings,
                         timeline,
-                        last: st.last.clone(),
+                        last: st.last.clone().map(Box::new),
                     });
                 }
                 (None, None) => {
@@ -419,7 +419,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
                         addr,
                         waited: start.elapsed(),
                         attempts: st.attempts,
-                        last: st.last.clone(),
+                        last: st.last.clone().map(Box::new),
                         stage: st.stage,
                         findings,
                         timeline,
