@@ -74,7 +74,8 @@ pub fn check_key(key: &str) -> Result<(), BootArgsError> {
 }
 
 /// Checks a parameter value: not empty, no `"` or control characters, no placeholder text
-/// (`undefined`, `null`) anywhere in it, e.g. `a:undefined:b`.
+/// (`undefined`, `null`, `NaN`) as the value or as one of its `:`/`,`/`.`-separated fields,
+/// e.g. `a:undefined:b` or `192.168.100.NaN`.
 pub fn check_value(param: &str, value: &str) -> Result<(), BootArgsError> {
     if value.is_empty() {
         return Err(bad(
@@ -87,7 +88,9 @@ pub fn check_value(param: &str, value: &str) -> Result<(), BootArgsError> {
         return Err(bad(param, value, "contains `\"` or control characters"));
     }
     let lower = value.to_ascii_lowercase();
-    let mut words = lower.split(|c: char| !c.is_ascii_alphanumeric());
+    // fields as a template fills them: `a:undefined:b`, `192.168.100.NaN`, `x,null`; a path
+    // such as `/dev/null` is not a placeholder
+    let mut words = lower.split([':', ',', '.', '=', '@', ';']).map(str::trim);
     if words.any(|w| PLACEHOLDERS.contains(&w)) || lower.contains("[object object]") {
         return Err(bad(
             param,

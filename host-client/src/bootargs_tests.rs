@@ -37,6 +37,12 @@ fn refuses_undefined_and_empty_values_naming_the_parameter() {
     );
     let e = BootArgs::parse_extra("x=a:undefined:b").unwrap_err();
     assert!(e.to_string().starts_with("x: "), "{e}");
+    assert!(BootArgs::parse_extra("guest.vm_ip=192.168.100.NaN").is_err());
+    assert!(BootArgs::parse_extra("x=1,null").is_err());
+    assert_eq!(
+        BootArgs::parse_extra("log=/dev/null").unwrap(),
+        ("log".to_string(), Some("/dev/null".to_string()))
+    );
     let e = BootArgs::parse_extra("x=").unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
     let e = BootArgs::parse_extra("=v").unwrap_err();
