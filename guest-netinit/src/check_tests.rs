@@ -475,3 +475,46 @@ fn arguments() {
         .contains("--bogus"));
     assert!(a(&["--root"]).unwrap_err().contains("--root needs a value"));
 }
+
+#[test]
+fn template_dhcp_without_a_fallback_is_a_warning() {
+    let d = healthy();
+    write(
+        d.path(),
+        "etc/guest-netinit/eth0.network",
+        "[Match]\nName=eth0\n[Network]\nDHCP=ipv4\n",
+    );
+    let r = run(d.path());
+    let p = problems(&r);
+    assert_eq!(p.len(), 1, "{}", render_table(&r));
+    assert_eq!(p[0].severity, Severity::Warning);
+    assert!(
+        p[0].message.contains("without a static Address="),
+        "{:?}",
+        p[0]
+    );
+    // with the fallback it is clean
+    write(
+        d.path(),
+        "etc/guest-netinit/eth0.network",
+        "[Match]\nName=eth0\n[Network]\nDHCP=ipv4\nAddress=__VM_IP__/24\nGateway=192.168.100.1\n",
+    );
+    assert!(problems(&run(d.path())).is_empty());
+}
+
+#[test]
+fn a_separate_fallback_file_satisfies_dhcp_and_is_not_a_conflict() {
+    let d = healthy();
+    write(
+        d.path(),
+        "etc/guest-netinit/eth0.network",
+        "[Match]\nName=eth0\n[Network]\nDHCP=yes\n",
+    );
+    write(
+        d.path(),
+        "etc/systemd/network/20-eth0-fallback.network",
+        "[Match]\nName=eth0\n[Network]\nAddress=192.168.100.200/24\n",
+    );
+    let r = run(d.path());
+    assert!(problems(&r).is_empty(), "{}", render_table(&r));
+}

@@ -17,9 +17,10 @@
 use guest_proto::Conflict;
 use std::path::{Path, PathBuf};
 
-/// Scans `root` for other configurations of `iface`. `template` (the file actually used, full
-/// path) is skipped. `winner` names the source applied ("cmdline", "template").
-pub fn scan(root: &Path, iface: &str, template: Option<&Path>, winner: &str) -> Vec<Conflict> {
+/// Scans `root` for other configurations of `iface`. `ours` (the template and the DHCP
+/// fallback file actually used, full paths) are skipped. `winner` names the source applied
+/// ("cmdline", "template").
+pub fn scan(root: &Path, iface: &str, ours: &[&Path], winner: &str) -> Vec<Conflict> {
     let mut out = Vec::new();
     let handoff = handoff_name(iface);
     for path in list(&root.join("etc/systemd/network"), |n| {
@@ -29,7 +30,7 @@ pub fn scan(root: &Path, iface: &str, template: Option<&Path>, winner: &str) -> 
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if name == handoff || Some(path.as_path()) == template {
+        if name == handoff || ours.contains(&path.as_path()) {
             continue;
         }
         if let Some(detail) = read(&path).and_then(|t| networkd_matches(&t, iface)) {

@@ -13,7 +13,7 @@ fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
 #[test]
 fn empty_root_has_no_conflicts() {
     let d = tempfile::tempdir().unwrap();
-    assert!(scan(d.path(), "eth0", None, "cmdline ip=").is_empty());
+    assert!(scan(d.path(), "eth0", &[], "cmdline ip=").is_empty());
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn finds_each_kind_and_skips_unrelated_files() {
             "[connection]\ninterface-name=eth1\n",
         ),
     ]);
-    let c = scan(d.path(), "eth0", None, "cmdline ip=");
+    let c = scan(d.path(), "eth0", &[], "cmdline ip=");
     let got: Vec<(&str, &str)> = c
         .iter()
         .map(|c| (c.source.as_str(), c.path.as_deref().unwrap()))
@@ -103,7 +103,7 @@ fn the_template_itself_is_not_a_conflict() {
         "[Match]\nName=eth0\n",
     )]);
     let t = d.path().join("etc/systemd/network/10-eth0.network");
-    assert!(scan(d.path(), "eth0", Some(&t), "template").is_empty());
+    assert!(scan(d.path(), "eth0", &[t.as_path()], "template").is_empty());
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn netplan_for_network_manager_is_not_resolved() {
         "etc/netplan/01.yaml",
         "network:\n  renderer: NetworkManager\n  ethernets:\n    eth0: {dhcp4: yes}\n",
     )]);
-    let c = scan(d.path(), "eth0", None, "template");
+    let c = scan(d.path(), "eth0", &[], "template");
     assert!(c[0].resolution.contains("NOT resolved"), "{:?}", c);
 }
 

@@ -176,7 +176,14 @@ pub async fn run<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
                 "handoff",
                 true,
                 t.elapsed(),
-                &format!("{path} (KeepConfiguration=static)"),
+                &format!(
+                    "{path} ({})",
+                    if cfg.source == ConfigSource::Dhcp {
+                        "DHCP=ipv4, KeepConfiguration=dhcp"
+                    } else {
+                        "KeepConfiguration=static"
+                    }
+                ),
             );
             rep.report.handoff_path = Some(path);
         }
@@ -216,7 +223,7 @@ fn read_config(
     for w in &plan.warnings {
         rep.warning(w);
     }
-    let Some(cfg) = plan.config else {
+    let Some(mut cfg) = plan.config else {
         return Ok(None);
     };
     for c in plan.conflicts {
@@ -226,8 +233,23 @@ fn read_config(
         ConfigSource::Cmdline => "cmdline ip=",
         _ => "template",
     };
-    let template_path = template.as_ref().map(|t| PathBuf::from(&t.path));
-    for c in conflicts::scan(root, &cfg.interface, template_path.as_deref(), winner) {
+    let mut ours: Vec<PathBuf> = template.iter().map(|t| PathBuf::from(&t.path)).collect();
+    // DHCP without a static address: the old image kept its fallback in its own file.
+    if cfg.dhcp && cfg.addresses.is_empty() {
+        let found = sources::fallback_files(&cfg.interface)
+            .iter()
+            .map(|f| files::under(root, f))
+            .find(|p| p.is_file());
+        if let Some(path) = found {
+            let input = read_template(&path)?;
+            if let Some(w) = sources::add_fallback_file(&mut cfg, &input, &inputs.values)? {
+                rep.warning(&w);
+            }
+            ours.push(path);
+        }
+    }
+    let skip: Vec<&Path> = ours.iter().map(PathBuf::as_path).collect();
+    for c in conflicts::scan(root, &cfg.interface, &skip, winner) {
         rep.conflict(c);
     }
     Ok(Some(cfg))

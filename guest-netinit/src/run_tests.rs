@@ -725,3 +725,26 @@ async fn no_lease_and_no_fallback_exits_10() {
     // only the link part was applied
     assert!(w.borrow().applied.iter().all(|c| c.addresses.is_empty()));
 }
+
+#[tokio::test]
+async fn the_old_images_fallback_file_is_the_dhcp_fallback_and_not_a_conflict() {
+    let w = world(|_| {});
+    let o = go(
+        "ip=dhcp guest.fb_ip=192.168.100.201",
+        &[
+            ("etc/systemd/network/10-eth0.network", "[Match]\nName=eth0\n[Network]\nDHCP=yes\n"),
+            (
+                "etc/systemd/network/20-eth0-fallback.network",
+                "[Match]\nName=eth0\n[Network]\nAddress=__FB_IP__/24\nGateway=192.168.100.1\nDNS=1.1.1.1\n",
+            ),
+        ],
+        &w,
+        |_| {},
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    assert_eq!(o.state.outcome, guest_proto::Outcome::Fallback);
+    assert_eq!(o.state.addresses[0].address.to_string(), "192.168.100.201");
+    assert_eq!(o.state.dns[0].to_string(), "1.1.1.1");
+    assert!(o.state.conflicts.is_empty(), "{:?}", o.state.conflicts);
+}

@@ -292,6 +292,42 @@ fn template_config(
     Ok(c)
 }
 
+/// Where a separate static fallback for DHCP on `iface` may be (under ROOT), in order: ours,
+/// then the old image's networkd file.
+pub fn fallback_files(iface: &str) -> [String; 2] {
+    [
+        format!("/etc/guest-netinit/{iface}-fallback.network"),
+        format!("/etc/systemd/network/20-{iface}-fallback.network"),
+    ]
+}
+
+/// Adds a fallback file's static part to a DHCP config `c` that has no static address. A file
+/// for another interface is not used (the warning says so); one that does not parse is bad config.
+pub fn add_fallback_file(
+    c: &mut NetConfig,
+    input: &TemplateInput,
+    values: &BTreeMap<String, String>,
+) -> Result<Option<String>, ConfigError> {
+    let t = template::parse(&input.text, values).map_err(|source| ConfigError::Template {
+        path: input.path.clone(),
+        source,
+    })?;
+    if let Some(name) = t.name.as_deref().filter(|n| *n != c.interface) {
+        return Ok(Some(format!(
+            "fallback {}: configures {name}, not {}; not used",
+            input.path, c.interface
+        )));
+    }
+    if t.addresses.is_empty() {
+        return Ok(Some(format!(
+            "fallback {}: has no Address=; not used",
+            input.path
+        )));
+    }
+    add_fallback(c, t);
+    Ok(None)
+}
+
 /// The template's static part into `c`: addresses and gateway (the whole config, or the DHCP
 /// fallback), routes, DNS and domains added, MTU/MAC where `c` has none.
 fn add_fallback(c: &mut NetConfig, t: Template) {

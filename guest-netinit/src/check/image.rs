@@ -37,6 +37,8 @@ pub fn check_network(root: &Path, interface: Option<&str>, out: &mut Vec<Finding
         .find(|t| resolve(root, t).is_some_and(|p| p.is_file()))
         .copied();
     let mut name = None;
+    // The template asks for DHCP without a static address: a fallback file is then ours.
+    let mut dhcp_only = false;
     match template {
         None => out.push(Finding::new(
             Severity::Ok,
@@ -77,6 +79,28 @@ pub fn check_network(root: &Path, interface: Option<&str>, out: &mut Vec<Finding
                             Some(t.into()),
                             format!("parses{needs}"),
                         ));
+                        let iface = parsed.name.as_deref().unwrap_or(DEFAULT_INTERFACE);
+                        let fallback_file = crate::sources::fallback_files(iface)
+                            .into_iter()
+                            .find(|f| resolve(root, f).is_some_and(|p| p.is_file()));
+                        dhcp_only =
+                            matches!(parsed.dhcp, template::Dhcp::Yes | template::Dhcp::Ipv4)
+                                && parsed.addresses.is_empty();
+                        if dhcp_only && fallback_file.is_none() {
+                            out.push(
+                                Finding::new(
+                                    Severity::Warning,
+                                    "template",
+                                    Some(t.into()),
+                                    format!(
+                                        "DHCP={} without a static Address=: when no lease comes in time, \
+                                         guest-netinit exits 10 and the interface has no address",
+                                        parsed.dhcp.as_str()
+                                    ),
+                                )
+                                .hint("add the fallback Address=, Gateway=, DNS= (applied only when DHCP fails)"),
+                            );
+                        }
                         for w in parsed.warnings {
                             out.push(Finding::new(Severity::Warning, "template", Some(t.into()), w));
                         }
@@ -98,8 +122,19 @@ pub fn check_network(root: &Path, interface: Option<&str>, out: &mut Vec<Finding
     } else {
         "cmdline ip="
     };
-    let tpl_full = template.map(|t| crate::files::under(root, t));
-    let found = conflicts::scan(root, &iface, tpl_full.as_deref(), winner);
+    let mut ours: Vec<std::path::PathBuf> = template
+        .map(|t| crate::files::under(root, t))
+        .into_iter()
+        .collect();
+    // The DHCP fallback file is ours too (the run reads it; networkd ignores it after our handoff).
+    if let Some(f) = crate::sources::fallback_files(&iface)
+        .into_iter()
+        .find(|f| dhcp_only && resolve(root, f).is_some_and(|p| p.is_file()))
+    {
+        ours.push(crate::files::under(root, &f));
+    }
+    let skip: Vec<&Path> = ours.iter().map(|p| p.as_path()).collect();
+    let found = conflicts::scan(root, &iface, &skip, winner);
     if found.is_empty() {
         out.push(Finding::new(
             Severity::Ok,
