@@ -22,6 +22,8 @@ struct Options {
     image: String,
     /// `--extra K=V`: more kernel parameters, checked by BootArgs.
     extra: Vec<(String, Option<String>)>,
+    /// `--memory MIB` (default: 256, 1024 for the systemd image).
+    memory_mib: Option<u32>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -30,6 +32,7 @@ fn parse(args: &[String]) -> Result<Options> {
         keep: false,
         image: "initramfs".into(),
         extra: Vec::new(),
+        memory_mib: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -37,6 +40,13 @@ fn parse(args: &[String]) -> Result<Options> {
             "--json" => opts.json = true,
             "--keep" => opts.keep = true,
             "--image" => opts.image = it.next().context("--image needs a name")?.clone(),
+            "--memory" => {
+                let text = it.next().context("--memory needs MiB")?;
+                opts.memory_mib = Some(
+                    text.parse()
+                        .with_context(|| format!("--memory: `{text}` is not a number of MiB"))?,
+                );
+            }
             "--extra" => {
                 let text = it.next().context("--extra needs KEY=VALUE")?;
                 opts.extra.push(
@@ -45,7 +55,7 @@ fn parse(args: &[String]) -> Result<Options> {
                 );
             }
             other => bail!(
-                "demo: unknown argument `{other}` (known: --json --keep --image NAME --extra K=V)"
+                "demo: unknown argument `{other}` (known: --json --keep --image NAME --extra K=V --memory MIB)"
             ),
         }
     }
@@ -77,11 +87,11 @@ pub fn cli(args: &[String]) -> Result<()> {
         kernel: built.kernel.clone(),
         initrd: built.image.clone(),
         cmdline: cmdline.clone(),
-        memory_mib: if opts.image == "systemd" {
+        memory_mib: opts.memory_mib.unwrap_or(if opts.image == "systemd" {
             vm::systemd_image::MEMORY_MIB
         } else {
             DEFAULT_MEMORY_MIB
-        },
+        }),
         nic: true,
         console: console.clone(),
     };

@@ -39,11 +39,22 @@ pub struct ExtraFile {
     pub data: Vec<u8>,
 }
 
+/// What `/lib/modules/<release>/` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleSet {
+    /// The virtio network modules and the index files (no modules.dep).
+    Virtio,
+    /// The index files and the virtio PCI transport (what a virtio-blk root disk needs
+    /// too), but not virtio_net and its failover dependencies.
+    NoVirtioNet,
+    /// An empty directory: the F1 golden image.
+    Empty,
+}
+
 /// What goes into one image.
 #[derive(Debug, Clone)]
 pub struct InitramfsSpec {
-    /// Include the virtio network modules (false: the F1 golden image).
-    pub net_modules: bool,
+    pub modules: ModuleSet,
     /// `/etc/guest-agent/config.toml`.
     pub agent_config: String,
     pub extra_files: Vec<ExtraFile>,
@@ -52,7 +63,7 @@ pub struct InitramfsSpec {
 impl Default for InitramfsSpec {
     fn default() -> Self {
         Self {
-            net_modules: true,
+            modules: ModuleSet::Virtio,
             agent_config: DEFAULT_AGENT_CONFIG.to_string(),
             extra_files: Vec::new(),
         }
@@ -116,11 +127,19 @@ pub fn build(
     );
     let module_base = format!("/lib/modules/{}", kernel.release);
     tree.dir(&module_base);
-    if spec.net_modules {
-        for rel in NET_MODULES.iter().chain(MODULE_INDEXES) {
-            let data = read(&kernel.modules_dir.join(rel))?;
-            tree.file(&format!("{module_base}/{rel}"), 0o644, data);
-        }
+    let files: Vec<&str> = match spec.modules {
+        ModuleSet::Virtio => NET_MODULES.iter().chain(MODULE_INDEXES).copied().collect(),
+        ModuleSet::NoVirtioNet => NET_MODULES
+            .iter()
+            .chain(MODULE_INDEXES)
+            .copied()
+            .filter(|m| !m.ends_with("virtio_net.ko") && !m.ends_with("failover.ko"))
+            .collect(),
+        ModuleSet::Empty => Vec::new(),
+    };
+    for rel in files {
+        let data = read(&kernel.modules_dir.join(rel))?;
+        tree.file(&format!("{module_base}/{rel}"), 0o644, data);
     }
     for extra in &spec.extra_files {
         tree.file(&extra.path, extra.mode, extra.data.clone());

@@ -14,6 +14,44 @@ use std::time::{Duration, Instant};
 /// The QEMU binary (Debian package `qemu-system-x86`).
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// Installs `qemu-system-x86` with apt when QEMU is missing (a fresh CI machine), once, under
+/// a lock shared by the test processes.
+pub fn ensure_installed() -> Result<(), VmError> {
+    if crate::vm::on_path(QEMU) {
+        return Ok(());
+    }
+    let dir = super::kernel::cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
+    let _lock = super::kernel::Lock::take(&dir.join(".apt-lock"))?;
+    if crate::vm::on_path(QEMU) {
+        return Ok(());
+    }
+    eprintln!("vm: {QEMU} missing: apt-get install qemu-system-x86");
+    let install = || {
+        super::run_checked(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args([
+                    "-q",
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "qemu-system-x86",
+                ]),
+        )
+    };
+    if install().is_err() {
+        super::run_checked(Command::new("apt-get").args(["-q", "update"]))?;
+        install()?;
+    }
+    if !crate::vm::on_path(QEMU) {
+        return Err(VmError::Other(format!(
+            "apt-get installed qemu-system-x86 but {QEMU} is still not on PATH"
+        )));
+    }
+    Ok(())
+}
+
 /// A VM's NIC: a TAP in the host namespace and the MAC the guest sees.
 #[derive(Debug, Clone)]
 pub struct Nic {
@@ -95,12 +133,7 @@ pub struct Qemu {
 impl Qemu {
     /// Starts QEMU inside `ns`. QEMU's own stderr goes to `<console>.qemu-stderr`.
     pub fn start(ns: &Namespace, spec: &QemuSpec) -> Result<Self, VmError> {
-        if !crate::vm::on_path(QEMU) {
-            return Err(VmError::Other(format!(
-                "{QEMU} is not installed: apt-get install -y qemu-system-x86 \
-                 (`cargo xtask image` and `cargo xtask test` install it)"
-            )));
-        }
+        ensure_installed()?;
         // A fresh empty console file: followers never read a previous boot's text.
         std::fs::write(&spec.console, b"").map_err(|e| VmError::io(&spec.console, e))?;
         let stderr_path = spec.console.with_extension("qemu-stderr");
