@@ -5,12 +5,13 @@
 //! other config. When no lease arrives before the deadline (default [`DEFAULT_TIMEOUT`]),
 //! the caller applies the static fallback and reports `fallback`.
 //!
-//! Renewal is not netinit's job. The networkd handoff says `DHCP=ipv4` and
-//! `KeepConfiguration=dhcp`, so systemd-networkd (when present) takes the lease over and
-//! renews it without dropping the address. Without networkd nothing renews: the address is
-//! added without a lifetime, so it stays after the lease expires, and the server may hand it
-//! to another client after `lease_expires_at_ms` (in the state file) — with dnsmasq on the
-//! host and one address per VM MAC that only happens when the pool runs out.
+//! Renewal is not netinit's job. The networkd handoff says `DHCP=ipv4`, `KeepConfiguration=dhcp`
+//! and `ClientIdentifier=mac` (our client id), so systemd-networkd (when present) gets the same
+//! lease from the server and renews it without dropping the address. Without networkd nothing
+//! renews: the address is added without a lifetime, so it stays after the lease expires; the
+//! server may then hand it to another client (with dnsmasq on the host and one address per VM
+//! MAC, only when the pool runs out). The lease time is in the `dhcp` step's detail in
+//! `state.json` (a lease field in `NetinitReport`, for the agent's `/health`, is requested).
 //!
 //! Retransmission: 1 s, then doubling up to 4 s (RFC 2131 §4.1 asks for 4 s, then 8 s...: far
 //! too slow for a 5 s boot deadline on a one-hop link). A NAK restarts from DISCOVER.

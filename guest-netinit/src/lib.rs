@@ -6,7 +6,8 @@
 //! `conflicts` (other configs of the interface in the image), `files` (file contents).
 //! Effects: `system` (traits) implemented by `netlink`, `modules`, `probe`; `run` orchestrates,
 //! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments;
-//! `check` lints a golden rootfs.
+//! `dhcp` gets a DHCPv4 lease (or decides the static fallback); `init` is PID 1 mode (mounts,
+//! `lo`, modules, the run, exec of the next init); `check` lints a golden rootfs.
 
 pub mod check;
 pub mod cli;
