@@ -1,7 +1,7 @@
 //! DHCPv4 (DESIGN.md §3 step 4): `ip=dhcp`, `ip=<iface>:dhcp`, template `DHCP=yes|ipv4`.
 //! The old image ran dnsmasq on the host with a static fallback file in the guest; so do we:
 //! one DISCOVER/OFFER/REQUEST/ACK exchange on a packet socket (`socket`), messages from
-//! `msg`, the lease turned into a [`NetConfig`] (`lease`) and applied with netlink like any
+//! `msg`, the lease turned into a [`NetConfig`](crate::config::NetConfig) (`lease`) and applied with netlink like any
 //! other config. When no lease arrives before the deadline (default [`DEFAULT_TIMEOUT`]),
 //! the caller applies the static fallback and reports `fallback`.
 //!
