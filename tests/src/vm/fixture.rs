@@ -126,3 +126,39 @@ impl TestBoot {
         }
     }
 }
+
+/// Builds the systemd image (from the cached debootstrap tree) into a fresh temp dir with
+/// `agent_config`, and boots it with the systemd command line.
+pub fn boot_systemd(agent_config: &str) -> (TestVm, super::systemd_image::SystemdImage) {
+    let dir = tempfile::Builder::new()
+        .prefix("guestkit-vm-systemd-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let kernel = kernel();
+    let initrd = dir.path().join("systemd.cpio.gz");
+    let units = crate::bins::workspace_root().join("systemd-units");
+    let image = super::systemd_image::build(
+        &kernel,
+        &binaries(),
+        agent_config,
+        &units,
+        dir.path(),
+        &initrd,
+    )
+    .unwrap_or_else(|e| panic!("building the systemd image: {e}"));
+    // The unpacked tree is packed now: free the disk before booting.
+    let _ = std::fs::remove_dir_all(dir.path().join("rootfs"));
+    let cmdline = super::boot::systemd_boot_args()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = BootSpec {
+        kernel,
+        initrd,
+        cmdline: cmdline.clone(),
+        memory_mib: super::systemd_image::MEMORY_MIB,
+        nic: true,
+        console: dir.path().join("console.log"),
+    };
+    let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
+    (TestVm { vm, cmdline, dir }, image)
+}

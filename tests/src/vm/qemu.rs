@@ -14,42 +14,9 @@ use std::time::{Duration, Instant};
 /// The QEMU binary (Debian package `qemu-system-x86`).
 pub const QEMU: &str = "qemu-system-x86_64";
 
-/// Installs `qemu-system-x86` with apt when QEMU is missing (a fresh CI machine), once, under
-/// a lock shared by the test processes.
+/// Installs `qemu-system-x86` with apt when QEMU is missing (a fresh CI machine).
 pub fn ensure_installed() -> Result<(), VmError> {
-    if crate::vm::on_path(QEMU) {
-        return Ok(());
-    }
-    let dir = super::kernel::cache_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
-    let _lock = super::kernel::Lock::take(&dir.join(".apt-lock"))?;
-    if crate::vm::on_path(QEMU) {
-        return Ok(());
-    }
-    eprintln!("vm: {QEMU} missing: apt-get install qemu-system-x86");
-    let install = || {
-        super::run_checked(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args([
-                    "-q",
-                    "install",
-                    "-y",
-                    "--no-install-recommends",
-                    "qemu-system-x86",
-                ]),
-        )
-    };
-    if install().is_err() {
-        super::run_checked(Command::new("apt-get").args(["-q", "update"]))?;
-        install()?;
-    }
-    if !crate::vm::on_path(QEMU) {
-        return Err(VmError::Other(format!(
-            "apt-get installed qemu-system-x86 but {QEMU} is still not on PATH"
-        )));
-    }
-    Ok(())
+    super::ensure_program(QEMU, "qemu-system-x86")
 }
 
 /// A VM's NIC: a TAP in the host namespace and the MAC the guest sees.

@@ -82,13 +82,7 @@ pub fn ensure_rootfs() -> Result<PathBuf, VmError> {
     if tree.join(".complete").exists() {
         return Ok(tree);
     }
-    if !super::on_path("debootstrap") {
-        return Err(VmError::Other(
-            "debootstrap is not installed: apt-get install -y debootstrap \
-             (`cargo xtask image systemd` installs it)"
-                .into(),
-        ));
-    }
+    super::ensure_program("debootstrap", "debootstrap")?;
     let partial = dir.join(format!("rootfs-{SUITE}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     let mirror = mirror()?;
