@@ -5,7 +5,8 @@
 //! Each rule yields [`Finding`]s (`ok`, `warning`, `error`), printed as a table or as JSON.
 //! Any error makes the exit code [`EXIT_CHECK_FAILED`] (9, `check-failed`).
 //! Rules live in submodules: `kernels` (modules for each kernel in the image), `image`
-//! (network config conflicts, units, binaries, resolv.conf, /etc/environment), `envlint`
+//! (template, network config conflicts, resolv.conf, /etc/environment), `units` (units
+//! installed and enabled, the binaries they start, guest-agent and its config), `envlint`
 //! (the `EnvironmentFile=` line rules), `rootpath` (symlinks resolved inside the image).
 //!
 //! Nothing here writes to the image; a missing or unreadable file is a finding, never a panic.
@@ -14,6 +15,7 @@ mod envlint;
 mod image;
 mod kernels;
 mod rootpath;
+mod units;
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -161,8 +163,8 @@ pub fn check(opts: &CheckOptions) -> CheckReport {
     let mut findings = Vec::new();
     let kernels = kernels::check(root, opts.kernel_version.as_deref(), &mut findings);
     let interface = image::check_network(root, opts.interface.as_deref(), &mut findings);
-    image::check_units(root, &mut findings);
-    image::check_agent(root, &mut findings);
+    units::check_units(root, &mut findings);
+    units::check_agent(root, &mut findings);
     image::check_resolv_conf(root, &mut findings);
     image::check_environment(root, &mut findings);
     let count = |s| findings.iter().filter(|f| f.severity == s).count();

@@ -43,13 +43,17 @@ pub fn lint(text: &str) -> Vec<EnvLineError> {
         // Scan the value, pulling in continuation lines while a quote is open or a line ends in `\`.
         let mut quote: Option<(char, usize)> = None;
         let mut v: Vec<char> = value.chars().collect();
+        // the 0-based line of each character of `v`
+        let mut line_of: Vec<usize> = vec![start; v.len()];
         let mut j = 0;
         loop {
             if j >= v.len() {
                 let continues = quote.is_some() || ends_escaped(&v, quote);
                 if continues && i < lines.len() {
                     v.push('\n');
+                    line_of.push(i - 1);
                     v.extend(lines[i].chars());
+                    line_of.resize(v.len(), i);
                     i += 1;
                     // the `\` before the newline consumed it: keep scanning after it
                     continue;
@@ -61,7 +65,7 @@ pub fn lint(text: &str) -> Vec<EnvLineError> {
                 (Some(('\'', _)), '\'') | (Some(('"', _)), '"') => quote = None,
                 (Some(('\'', _)), _) => {}
                 (_, '\\') => j += 1,
-                (None, '\'' | '"') => quote = Some((c, start + 1)),
+                (None, '\'' | '"') => quote = Some((c, line_of[j] + 1)),
                 _ => {}
             }
             j += 1;
@@ -145,5 +149,10 @@ mod tests {
         let e = lint("S='x\ny");
         assert_eq!(e.len(), 1);
         assert!(e[0].message.contains("single quote opened on line 1"));
+        // a quote opened on a continuation line is named by that line
+        let e = lint("A=x\\\ny'open\nz");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, 1);
+        assert!(e[0].message.contains("opened on line 2"), "{e:?}");
     }
 }
