@@ -6,13 +6,15 @@
 //! Any error makes the exit code [`EXIT_CHECK_FAILED`] (9, `check-failed`).
 //! Rules live in submodules: `kernels` (modules for each kernel in the image), `image`
 //! (template, network config conflicts, resolv.conf, /etc/environment), `units` (units
-//! installed and enabled, the binaries they start, guest-agent and its config), `envlint`
+//! installed and enabled, the binaries they start and their ELF/`#!` interpreters (`interp`),
+//! guest-agent and its config), `envlint`
 //! (the `EnvironmentFile=` line rules), `rootpath` (symlinks resolved inside the image).
 //!
 //! Nothing here writes to the image; a missing or unreadable file is a finding, never a panic.
 
 mod envlint;
 mod image;
+mod interp;
 mod kernels;
 mod rootpath;
 mod units;

@@ -2,6 +2,8 @@ use super::*;
 use std::os::unix::fs::{symlink, PermissionsExt};
 
 const KVER: &str = "6.1.0-13-cloud-amd64";
+/// The start of a static ELF executable (no PT_INTERP): enough for `check`.
+const STATIC_ELF: &str = "\x7fELF\x02\x01\x01 static";
 
 fn write(root: &Path, rel: &str, text: &str) {
     let p = root.join(rel.trim_start_matches('/'));
@@ -10,7 +12,7 @@ fn write(root: &Path, rel: &str, text: &str) {
 }
 
 fn exe(root: &Path, rel: &str) {
-    write(root, rel, "#!/bin/true\n");
+    write(root, rel, STATIC_ELF);
     let p = root.join(rel.trim_start_matches('/'));
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -517,4 +519,41 @@ fn a_separate_fallback_file_satisfies_dhcp_and_is_not_a_conflict() {
     );
     let r = run(d.path());
     assert!(problems(&r).is_empty(), "{}", render_table(&r));
+}
+
+#[test]
+fn a_binary_whose_interpreter_is_missing_is_an_error() {
+    let d = healthy();
+    // a script whose shell is not in the image
+    write(d.path(), "sbin/guest-netinit", "#!/bin/sh\nexec true\n");
+    // a dynamic ELF: this test binary, whose loader is not in the temp image
+    std::fs::copy(
+        std::env::current_exe().unwrap(),
+        d.path().join("usr/local/bin/guest-agent"),
+    )
+    .unwrap();
+    let r = run(d.path());
+    let b = errors(&r, "binary");
+    assert!(
+        b.iter()
+            .any(|f| f.path.as_deref() == Some("/sbin/guest-netinit")
+                && f.message.contains("needs /bin/sh")),
+        "{}",
+        render_table(&r)
+    );
+    if !cfg!(target_feature = "crt-static") {
+        assert!(
+            b.iter()
+                .any(|f| f.path.as_deref() == Some("/usr/local/bin/guest-agent")
+                    && f.message.contains("ld-linux")),
+            "{}",
+            render_table(&r)
+        );
+    }
+    // with the shell in the image the script is fine
+    write(d.path(), "bin/sh", STATIC_ELF);
+    let r = run(d.path());
+    assert!(!errors(&r, "binary")
+        .iter()
+        .any(|f| f.path.as_deref() == Some("/sbin/guest-netinit")));
 }

@@ -168,12 +168,28 @@ fn check_exec_start(root: &Path, unit: &str, unit_path: &str, text: &str, out: &
 /// `bin` (absolute, in the image) exists and is executable.
 fn binary_finding(root: &Path, bin: &str, what: &str) -> Finding {
     match resolve(root, bin).and_then(|h| std::fs::metadata(h).ok()) {
-        Some(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Finding::new(
-            Severity::Ok,
-            "binary",
-            Some(bin.into()),
-            format!("{what} binary present"),
-        ),
+        Some(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            match needed_interpreter(root, bin) {
+                Some(interp) => Finding::new(
+                    Severity::Error,
+                    "binary",
+                    Some(bin.into()),
+                    format!(
+                        "{what} {bin} needs {interp} to start, which is not in the image \
+                         (it would fail with \"No such file or directory\")"
+                    ),
+                )
+                .hint(format!(
+                    "install a static build of {bin} (cargo xtask build-static), or {interp}"
+                )),
+                None => Finding::new(
+                    Severity::Ok,
+                    "binary",
+                    Some(bin.into()),
+                    format!("{what} binary present"),
+                ),
+            }
+        }
         Some(_) => Finding::new(
             Severity::Error,
             "binary",
@@ -191,6 +207,20 @@ fn binary_finding(root: &Path, bin: &str, what: &str) -> Finding {
             "install {bin} (cargo xtask build-static builds the binaries)"
         )),
     }
+}
+
+/// The interpreter `bin` needs (ELF loader or `#!` line) when it is missing from the image.
+fn needed_interpreter(root: &Path, bin: &str) -> Option<String> {
+    use std::io::Read;
+    let host = resolve(root, bin)?;
+    let mut head = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(host)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    let interp = super::interp::interpreter(&head)?;
+    resolve(root, &interp).is_none().then_some(interp)
 }
 
 /// guest-agent's binary and its config file.
