@@ -204,9 +204,20 @@ impl Vm {
     /// host-client's `wait_ready` on the agent, following the console; the milestones are
     /// stamped with the host's clock as they appear.
     pub fn wait(&self, deadline: Duration) -> Result<BootReport, Box<WaitError>> {
+        self.wait_polling(deadline, WaitOptions::default().console_poll)
+    }
+
+    /// [`Vm::wait`] reading the console every `console_poll` (the benchmark uses a few ms so
+    /// the host-side stamps are that precise).
+    pub fn wait_polling(
+        &self,
+        deadline: Duration,
+        console_poll: Duration,
+    ) -> Result<BootReport, Box<WaitError>> {
         let opts = WaitOptions {
             deadline,
             console: Some(self.qemu.console.clone()),
+            console_poll,
             ..WaitOptions::default()
         };
         let started = self.qemu.started;

@@ -47,14 +47,21 @@ fn newest(name: &str) -> PathBuf {
 pub const NETINIT_OVERRIDE_ENV: &str = "GUESTKIT_VM_NETINIT";
 pub const AGENT_OVERRIDE_ENV: &str = "GUESTKIT_VM_AGENT";
 
-/// The binaries under test (static when built so; a dynamic one brings its libraries).
+/// The binaries under test (static when built so; a dynamic one brings its libraries): the
+/// first guest-netinit of the search dirs, the newest guest-agent.
 pub fn binaries() -> Binaries {
     let pick = |env: &str, name: &str| match std::env::var_os(env) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => newest(name),
     };
+    let netinit = match std::env::var_os(NETINIT_OVERRIDE_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        // `cargo xtask test` rebuilds the static netinit first in GUESTKIT_BIN_DIR: the
+        // binary that ships is the one PID 1 runs.
+        _ => crate::bins::bin("guest-netinit"),
+    };
     Binaries {
-        netinit: pick(NETINIT_OVERRIDE_ENV, "guest-netinit"),
+        netinit,
         agent: pick(AGENT_OVERRIDE_ENV, "guest-agent"),
     }
 }

@@ -58,6 +58,12 @@ pub struct InitramfsSpec {
     /// `/etc/guest-agent/config.toml`.
     pub agent_config: String,
     pub extra_files: Vec<ExtraFile>,
+    /// Host programs copied to `/bin/<name>`, with the shared libraries they need.
+    pub host_binaries: Vec<PathBuf>,
+    /// `(path, target)` symlinks (e.g. busybox applets).
+    pub symlinks: Vec<(String, String)>,
+    /// Replaces `/init -> sbin/guest-netinit` with this script (the benchmark's baseline).
+    pub init_script: Option<String>,
 }
 
 impl Default for InitramfsSpec {
@@ -66,6 +72,9 @@ impl Default for InitramfsSpec {
             modules: ModuleSet::Virtio,
             agent_config: DEFAULT_AGENT_CONFIG.to_string(),
             extra_files: Vec::new(),
+            host_binaries: Vec::new(),
+            symlinks: Vec::new(),
+            init_script: None,
         }
     }
 }
@@ -110,10 +119,24 @@ pub fn build(
         tree.dir(dir);
     }
     tree.file(NETINIT_PATH, 0o755, binary_bytes(&bins.netinit)?);
-    tree.symlink("/init", "sbin/guest-netinit");
+    match &spec.init_script {
+        Some(script) => tree.file("/init", 0o755, script.as_bytes().to_vec()),
+        None => tree.symlink("/init", "sbin/guest-netinit"),
+    }
     tree.file(AGENT_PATH, 0o755, binary_bytes(&bins.agent)?);
     let mut shared_libs = shared_libraries(&bins.netinit)?;
     shared_libs.extend(shared_libraries(&bins.agent)?);
+    for program in &spec.host_binaries {
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| VmError::Other(format!("{}: no file name", program.display())))?;
+        tree.file(&format!("/bin/{name}"), 0o755, read(program)?);
+        shared_libs.extend(shared_libraries(program)?);
+    }
+    for (path, target) in &spec.symlinks {
+        tree.symlink(path, target);
+    }
     shared_libs.sort();
     shared_libs.dedup();
     for lib in &shared_libs {

@@ -1,0 +1,273 @@
+//! `cargo xtask bench boot [--runs N] [--no-systemd]`: N boots of each image, with the same
+//! kernel, QEMU (TCG) and network, and the median of each boot stage.
+//!
+//! Images: `initramfs` (guest-netinit as PID 1, agent as next init), `systemd` (debootstrap
+//! rootfs, our units), and `baseline` — the old way: a busybox init that loads the virtio
+//! modules with insmod (udev's job in the old image), runs the old bash script from
+//! `../shared/bench/baseline/` with the real bash, iproute2 and ping, then starts the same
+//! agent. Stages:
+//! - kernel → userspace: kernel clock of `Run /init as init process`;
+//! - userspace → network configured: kernel clock of netinit's `done` event (baseline: a
+//!   kmsg line written right after the script), minus the above;
+//! - userspace → agent listening, agent listening → host ready: host clock (the console is
+//!   read every 2 ms), since the agent's line has no kernel timestamp.
+
+use crate::image;
+use crate::sh::{banner, repo_root};
+use crate::stats::{ms, summarize};
+use anyhow::{bail, Context, Result};
+use guestkit_tests::vm::boot::{systemd_boot_args, BootReport, DEFAULT_MEMORY_MIB};
+use guestkit_tests::vm::image::{Binaries, InitramfsSpec};
+use guestkit_tests::vm::{self, cmdline, default_boot_args, BootSpec, Kernel, Vm};
+use host_client::diagnose::kernel_timestamp;
+use host_client::Milestone;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+const CONSOLE_POLL: Duration = Duration::from_millis(2);
+/// The kmsg line the baseline init writes once the old script is done.
+const BASELINE_MARK: &str = "GUESTKIT-BASELINE: network configured";
+/// The host programs the old script runs (bash, iproute2, iputils, coreutils).
+const BASELINE_PROGRAMS: &[&str] = &["bash", "ip", "ping", "seq", "tee", "date", "cat", "sleep"];
+/// busybox applets the baseline init uses.
+const BUSYBOX_APPLETS: &[&str] = &["sh", "mount", "mkdir", "insmod", "uname"];
+/// What udev loaded in the old image, in dependency order.
+const BASELINE_MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+];
+
+/// One boot's stages.
+struct Sample {
+    kernel_to_user: Duration,
+    user_to_network: Duration,
+    user_to_listening: Duration,
+    listening_to_ready: Duration,
+    qemu_to_ready: Duration,
+}
+
+/// `cargo xtask bench boot ...`.
+pub fn cli(args: &[String]) -> Result<()> {
+    let mut runs = 10usize;
+    let mut systemd = true;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--runs" => {
+                let v = it.next().context("--runs needs a number")?;
+                runs = v
+                    .parse()
+                    .with_context(|| format!("--runs: `{v}` is not a whole number"))?;
+            }
+            "--no-systemd" => systemd = false,
+            other => bail!("bench boot: unknown argument `{other}` (known: --runs N --no-systemd)"),
+        }
+    }
+    if runs == 0 {
+        bail!("bench boot: --runs must be at least 1");
+    }
+    let built = image::initramfs()?;
+    let kernel = built.kernel.clone();
+    let netinit = crate::static_build::static_dir().join("guest-netinit");
+    let agent = crate::static_build::static_dir().join("guest-agent");
+    let baseline = baseline_image(&kernel, &netinit, &agent)?;
+
+    let mut plan: Vec<(&str, PathBuf, String, u32)> = vec![
+        (
+            "initramfs",
+            built.image.clone(),
+            cmdline(&default_boot_args(), &[])?,
+            DEFAULT_MEMORY_MIB,
+        ),
+        (
+            "baseline",
+            baseline,
+            default_boot_args()
+                .build()
+                .map_err(|e| anyhow::anyhow!("boot args: {e}"))?,
+            DEFAULT_MEMORY_MIB,
+        ),
+    ];
+    if systemd {
+        let sys = image::systemd()?;
+        plan.push((
+            "systemd",
+            sys.image,
+            systemd_boot_args()
+                .build()
+                .map_err(|e| anyhow::anyhow!("boot args: {e}"))?,
+            vm::systemd_image::MEMORY_MIB,
+        ));
+    }
+
+    let mut results = Vec::new();
+    for (name, image, cmdline, memory) in &plan {
+        banner(&format!("bench boot: {name}, {runs} boots"));
+        let mut samples = Vec::new();
+        for i in 0..runs {
+            let console = vm::images_dir().join(format!("bench-{name}-console.log"));
+            let spec = BootSpec {
+                kernel: kernel.clone(),
+                initrd: image.clone(),
+                cmdline: cmdline.clone(),
+                memory_mib: *memory,
+                nic: true,
+                console: console.clone(),
+            };
+            let vm = Vm::boot(&spec)?;
+            let report = vm.wait_polling(DEADLINE, CONSOLE_POLL).map_err(|e| {
+                anyhow::anyhow!("{name} boot {i}: {e} (console {})", console.display())
+            })?;
+            let sample = measure(&report, &vm.console(), *name == "baseline")
+                .with_context(|| format!("{name} boot {i} (console {})", console.display()))?;
+            println!(
+                "  #{i:<2} kernel->user {:>9}  user->net {:>9}  user->listening {:>9}  listening->ready {:>9}  qemu->ready {:>9}",
+                ms(sample.kernel_to_user),
+                ms(sample.user_to_network),
+                ms(sample.user_to_listening),
+                ms(sample.listening_to_ready),
+                ms(sample.qemu_to_ready)
+            );
+            samples.push(sample);
+            drop(vm);
+        }
+        results.push((*name, samples));
+    }
+
+    banner("medians (TCG, no KVM; kernel clock for the first two, host clock for the rest)");
+    println!(
+        "  {:<10} {:>14} {:>16} {:>18} {:>19} {:>13}",
+        "image",
+        "kernel->user",
+        "user->network",
+        "user->listening",
+        "listening->ready",
+        "qemu->ready"
+    );
+    for (name, samples) in &results {
+        let med = |f: fn(&Sample) -> Duration| {
+            let v: Vec<Duration> = samples.iter().map(f).collect();
+            summarize(&v).map(|s| ms(s.median)).unwrap_or_default()
+        };
+        println!(
+            "  {:<10} {:>14} {:>16} {:>18} {:>19} {:>13}",
+            name,
+            med(|s| s.kernel_to_user),
+            med(|s| s.user_to_network),
+            med(|s| s.user_to_listening),
+            med(|s| s.listening_to_ready),
+            med(|s| s.qemu_to_ready)
+        );
+    }
+    println!("\ngoal: initramfs user->listening <= 150 ms");
+    Ok(())
+}
+
+fn secs(d: f64) -> Duration {
+    Duration::from_secs_f64(d.max(0.0))
+}
+
+/// The stages of one boot, from the console and the host's stamps.
+fn measure(report: &BootReport, console: &str, baseline: bool) -> Result<Sample> {
+    let entry = |m: Milestone| report.ready.timeline.iter().find(|e| e.milestone == m);
+    let host = |m: Milestone| report.milestones.iter().find(|e| e.milestone == m);
+    let user = entry(Milestone::Userspace).context("no userspace line")?;
+    let user_k = user
+        .kernel_time
+        .context("userspace line has no kernel time")?;
+    let net_k = if baseline {
+        console
+            .lines()
+            .find(|l| l.contains(BASELINE_MARK))
+            .and_then(kernel_timestamp)
+            .context("no baseline network mark")?
+    } else {
+        entry(Milestone::NetinitDone)
+            .and_then(|e| e.kernel_time)
+            .context("no netinit done line with a kernel time")?
+    };
+    let user_h = host(Milestone::Userspace).context("host did not see userspace")?;
+    let listen_h = host(Milestone::AgentListening).context("host did not see agent listening")?;
+    Ok(Sample {
+        kernel_to_user: secs(user_k),
+        user_to_network: secs(net_k - user_k),
+        user_to_listening: listen_h.host_elapsed.saturating_sub(user_h.host_elapsed),
+        listening_to_ready: report.ready_after.saturating_sub(listen_h.host_elapsed),
+        qemu_to_ready: report.ready_after,
+    })
+}
+
+/// The old way as an initramfs: busybox for mounts and insmod, the old script with real bash,
+/// ip and ping, then the same agent.
+fn baseline_image(kernel: &Kernel, netinit: &Path, agent: &Path) -> Result<PathBuf> {
+    crate::deps::ensure(&[crate::deps::SystemPackage {
+        package: "busybox-static",
+        why: "the baseline image's init (mount, insmod)",
+    }])?;
+    let script_path = repo_root().join("../shared/bench/baseline/setup-network-kernel-params.sh");
+    let script = std::fs::read(&script_path)
+        .with_context(|| format!("baseline script {}", script_path.display()))?;
+    let mut spec = InitramfsSpec::default();
+    let busybox = PathBuf::from("/bin/busybox");
+    spec.host_binaries.push(busybox);
+    for p in BASELINE_PROGRAMS {
+        spec.host_binaries.push(which(p)?);
+    }
+    for applet in BUSYBOX_APPLETS {
+        spec.symlinks
+            .push((format!("/sbin/{applet}"), "/bin/busybox".into()));
+    }
+    spec.extra_files.push(vm::ExtraFile {
+        path: "/setup-network-kernel-params.sh".into(),
+        mode: 0o755,
+        data: script,
+    });
+    let modules: Vec<String> = BASELINE_MODULES
+        .iter()
+        .map(|m| format!("insmod /lib/modules/{}/kernel/{m}", kernel.release))
+        .collect();
+    spec.init_script = Some(format!(
+        "#!/sbin/sh\n# The old way (benchmark baseline): mounts, udev's module loading, the bash script.\n\
+         export PATH=/bin:/sbin\n\
+         mount -t proc proc /proc\nmount -t sysfs sysfs /sys\nmount -t devtmpfs devtmpfs /dev\n\
+         mount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /tmp\n{}\n\
+         /bin/bash /setup-network-kernel-params.sh\n\
+         echo '<5>{BASELINE_MARK}' > /dev/kmsg\n\
+         exec /sbin/guest-agent supervise\n",
+        modules.join("\n")
+    ));
+    let out = vm::images_dir().join("baseline.cpio.gz");
+    let info = vm::image::build(
+        kernel,
+        &Binaries {
+            netinit: netinit.to_path_buf(),
+            agent: agent.to_path_buf(),
+        },
+        &spec,
+        &out,
+    )
+    .context("building the baseline image")?;
+    println!(
+        "baseline image {}: {} bytes, {} files",
+        info.path.display(),
+        info.bytes,
+        info.files
+    );
+    Ok(out)
+}
+
+fn which(program: &str) -> Result<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("`{program}` not found (the baseline script needs it)"))
+}
