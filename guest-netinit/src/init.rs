@@ -211,6 +211,12 @@ pub fn parse_args(args: &[String]) -> Result<InitOptions, String> {
 /// Init mode: never returns. `configure` is the normal run (returns its exit code).
 pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> ! {
     let mut con = Console::new(opts);
+    exec_next_on_panic(
+        InitParams::default(),
+        opts.init_args.clone(),
+        con.kmsg.clone(),
+        con.console.clone(),
+    );
     let t0 = Instant::now();
     let done = mount_all(&mut con);
     con.say(Level::Info, &format!("mounted {done} ({})", ms(t0)));
@@ -236,6 +242,12 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
             InitParams::default()
         }
     };
+    exec_next_on_panic(
+        params.clone(),
+        opts.init_args.clone(),
+        con.kmsg.clone(),
+        con.console.clone(),
+    );
     load_modules(&params.modules, &mut con);
 
     let code = configure(&opts.run);
@@ -246,6 +258,28 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
         );
     }
     exec_next(&params, &opts.init_args, &mut con)
+}
+
+/// From here on a panic — which aborts the process in the static build (`panic = "abort"`),
+/// and a PID 1 that dies makes the kernel panic with nothing useful on the console — is said
+/// on the console, then the next init is started all the same (retries, then power off).
+pub fn exec_next_on_panic(
+    params: InitParams,
+    init_args: Vec<String>,
+    kmsg: PathBuf,
+    console: PathBuf,
+) {
+    std::panic::set_hook(Box::new(move |info| {
+        let mut con = Console {
+            kmsg: kmsg.clone(),
+            console: console.clone(),
+        };
+        con.say(
+            Level::Error,
+            &format!("internal error: {info}; starting the next init anyway"),
+        );
+        exec_next(&params, &init_args, &mut con)
+    }));
 }
 
 fn ms(t: Instant) -> String {
@@ -435,13 +469,14 @@ impl Console {
 
     fn say(&mut self, level: Level, msg: &str) {
         let line = format!("guest-netinit init: {msg}");
-        println!("[netinit] init        {msg}");
+        // Never panic here (this also runs in the panic hook): write errors are ignored.
+        let _ = writeln!(std::io::stdout(), "[netinit] init        {msg}");
         // kmsg: <3> err is shown even with `quiet` (loglevel 4); <5> notice for progress.
         let prio = if level == Level::Error { 3 } else { 5 };
         append(&self.kmsg, &format!("<{prio}>{line}\n"));
         if level == Level::Error {
             append(&self.console, &format!("{line}\n"));
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
 }

@@ -103,3 +103,49 @@ fn init_arguments() {
         .unwrap_err()
         .contains("--console needs a value"));
 }
+
+/// A panic in init mode execs the next init (here `/bin/echo exec-ok`) instead of dying. Runs
+/// itself as a child process (the hook replaces the process image).
+#[test]
+fn a_panic_execs_the_next_init() {
+    if let Some(dir) = std::env::var_os("GKT_INIT_PANIC_CHILD") {
+        let dir = PathBuf::from(dir);
+        let params = InitParams {
+            next: Some("/bin/echo".into()),
+            modules: vec![],
+        };
+        exec_next_on_panic(
+            params,
+            vec!["exec-ok".into(), "single".into()],
+            dir.join("kmsg"),
+            dir.join("console"),
+        );
+        panic!("boom in the run");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "init::tests::a_panic_execs_the_next_init",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GKT_INIT_PANIC_CHILD", d.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("exec-ok single"), "{stdout}");
+    let console = std::fs::read_to_string(d.path().join("console")).unwrap();
+    assert!(console.contains("internal error: "), "{console}");
+    assert!(console.contains("boom in the run"), "{console}");
+    let kmsg = std::fs::read_to_string(d.path().join("kmsg")).unwrap();
+    assert!(
+        kmsg.contains("<3>guest-netinit init: internal error"),
+        "{kmsg}"
+    );
+    assert!(
+        kmsg.contains("<5>guest-netinit init: exec /bin/echo exec-ok single"),
+        "{kmsg}"
+    );
+}
