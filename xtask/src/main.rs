@@ -11,6 +11,7 @@ mod test_cmd;
 // ---- bench modules of other components: one `mod` line each (see `bench` below) ----
 mod bench_agent; // guest-agent helper: xtask/src/bench_agent.rs
 mod bench_wait; // host-client helper: xtask/src/bench_wait.rs
+mod bench_boot; // VM helper (issue 5): xtask/src/bench_boot.rs
                 // ---- end of bench modules ----
                 // ---- VM tasks (issue 5 helper): image, demo ----
 mod demo;
@@ -28,8 +29,11 @@ usage: cargo xtask <task>
   build-static                    build the static guest-netinit, print its path and size
   fuzz [TARGET] [--seconds N]     run cargo-fuzz targets (all, or TARGET), N s each (default 60)
   bench netinit [--runs N]        baseline bash script vs guest-netinit, N runs each (default 50)
-  image [initramfs]               build the bootable image (kernel cached in target/vm-cache)
-  demo [--json] [--keep]          boot a real VM (QEMU, TAP on bridge fcbr0 in a namespace), wait
+  bench boot [--runs N]           N boots of each image (initramfs, systemd, old-way baseline),
+                                  median of each boot stage (default 10)
+  image [initramfs|systemd]       build a bootable image (kernel cached in target/vm-cache)
+  demo [--json] [--keep] [--image systemd] [--memory MIB] [--extra K=V]
+                                  boot a real VM (QEMU, TAP on bridge fcbr0 in a namespace), wait
                                   for the agent with host-client, print the boot timeline + /health
 ";
 
@@ -80,6 +84,7 @@ fn bench(args: &[String]) -> Result<()> {
         // ---- other components' benchmarks: one match arm each ----
         "agent" => bench_agent::cli(rest),
         "wait" => bench_wait::cli(rest),
+        "boot" => bench_boot::cli(rest),
         // ---- end of other components' benchmarks ----
         other => bail!("bench: unknown benchmark `{other}`"),
     }
