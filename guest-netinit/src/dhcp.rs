@@ -118,24 +118,24 @@ pub async fn obtain<T: Transport>(
     let (mut offers, mut naks) = (0usize, 0usize);
     let mut xid = xid;
     'restart: loop {
-        // Selecting: DISCOVER until an OFFER.
+        // Selecting: DISCOVER until a usable OFFER (an address, a server to ask). Unusable
+        // replies are ignored like noise, so a broken server cannot make us spin.
         let discover = Message::request(MessageType::Discover, xid, mac).encode();
         let Some(offer) = exchange(t, &discover, deadline, |m| {
-            reply_to(m, xid, mac) && m.message_type() == Some(MessageType::Offer)
+            reply_to(m, xid, mac)
+                && m.message_type() == Some(MessageType::Offer)
+                && usable(m.yiaddr)
+                && server_of(m).is_some()
         })
         .await?
         else {
             return Ok(timed_out(offers, naks, start));
         };
         offers += 1;
-        let Some(server) = offer
-            .addr(opt::SERVER_ID)
-            .or(Some(offer.siaddr))
-            .filter(|s| !s.is_unspecified())
-        else {
-            continue 'restart;
+        let Some(server) = server_of(&offer) else {
+            continue 'restart; // not reached: the OFFER was accepted with a server
         };
-        // Requesting: REQUEST until ACK or NAK.
+        // Requesting: REQUEST until an ACK with an address, or a NAK.
         let mut req = Message::request(MessageType::Request, xid, mac);
         req.options
             .insert(1, (opt::REQUESTED_IP, offer.yiaddr.octets().to_vec()));
@@ -144,7 +144,11 @@ pub async fn obtain<T: Transport>(
         let request = req.encode();
         let Some(answer) = exchange(t, &request, deadline, |m| {
             reply_to(m, xid, mac)
-                && matches!(m.message_type(), Some(MessageType::Ack | MessageType::Nak))
+                && match m.message_type() {
+                    Some(MessageType::Ack) => usable(m.yiaddr),
+                    Some(MessageType::Nak) => true,
+                    _ => false,
+                }
                 && m.addr(opt::SERVER_ID).is_none_or(|s| s == server)
         })
         .await?
@@ -159,14 +163,19 @@ pub async fn obtain<T: Transport>(
             xid = xid.wrapping_add(1);
             continue 'restart;
         }
-        match Lease::from_ack(&answer, &offer, server) {
-            Some(l) => return Ok(DhcpOutcome::Leased(l)),
-            None => {
-                xid = xid.wrapping_add(1);
-                continue 'restart;
-            }
+        if let Some(l) = Lease::from_ack(&answer, &offer, server) {
+            return Ok(DhcpOutcome::Leased(l));
         }
+        // from_ack only refuses an unusable address, which the ACK filter already excluded
+        xid = xid.wrapping_add(1);
     }
+}
+
+/// The server to REQUEST from: option 54, else `siaddr`.
+fn server_of(m: &Message) -> Option<Ipv4Addr> {
+    m.addr(opt::SERVER_ID)
+        .or(Some(m.siaddr))
+        .filter(|s| usable(*s))
 }
 
 fn timed_out(offers: usize, naks: usize, start: Instant) -> DhcpOutcome {

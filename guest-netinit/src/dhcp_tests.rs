@@ -18,6 +18,8 @@ enum Behaviour {
     Nak(usize),
     /// Answer with garbage and foreign transactions before the real answer.
     Noisy,
+    /// Every reply is unusable: OFFERs without a server id, ACKs without an address.
+    Broken,
 }
 
 /// A scripted server: answers each message the client sends.
@@ -91,6 +93,15 @@ impl Transport for Fake {
             other_mac.xid = m.xid;
             other_mac.chaddr = [9; 6];
             self.inbox.push_back(other_mac.encode());
+        }
+        if self.behaviour == Behaviour::Broken {
+            let mut r = Message::decode(&Fake::reply(&m, MessageType::Offer, true)).unwrap();
+            r.options.retain(|(c, _)| *c != opt::SERVER_ID);
+            self.inbox.push_back(r.encode());
+            let mut a = Message::decode(&Fake::reply(&m, MessageType::Ack, true)).unwrap();
+            a.yiaddr = Ipv4Addr::UNSPECIFIED;
+            self.inbox.push_back(a.encode());
+            return Ok(());
         }
         match kind {
             Some(MessageType::Discover) => {
@@ -187,6 +198,18 @@ fn garbage_and_foreign_transactions_are_ignored() {
         "{out:?}"
     );
     assert_eq!(types(&f), vec![MessageType::Discover, MessageType::Request]);
+}
+
+#[test]
+fn unusable_replies_are_ignored_without_spinning() {
+    let mut f = Fake::new(Behaviour::Broken);
+    let out = block(obtain(&mut f, Duration::from_secs(5), 3)).unwrap();
+    assert!(
+        matches!(out, DhcpOutcome::TimedOut { offers: 0, .. }),
+        "{out:?}"
+    );
+    // only the scheduled retransmissions: 0 s, 1 s, 3 s
+    assert_eq!(types(&f), vec![MessageType::Discover; 3]);
 }
 
 #[test]
