@@ -152,6 +152,7 @@ pub fn blank_report(started_at_ms: u64) -> NetinitReport {
         warnings: vec![],
         error: None,
         handoff_path: None,
+        dhcp: None,
     }
 }
 

@@ -22,6 +22,7 @@ use crate::files::{self, ResolvOutcome};
 use crate::report::{fmt_duration, Reporter};
 use crate::sources::{self, CmdlineInputs, ConfigError, TemplateInput};
 use crate::system::{Apply, Links, ModuleError, Modules, NetError, Prober};
+use guest_proto::DhcpLeaseReport;
 use guest_proto::{AddressReport, ConfigSource, Event, Level, Outcome, RouteReport};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -128,9 +129,18 @@ pub async fn run<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
         )
         .await?;
         match decision {
-            // The lease itself is in the dhcp step's detail (state.json has no lease field yet).
-            Decision::Leased { cfg, .. } => cfg,
-            Decision::Fallback { cfg, .. } => {
+            Decision::Leased { cfg, lease } => {
+                rep.report.dhcp = Some(DhcpLeaseReport {
+                    lease: Some(lease.to_report()),
+                    fallback_reason: None,
+                });
+                cfg
+            }
+            Decision::Fallback { cfg, reason } => {
+                rep.report.dhcp = Some(DhcpLeaseReport {
+                    lease: None,
+                    fallback_reason: Some(reason),
+                });
                 outcome = Outcome::Fallback;
                 cfg
             }

@@ -14,6 +14,6 @@ pub use cmdline::{CmdlineError, KernelCmdline, RdRoute};
 pub use event::{Component, ConsoleEvent, Event, Level, EVENT_PREFIX};
 pub use ipconfig::{Autoconf, IpConfig, IpConfigError, IpForm, MacAddr};
 pub use report::{
-    AddressReport, ConfigSource, Conflict, FailureReport, NetinitReport, Outcome, ProbeResult,
-    RouteReport, StepReport,
+    AddressReport, ConfigSource, Conflict, DhcpLease, DhcpLeaseReport, FailureReport,
+    NetinitReport, Outcome, ProbeResult, RouteReport, StepReport,
 };

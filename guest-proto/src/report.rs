@@ -7,7 +7,7 @@
 
 use crate::ipconfig::MacAddr;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Where the applied configuration came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,4 +126,34 @@ pub struct NetinitReport {
     pub error: Option<FailureReport>,
     /// The networkd handoff file written, if any.
     pub handoff_path: Option<String>,
+    /// The DHCPv4 lease, or why the fallback was used; `None` when DHCP was not asked for.
+    #[serde(default)]
+    pub dhcp: Option<DhcpLeaseReport>,
+}
+
+/// What DHCP gave, for `/health`: without systemd-networkd nothing renews the lease, so the
+/// host needs to see when it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpLeaseReport {
+    /// `None` with `fallback_reason` set when no lease came.
+    pub lease: Option<DhcpLease>,
+    /// Set when the static fallback was applied: "no DHCP server answered within 5 s".
+    pub fallback_reason: Option<String>,
+}
+
+/// One DHCPv4 lease as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpLease {
+    pub server: Ipv4Addr,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub mtu: Option<u16>,
+    /// Option 51; `None` = infinite.
+    pub lease_secs: Option<u32>,
+    pub obtained_at_ms: u64,
+    /// `obtained_at_ms + lease_secs`; `None` for an infinite lease.
+    pub expires_at_ms: Option<u64>,
 }

@@ -127,6 +127,23 @@ fn lease_from_dnsmasq_with_mtu_and_dns_is_applied_and_handed_off() {
         dhcp.detail
     );
     assert!(dhcp.detail.contains(&addr), "{}", dhcp.detail);
+
+    // The lease itself, with its expiry, is in state.json (and so in the agent's /health).
+    let lease = report
+        .dhcp
+        .as_ref()
+        .and_then(|d| d.lease.as_ref())
+        .expect("lease in state.json");
+    assert_eq!(format!("{}/{}", lease.address, lease.prefix_len), addr);
+    assert_eq!(lease.router, Some(GATEWAY));
+    assert_eq!(lease.mtu, Some(1400));
+    // The lease time given in --dhcp-range (10m).
+    assert_eq!(lease.lease_secs, Some(600));
+    assert_eq!(
+        lease.expires_at_ms,
+        Some(lease.obtained_at_ms + 600_000),
+        "{lease:?}"
+    );
 }
 
 #[test]
@@ -158,6 +175,14 @@ fn dnsmasq_stopped_gives_the_template_fallback() {
             .any(|w| w.contains("no DHCP server answered within")),
         "{:?}",
         report.warnings
+    );
+    let dhcp = report.dhcp.as_ref().expect("dhcp block in state.json");
+    assert!(dhcp.lease.is_none(), "{dhcp:?}");
+    assert!(
+        dhcp.fallback_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no DHCP server answered within")),
+        "{dhcp:?}"
     );
     let handoff = run.root_file(HANDOFF).expect("handoff");
     assert!(handoff.contains("Address=192.168.100.200/24"), "{handoff}");

@@ -29,6 +29,24 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The lease as `state.json` carries it, with its expiry time.
+    pub fn to_report(&self) -> guest_proto::DhcpLease {
+        guest_proto::DhcpLease {
+            server: self.server,
+            address: self.address,
+            prefix_len: self.prefix_len,
+            router: self.router,
+            dns: self.dns.clone(),
+            domain: self.domain.clone(),
+            mtu: self.mtu,
+            lease_secs: self.lease_secs,
+            obtained_at_ms: self.obtained_at_ms,
+            expires_at_ms: self
+                .lease_secs
+                .map(|s| self.obtained_at_ms.saturating_add(u64::from(s) * 1000)),
+        }
+    }
+
     /// The lease in an ACK (options missing from it are taken from the OFFER); `None` when
     /// the ACK carries no usable address.
     pub fn from_ack(ack: &Message, offer: &Message, server: Ipv4Addr) -> Option<Lease> {
