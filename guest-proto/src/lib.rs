@@ -8,6 +8,7 @@ pub mod api;
 pub mod cmdline;
 pub mod event;
 pub mod ipconfig;
+pub mod oauth;
 pub mod report;
 
 pub use cmdline::{CmdlineError, KernelCmdline, RdRoute};
