@@ -18,14 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use guest_proto::api::{
-    ErrorBody, HealthResponse, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus,
-    ServicesResponse,
+    ErrorBody, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus, ServicesResponse,
 };
 use guest_proto::{Event, Level, NetinitReport};
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a `/health` snapshot is reused.
@@ -52,8 +51,17 @@ struct Snapshot {
     /// Why readiness cannot be known or is not given; empty when ready.
     reasons: Vec<String>,
     degraded: bool,
-    network: Option<NetinitReport>,
-    memory: Option<MemoryInfo>,
+    /// `,"network":…,"services":[…],"memory":{…}}`: the part of `/health` that only
+    /// changes with the snapshot, serialised once per snapshot instead of per request.
+    health_tail: String,
+}
+
+/// The snapshot-dependent fields of [`HealthResponse`], in its field order.
+#[derive(serde::Serialize)]
+struct HealthTail<'a> {
+    network: &'a Option<NetinitReport>,
+    services: &'a [ServiceStatus],
+    memory: &'a Option<MemoryInfo>,
 }
 
 struct App {
@@ -61,7 +69,7 @@ struct App {
     state_dir: StateDir,
     netinit_state: PathBuf,
     metrics: Arc<Metrics>,
-    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
 }
 
 type Shared = Arc<App>;
@@ -109,7 +117,7 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
         state_dir: StateDir(opts.state_dir.clone()),
         netinit_state: opts.netinit_state.clone(),
         metrics: metrics.clone(),
-        snapshot: Mutex::new(None),
+        snapshot: RwLock::new(None),
     });
     let guarded = Router::new()
         .route("/metrics", get(metrics_text))
@@ -138,7 +146,17 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
 
 impl App {
     fn snapshot(&self) -> Arc<Snapshot> {
-        let mut cached = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if s.taken.elapsed() < SNAPSHOT_TTL {
+                return s.clone();
+            }
+        }
+        let mut cached = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = cached.as_ref() {
             if s.taken.elapsed() < SNAPSHOT_TTL {
                 return s.clone();
@@ -195,30 +213,59 @@ impl App {
                 available_bytes: m.mem_available.unwrap_or(m.mem_free),
             })
         };
+        let health_tail = health_tail(&network, &services, &memory);
         Snapshot {
             taken: Instant::now(),
             services,
             reasons,
             degraded,
-            network,
-            memory,
+            health_tail,
         }
     }
 }
 
-async fn health(State(app): State<Shared>) -> Json<HealthResponse> {
+/// `GET /health`: the same JSON as [`HealthResponse`] (a test holds them equal), built
+/// from a per-request head and the snapshot's pre-serialised tail.
+async fn health(State(app): State<Shared>) -> Response {
     let snap = app.snapshot();
-    Json(HealthResponse {
-        status: if snap.degraded { "degraded" } else { "ok" }.into(),
-        timestamp: rfc3339(SystemTime::now()),
+    let body = health_body(
+        &snap.health_tail,
+        snap.degraded,
+        SystemTime::now(),
+        app.started.elapsed().as_secs_f64(),
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn health_tail(
+    network: &Option<NetinitReport>,
+    services: &[ServiceStatus],
+    memory: &Option<MemoryInfo>,
+) -> String {
+    match serde_json::to_string(&HealthTail {
+        network,
+        services,
+        memory,
+    }) {
+        Ok(j) => format!(",{}", &j[1..]),
+        Err(e) => format!(",\"error\":{:?}}}", e.to_string()),
+    }
+}
+
+fn health_body(tail: &str, degraded: bool, now: SystemTime, uptime: f64) -> String {
+    let head = format!(
+        r#"{{"status":"{}","timestamp":"{}","activeSessions":{},"uptimeSeconds":{},"version":"{}""#,
+        if degraded { "degraded" } else { "ok" },
+        rfc3339(now),
         // OAuth sessions arrive with the OAuth issue; none exist yet.
-        active_sessions: 0,
-        uptime_seconds: Some(app.started.elapsed().as_secs_f64()),
-        version: Some(env!("CARGO_PKG_VERSION").into()),
-        network: snap.network.clone(),
-        services: snap.services.clone(),
-        memory: snap.memory,
-    })
+        0,
+        uptime,
+        env!("CARGO_PKG_VERSION"),
+    );
+    let mut body = String::with_capacity(head.len() + tail.len());
+    body.push_str(&head);
+    body.push_str(tail);
+    body
 }
 
 async fn ready(State(app): State<Shared>) -> Response {
@@ -302,4 +349,45 @@ fn encode_segment(s: &str) -> String {
 
 fn error(code: StatusCode, msg: String) -> Response {
     (code, Json(ErrorBody { error: msg })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_proto::api::HealthResponse;
+
+    /// The hand-assembled `/health` is exactly what serde makes of `HealthResponse`.
+    #[test]
+    fn health_body_equals_the_serde_form() {
+        let services = vec![ServiceStatus {
+            name: "serve".into(),
+            state: ServiceState::Running,
+            required: true,
+            pid: Some(12),
+            restarts: 2,
+            last_exit: Some("exit 1".into()),
+            since: "2026-01-01T00:00:00.000Z".into(),
+            rss_bytes: Some(4096),
+            cpu_seconds: Some(0.25),
+            message: Some("a \"quoted\" message".into()),
+            systemd_unit: None,
+        }];
+        let memory = Some(MemoryInfo {
+            total_bytes: 10,
+            available_bytes: 5,
+        });
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let body = health_body(&health_tail(&None, &services, &memory), true, now, 12.5);
+        let typed = HealthResponse {
+            status: "degraded".into(),
+            timestamp: "2023-11-14T22:13:20.123Z".into(),
+            active_sessions: 0,
+            uptime_seconds: Some(12.5),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            network: None,
+            services,
+            memory,
+        };
+        assert_eq!(body, serde_json::to_string(&typed).unwrap());
+    }
 }

@@ -1,0 +1,202 @@
+//! OAuth settings: `/etc/guest-agent/oauth.toml` (its own file, so the supervisor's
+//! strict config stays as it is). Missing file = built-in defaults. Every key optional:
+//!
+//! ```toml
+//! home = "/root"                 # HOME of the login CLIs (where credentials land)
+//! display = ":99"                # DISPLAY for the CLI and the browser
+//! browser = ["chromium", "--no-sandbox", "--no-first-run"]   # the URL is appended
+//! deadline_secs = 600            # a session not done by then is `expired`
+//! shim_command = ["/usr/bin/guest-agent", "open-url"]        # what BROWSER/xdg-open run
+//! [providers.codex]              # override fields of a built-in, or define a new provider
+//! command = ["/opt/codex/bin/codex", "login"]
+//! ```
+
+use super::provider::{self, Provider, ProviderError, ProviderOverride};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default config file.
+pub const DEFAULT_PATH: &str = "/etc/guest-agent/oauth.toml";
+/// Default session lifetime.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The merged settings.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub home: PathBuf,
+    pub display: String,
+    /// Browser command line; the URL is appended.
+    pub browser: Vec<String>,
+    pub deadline: Duration,
+    /// Per-provider deadline overrides.
+    pub deadlines: BTreeMap<String, Duration>,
+    /// What the `BROWSER`/`xdg-open` shim execs (the URL is appended).
+    pub shim_command: Vec<String>,
+    pub providers: BTreeMap<String, Provider>,
+}
+
+/// A config file that cannot be used: names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthConfigError {
+    #[error("{file}: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{file}: {error}")]
+    Syntax { file: String, error: String },
+    #[error("{file}: {error}")]
+    Provider { file: String, error: ProviderError },
+    #[error("{file}: {field} must not be empty")]
+    Empty { file: String, field: &'static str },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    home: Option<PathBuf>,
+    display: Option<String>,
+    browser: Option<Vec<String>>,
+    deadline_secs: Option<u64>,
+    shim_command: Option<Vec<String>>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderOverride>,
+}
+
+impl OAuthConfig {
+    /// Built-ins only, with `home` from `$HOME` (else `/root`) and DISPLAY from the
+    /// environment (else `:99`, the image's Xvfb).
+    pub fn defaults() -> OAuthConfig {
+        let shim = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "/usr/bin/guest-agent".into());
+        OAuthConfig {
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/root")),
+            display: std::env::var("DISPLAY").unwrap_or_else(|_| ":99".into()),
+            browser: vec![
+                "chromium".into(),
+                "--no-sandbox".into(),
+                "--disable-gpu".into(),
+                "--no-first-run".into(),
+                "--disable-sync".into(),
+                "--disable-background-networking".into(),
+                "--disable-component-update".into(),
+            ],
+            deadline: DEFAULT_DEADLINE,
+            deadlines: BTreeMap::new(),
+            shim_command: vec![shim, "open-url".into()],
+            providers: provider::builtins()
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+        }
+    }
+
+    /// Reads `path`; a missing file is the defaults.
+    pub fn load(path: &Path) -> Result<OAuthConfig, OAuthConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::defaults()),
+            Err(error) => Err(OAuthConfigError::Read {
+                file: path.display().to_string(),
+                error,
+            }),
+        }
+    }
+
+    /// Parses a config text (`file` names it in errors).
+    pub fn parse(text: &str, file: &str) -> Result<OAuthConfig, OAuthConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| OAuthConfigError::Syntax {
+            file: file.to_string(),
+            error: e.to_string(),
+        })?;
+        let mut c = Self::defaults();
+        let empty = |field| OAuthConfigError::Empty {
+            file: file.to_string(),
+            field,
+        };
+        if let Some(h) = raw.home {
+            c.home = h;
+        }
+        if let Some(d) = raw.display {
+            c.display = d;
+        }
+        if let Some(b) = raw.browser {
+            if b.first().is_none_or(|x| x.is_empty()) {
+                return Err(empty("browser"));
+            }
+            c.browser = b;
+        }
+        if let Some(s) = raw.shim_command {
+            if s.first().is_none_or(|x| x.is_empty()) {
+                return Err(empty("shim_command"));
+            }
+            c.shim_command = s;
+        }
+        if let Some(d) = raw.deadline_secs {
+            c.deadline = Duration::from_secs(d.max(1));
+        }
+        for (name, o) in &raw.providers {
+            let base = c.providers.remove(name);
+            let p = provider::merge(name, base, o).map_err(|error| OAuthConfigError::Provider {
+                file: file.to_string(),
+                error,
+            })?;
+            if let Some(d) = o.deadline_secs {
+                c.deadlines.insert(name.clone(), Duration::from_secs(d.max(1)));
+            }
+            c.providers.insert(name.clone(), p);
+        }
+        Ok(c)
+    }
+
+    /// The deadline of a session of `provider`.
+    pub fn deadline_for(&self, provider: &str) -> Duration {
+        self.deadlines.get(provider).copied().unwrap_or(self.deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_new_providers() {
+        let c = OAuthConfig::parse(
+            r#"
+home = "/home/u"
+browser = ["firefox"]
+deadline_secs = 5
+[providers.codex]
+command = ["/opt/codex", "login"]
+deadline_secs = 2
+[providers.fake]
+command = ["fake-cli"]
+credential_paths = ["~/.fake.json"]
+required_keys = ["token"]
+"#,
+            "oauth.toml",
+        )
+        .unwrap();
+        assert_eq!(c.home, PathBuf::from("/home/u"));
+        assert_eq!(c.browser, vec!["firefox"]);
+        assert_eq!(c.providers["codex"].command, vec!["/opt/codex", "login"]);
+        assert_eq!(c.providers["codex"].callback_ports, vec![1455, 1457]);
+        assert_eq!(c.deadline_for("codex"), Duration::from_secs(2));
+        assert_eq!(c.deadline_for("fake"), Duration::from_secs(5));
+        assert!(c.providers.contains_key("gemini_cli"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let e = OAuthConfig::parse("browser = []", "o.toml").unwrap_err();
+        assert_eq!(e.to_string(), "o.toml: browser must not be empty");
+        let e = OAuthConfig::parse("[providers.x]\ncommand=[\"x\"]\n", "o.toml").unwrap_err();
+        assert!(e.to_string().contains("credential_paths"), "{e}");
+        let e = OAuthConfig::parse("colour = 1", "o.toml").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = OAuthConfig::parse("[providers.codex]\ncomand=[\"x\"]\n", "o.toml").unwrap_err();
+        assert!(e.to_string().contains("comand"), "{e}");
+    }
+}

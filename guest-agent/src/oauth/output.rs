@@ -1,0 +1,219 @@
+//! What the CLI prints, made searchable: escape sequences removed as the bytes stream in
+//! (a sequence may be split across reads), the last few KiB kept for "failed with its last
+//! output", prompts matched once per appearance, and the fallback URL regexes applied.
+//! Pure: no I/O, so every rule has a unit test.
+
+use super::provider::PromptAnswer;
+use regex::Regex;
+
+/// Text kept for searching and for the session's `lastOutput`.
+const KEEP: usize = 16 * 1024;
+/// Part of it shown as `lastOutput`.
+const SHOW: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Esc {
+    #[default]
+    Text,
+    /// After ESC.
+    Esc,
+    /// CSI: ESC [ ... final byte 0x40-0x7e.
+    Csi,
+    /// OSC / DCS / APC ... ended by BEL or ESC \.
+    Str,
+    /// ESC inside a string: `\` ends it.
+    StrEsc,
+}
+
+/// Streaming remover of terminal escape sequences and control characters (keeps `\n`, `\t`).
+#[derive(Debug, Default)]
+pub struct Stripper {
+    state: Esc,
+    /// Bytes of an incomplete UTF-8 character carried to the next chunk.
+    partial: Vec<u8>,
+}
+
+impl Stripper {
+    /// Returns the visible text of `chunk`.
+    pub fn feed(&mut self, chunk: &[u8]) -> String {
+        let mut bytes = Vec::with_capacity(chunk.len());
+        for &b in chunk {
+            self.state = match (self.state, b) {
+                (Esc::Text, 0x1b) => Esc::Esc,
+                (Esc::Text, b'\n' | b'\t') => {
+                    bytes.push(b);
+                    Esc::Text
+                }
+                (Esc::Text, b) if b < 0x20 || b == 0x7f => Esc::Text,
+                (Esc::Text, b) => {
+                    bytes.push(b);
+                    Esc::Text
+                }
+                (Esc::Esc, b'[') => Esc::Csi,
+                (Esc::Esc, b']' | b'P' | b'_' | b'^' | b'X') => Esc::Str,
+                (Esc::Esc, _) => Esc::Text,
+                (Esc::Csi, 0x40..=0x7e) => Esc::Text,
+                (Esc::Csi, _) => Esc::Csi,
+                (Esc::Str, 0x07) => Esc::Text,
+                (Esc::Str, 0x1b) => Esc::StrEsc,
+                (Esc::Str, _) => Esc::Str,
+                (Esc::StrEsc, b'\\') => Esc::Text,
+                (Esc::StrEsc, _) => Esc::Str,
+            };
+        }
+        let mut all = std::mem::take(&mut self.partial);
+        all.extend_from_slice(&bytes);
+        match std::str::from_utf8(&all) {
+            Ok(s) => s.to_string(),
+            Err(e) if e.error_len().is_none() => {
+                let good = e.valid_up_to();
+                self.partial = all[good..].to_vec();
+                String::from_utf8_lossy(&all[..good]).into_owned()
+            }
+            Err(_) => String::from_utf8_lossy(&all).into_owned(),
+        }
+    }
+}
+
+/// The CLI's output as a session sees it.
+#[derive(Debug)]
+pub struct Output {
+    stripper: Stripper,
+    /// The last `KEEP` bytes of visible text.
+    text: String,
+    /// Bytes dropped from the front of `text` so far (offsets below are absolute).
+    base: usize,
+    /// Per prompt: where the next search starts (absolute), so a prompt is answered once
+    /// per time it is printed.
+    prompt_from: Vec<usize>,
+    prompts: Vec<PromptAnswer>,
+    patterns: Vec<Regex>,
+}
+
+/// What a chunk of output asks the session to do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// Answers to write to the PTY, in order.
+    pub answers: Vec<String>,
+    /// First URL matched by a pattern in the new text.
+    pub url: Option<String>,
+}
+
+impl Output {
+    /// `patterns` must be valid (providers are validated when loaded); invalid ones are skipped.
+    pub fn new(prompts: &[PromptAnswer], patterns: &[String]) -> Output {
+        Output {
+            stripper: Stripper::default(),
+            text: String::new(),
+            base: 0,
+            prompt_from: vec![0; prompts.len()],
+            prompts: prompts.to_vec(),
+            patterns: patterns.iter().filter_map(|p| Regex::new(p).ok()).collect(),
+        }
+    }
+
+    /// Takes a chunk of raw PTY bytes.
+    pub fn feed(&mut self, chunk: &[u8]) -> Findings {
+        let new = self.stripper.feed(chunk);
+        // URLs are searched from a little before the new text: one may span two chunks.
+        let url_from = self.base + self.text.len().saturating_sub(4096);
+        self.text.push_str(&new);
+        let mut f = Findings::default();
+        for (i, pa) in self.prompts.iter().enumerate() {
+            let from = self.prompt_from[i].max(self.base) - self.base;
+            if let Some(pos) = self.text.get(from..).and_then(|t| t.find(&pa.prompt)) {
+                f.answers.push(pa.answer.clone());
+                self.prompt_from[i] = self.base + from + pos + pa.prompt.len();
+            }
+        }
+        let start = floor_char(&self.text, url_from.max(self.base) - self.base);
+        for re in &self.patterns {
+            // A URL that runs to the end of the text may still be growing: wait for its end.
+            if let Some(m) = re.find(&self.text[start..]) {
+                if start + m.end() < self.text.len() {
+                    f.url = Some(m.as_str().to_string());
+                    break;
+                }
+            }
+        }
+        self.trim();
+        f
+    }
+
+    fn trim(&mut self) {
+        if self.text.len() > KEEP {
+            let cut = floor_char(&self.text, self.text.len() - KEEP);
+            self.text.drain(..cut);
+            self.base += cut;
+        }
+    }
+
+    /// The last lines printed (for `lastOutput` and failure reasons).
+    pub fn tail(&self) -> String {
+        let start = floor_char(&self.text, self.text.len().saturating_sub(SHOW));
+        self.text[start..].trim().to_string()
+    }
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i.min(s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_removed_even_when_split() {
+        let mut s = Stripper::default();
+        let mut out = s.feed(b"\x1b[1;3");
+        out += &s.feed(b"2mhello\x1b]0;title\x07 wor");
+        out += &s.feed(b"ld\r\n\x1b[2K\xc3");
+        out += &s.feed(b"\xa9\x1bP1$r\x1b\\!");
+        assert_eq!(out, "hello world\n\u{e9}!");
+    }
+
+    #[test]
+    fn prompts_are_answered_once_per_appearance() {
+        let prompts = vec![PromptAnswer {
+            prompt: "Do you want to continue? [Y/n]".into(),
+            answer: "Y\r".into(),
+        }];
+        let mut o = Output::new(&prompts, &[]);
+        assert!(o.feed(b"Do you want to con").answers.is_empty());
+        assert_eq!(o.feed(b"tinue? [Y/n] ").answers, vec!["Y\r"]);
+        assert!(o.feed(b"Y\nworking...\n").answers.is_empty());
+        assert_eq!(
+            o.feed(b"\x1b[33mDo you want to continue? [Y/n]\x1b[0m")
+                .answers,
+            vec!["Y\r"]
+        );
+    }
+
+    #[test]
+    fn url_is_found_when_complete() {
+        let pat = vec![r"https://auth\.example\.com/authorize\?[^\s\x07]+".to_string()];
+        let mut o = Output::new(&[], &pat);
+        assert_eq!(o.feed(b"Open https://auth.example.com/autho").url, None);
+        assert_eq!(o.feed(b"rize?a=1&b=").url, None);
+        assert_eq!(
+            o.feed(b"2\r\n").url.as_deref(),
+            Some("https://auth.example.com/authorize?a=1&b=2")
+        );
+        assert!(o.tail().ends_with("b=2"));
+    }
+
+    #[test]
+    fn long_output_keeps_the_end() {
+        let mut o = Output::new(&[], &[]);
+        for i in 0..5000 {
+            o.feed(format!("line {i}\n").as_bytes());
+        }
+        assert!(o.tail().ends_with("line 4999"));
+        assert!(o.tail().len() <= SHOW);
+        assert!(o.text.len() <= KEEP);
+    }
+}
