@@ -101,6 +101,7 @@ fn run(runs: usize) -> Result<()> {
     let mut baseline_times = Vec::with_capacity(runs);
     let mut netinit_times = Vec::with_capacity(runs);
     let mut probe_rtts = Vec::with_capacity(runs);
+    let mut self_reported = Vec::with_capacity(runs);
     for i in 1..=runs {
         topo.reset_guest_nic(GUEST_NIC);
         let mut cmd = topo.guest.setns_only_command("bash");
@@ -118,6 +119,7 @@ fn run(runs: usize) -> Result<()> {
         let report = netinit_run
             .report()
             .with_context(|| format!("guest-netinit run {i} wrote no state.json"))?;
+        self_reported.push(Duration::from_micros(report.duration_us));
         match report.probe {
             Some(p) if p.ok => probe_rtts.extend(p.rtt_us.map(Duration::from_micros)),
             other => bail!("guest-netinit run {i}: gateway probe did not succeed: {other:?}"),
@@ -144,6 +146,14 @@ fn run(runs: usize) -> Result<()> {
         bail!("no samples");
     };
     print_report(&script, &netinit, netinit_size, &base, &ours, &probe_rtts);
+    if let Some(own) = summarize(&self_reported) {
+        println!(
+            "guest-netinit's own measure (state.json duration_us, start of main → report): \
+             median {}, p90 {}",
+            ms(own.median),
+            ms(own.p90)
+        );
+    }
     println!(
         "spawn overhead included in both (fork, setns, exec of `true`): median {} \
          (with a private /sys as `ip netns exec` makes: {})",
