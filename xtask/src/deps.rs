@@ -32,6 +32,14 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         package: "g++",
         why: "cargo-fuzz builds libFuzzer (C++)",
     },
+    SystemPackage {
+        package: "dnsmasq-base",
+        why: "the real DHCP server of guest-netinit's DHCP netns tests",
+    },
+    SystemPackage {
+        package: "dbus-daemon",
+        why: "a private bus for guest-agent's systemd D-Bus tests",
+    },
 ];
 
 fn installed(package: &str) -> bool {
@@ -49,6 +57,17 @@ fn installed(package: &str) -> bool {
 
 /// Installs every missing package of `packages` (non-interactively).
 pub fn ensure(packages: &[SystemPackage]) -> Result<()> {
+    ensure_all(&[packages])
+}
+
+/// Installs every missing package of several lists with one `apt-get update` at most.
+pub fn ensure_all(lists: &[&[SystemPackage]]) -> Result<()> {
+    let mut packages: Vec<&SystemPackage> = Vec::new();
+    for p in lists.iter().flat_map(|l| l.iter()) {
+        if !packages.iter().any(|q| q.package == p.package) {
+            packages.push(p);
+        }
+    }
     banner("system packages");
     if !on_path("dpkg-query") || !on_path("apt-get") {
         bail!(
@@ -60,8 +79,12 @@ pub fn ensure(packages: &[SystemPackage]) -> Result<()> {
                 .join(" ")
         );
     }
-    let missing: Vec<&SystemPackage> = packages.iter().filter(|p| !installed(p.package)).collect();
-    for p in packages {
+    let missing: Vec<&SystemPackage> = packages
+        .iter()
+        .copied()
+        .filter(|p| !installed(p.package))
+        .collect();
+    for p in &packages {
         let state = if missing.iter().any(|m| m.package == p.package) {
             "missing"
         } else {

@@ -9,7 +9,7 @@
 //! 4. runs each fuzz target briefly.
 
 use crate::sh::{banner, capture, cargo, run, target_dir};
-use crate::{deps, fuzz, static_build};
+use crate::{deps, fuzz, image, static_build};
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::Instant;
 
@@ -33,7 +33,12 @@ pub fn cli(args: &[String]) -> Result<()> {
 
 fn run_all(fuzz_seconds: u64) -> Result<()> {
     let started = Instant::now();
-    deps::ensure(deps::TEST_PACKAGES)?;
+    // The netns tests' tools, and QEMU, debootstrap, systemd for the VM tests.
+    deps::ensure_all(&[
+        deps::TEST_PACKAGES,
+        image::VM_PACKAGES,
+        image::SYSTEMD_PACKAGES,
+    ])?;
     static_build::build_netinit()?;
 
     banner("workspace binaries");
