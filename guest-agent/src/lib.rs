@@ -7,6 +7,7 @@ pub mod console;
 pub mod envfile;
 pub mod logs;
 pub mod notify;
+pub mod oauth;
 pub mod serve;
 pub mod state;
 pub mod supervisor;

@@ -144,7 +144,8 @@ impl OAuthConfig {
                 error,
             })?;
             if let Some(d) = o.deadline_secs {
-                c.deadlines.insert(name.clone(), Duration::from_secs(d.max(1)));
+                c.deadlines
+                    .insert(name.clone(), Duration::from_secs(d.max(1)));
             }
             c.providers.insert(name.clone(), p);
         }
@@ -153,7 +154,10 @@ impl OAuthConfig {
 
     /// The deadline of a session of `provider`.
     pub fn deadline_for(&self, provider: &str) -> Duration {
-        self.deadlines.get(provider).copied().unwrap_or(self.deadline)
+        self.deadlines
+            .get(provider)
+            .copied()
+            .unwrap_or(self.deadline)
     }
 }
 

@@ -5,7 +5,7 @@
 //! The content is never logged nor put in an error: errors say which key is missing or
 //! where the JSON is broken (line/column), not what the file holds.
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use ::notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use tokio::sync::mpsc;
@@ -116,17 +116,18 @@ pub fn watch(path: &Path) -> Result<CredsWatch, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let (tx, events) = mpsc::unbounded_channel();
     let name = path.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let relevant = match res {
-            Ok(ev) => ev.paths.iter().any(|p| p.file_name() == name.as_deref()),
-            // Overflow or a watch error: look at the file anyway.
-            Err(_) => true,
-        };
-        if relevant {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|e| format!("inotify: {e}"))?;
+    let mut watcher =
+        ::notify::recommended_watcher(move |res: ::notify::Result<::notify::Event>| {
+            let relevant = match res {
+                Ok(ev) => ev.paths.iter().any(|p| p.file_name() == name.as_deref()),
+                // Overflow or a watch error: look at the file anyway.
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| format!("inotify: {e}"))?;
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|e| format!("watching {}: {e}", dir.display()))?;

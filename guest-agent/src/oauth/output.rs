@@ -12,23 +12,23 @@ const KEEP: usize = 16 * 1024;
 const SHOW: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Esc {
+enum Scan {
     #[default]
     Text,
     /// After ESC.
-    Esc,
+    Escape,
     /// CSI: ESC [ ... final byte 0x40-0x7e.
     Csi,
     /// OSC / DCS / APC ... ended by BEL or ESC \.
     Str,
     /// ESC inside a string: `\` ends it.
-    StrEsc,
+    StrEscape,
 }
 
 /// Streaming remover of terminal escape sequences and control characters (keeps `\n`, `\t`).
 #[derive(Debug, Default)]
 pub struct Stripper {
-    state: Esc,
+    state: Scan,
     /// Bytes of an incomplete UTF-8 character carried to the next chunk.
     partial: Vec<u8>,
 }
@@ -39,26 +39,26 @@ impl Stripper {
         let mut bytes = Vec::with_capacity(chunk.len());
         for &b in chunk {
             self.state = match (self.state, b) {
-                (Esc::Text, 0x1b) => Esc::Esc,
-                (Esc::Text, b'\n' | b'\t') => {
+                (Scan::Text, 0x1b) => Scan::Escape,
+                (Scan::Text, b'\n' | b'\t') => {
                     bytes.push(b);
-                    Esc::Text
+                    Scan::Text
                 }
-                (Esc::Text, b) if b < 0x20 || b == 0x7f => Esc::Text,
-                (Esc::Text, b) => {
+                (Scan::Text, b) if b < 0x20 || b == 0x7f => Scan::Text,
+                (Scan::Text, b) => {
                     bytes.push(b);
-                    Esc::Text
+                    Scan::Text
                 }
-                (Esc::Esc, b'[') => Esc::Csi,
-                (Esc::Esc, b']' | b'P' | b'_' | b'^' | b'X') => Esc::Str,
-                (Esc::Esc, _) => Esc::Text,
-                (Esc::Csi, 0x40..=0x7e) => Esc::Text,
-                (Esc::Csi, _) => Esc::Csi,
-                (Esc::Str, 0x07) => Esc::Text,
-                (Esc::Str, 0x1b) => Esc::StrEsc,
-                (Esc::Str, _) => Esc::Str,
-                (Esc::StrEsc, b'\\') => Esc::Text,
-                (Esc::StrEsc, _) => Esc::Str,
+                (Scan::Escape, b'[') => Scan::Csi,
+                (Scan::Escape, b']' | b'P' | b'_' | b'^' | b'X') => Scan::Str,
+                (Scan::Escape, _) => Scan::Text,
+                (Scan::Csi, 0x40..=0x7e) => Scan::Text,
+                (Scan::Csi, _) => Scan::Csi,
+                (Scan::Str, 0x07) => Scan::Text,
+                (Scan::Str, 0x1b) => Scan::StrEscape,
+                (Scan::Str, _) => Scan::Str,
+                (Scan::StrEscape, b'\\') => Scan::Text,
+                (Scan::StrEscape, _) => Scan::Str,
             };
         }
         let mut all = std::mem::take(&mut self.partial);

@@ -183,10 +183,14 @@ mod tests {
     #[tokio::test]
     async fn runs_on_a_wide_terminal_in_its_own_group() {
         let env = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
-        let argv: Vec<String> = ["sh", "-c", "stty size; echo pgid:$(cut -d' ' -f5 /proc/$$/stat); read x; echo got:$x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "stty size; echo pgid:$(cut -d' ' -f5 /proc/$$/stat); read x; echo got:$x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mut c = spawn(&argv, &env, Path::new("/")).unwrap();
         let mut text = String::new();
         while !text.contains(&format!("pgid:{}", c.pid)) {

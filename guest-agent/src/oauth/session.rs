@@ -203,7 +203,10 @@ mod tests {
         s.transition(AwaitingUser, t(2), None).unwrap();
         s.transition(Authenticated, t(3), None).unwrap();
         let states: Vec<_> = s.history.iter().map(|(s, _)| *s).collect();
-        assert_eq!(states, vec![Starting, UrlReady, AwaitingUser, Authenticated]);
+        assert_eq!(
+            states,
+            vec![Starting, UrlReady, AwaitingUser, Authenticated]
+        );
         assert_eq!(s.info().history[3].at, "1970-01-01T00:00:03.000Z");
         assert_eq!(s.info().deadline, "1970-01-01T00:01:00.000Z");
     }
@@ -215,7 +218,10 @@ mod tests {
         s.transition(Failed, t(1), Some("exit 1".into())).unwrap();
         assert_eq!(s.reason.as_deref(), Some("exit 1"));
         let e = s.transition(Authenticated, t(2), None).unwrap_err();
-        assert_eq!(e.to_string(), "session a: cannot go from failed to authenticated");
+        assert_eq!(
+            e.to_string(),
+            "session a: cannot go from failed to authenticated"
+        );
         assert!(!s.record_url("https://x", UrlSource::Shim, t(3)));
         let mut s = Session::new("b", "codex", t(0), Duration::from_secs(60));
         s.record_url("https://x", UrlSource::Output, t(1));

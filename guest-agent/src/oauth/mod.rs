@@ -1,0 +1,415 @@
+//! OAuth sessions (DESIGN.md §4, issue 7): the host asks for a login with a provider; the
+//! provider's CLI runs on a PTY ([`pty`]), its login URL is captured exactly through the
+//! `BROWSER`/`xdg-open` shim ([`shim`]) or, failing that, by regex on its output
+//! ([`output`]), and opened in the VM's browser ([`browser`]) where the user logs in
+//! through the stream; the credentials the CLI writes are noticed with inotify and
+//! checked ([`creds`]) and handed to the host over the token-guarded API ([`routes`]).
+//!
+//! [`OAuth`] owns the sessions: one live session per provider, a deadline for each,
+//! cancel kills the CLI's process group. Each session's CLI is driven by a task in
+//! [`runner`]; the record and its state machine are in [`session`]; providers are data
+//! ([`provider`], overridable in [`config`]).
+
+pub mod browser;
+pub mod callback;
+pub mod config;
+pub mod creds;
+pub mod output;
+pub mod provider;
+pub mod pty;
+pub mod routes;
+mod runner;
+pub mod session;
+pub mod shim;
+
+use config::OAuthConfig;
+use guest_proto::oauth::{OpenUrlRequest, OpenUrlResponse, SessionInfo, SessionState};
+use session::{Session, UrlSource};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// How long a URL found by regex waits for the exact one from the shim before the
+/// browser is opened with it.
+const SHIM_GRACE: Duration = Duration::from_millis(1500);
+
+/// Why a session could not be started or acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("unknown provider `{name}` (known: {known})")]
+    UnknownProvider { name: String, known: String },
+    #[error("sessionId `{0}` is not 1-128 of [A-Za-z0-9_.-]")]
+    BadSessionId(String),
+    #[error("no session `{0}`")]
+    NoSession(String),
+    #[error("no live session to give the URL to (pass sessionId)")]
+    NoLiveSession,
+    #[error("session `{id}` is {state}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    NotLive {
+        id: String,
+        state: SessionState,
+        reason: Option<String>,
+    },
+    #[error("url must be http(s): {0:?}")]
+    BadUrl(String),
+    #[error(
+        "provider `{provider}`: credentials path {template:?} does not expand to an absolute path"
+    )]
+    CredentialPath { provider: String, template: String },
+    #[error("cannot start `{command}`: {error}")]
+    Spawn {
+        command: String,
+        error: String,
+        session: Box<SessionInfo>,
+    },
+    #[error("writing to the CLI: {0}")]
+    Write(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What a session's runner is told.
+enum Control {
+    Cancel(String),
+    Write(String, oneshot::Sender<Result<(), String>>),
+}
+
+struct Entry {
+    session: Session,
+    seq: u64,
+    ctl: Option<mpsc::UnboundedSender<Control>>,
+    browser: Option<Arc<browser::Browser>>,
+    /// The URL the browser was opened with.
+    opened: Option<String>,
+    /// Where the CLI waits for the redirect: port and path.
+    callback: Option<(u16, String)>,
+    required_keys: Vec<String>,
+}
+
+/// The session manager (one per `serve`).
+pub struct OAuth {
+    cfg: OAuthConfig,
+    /// Per-session directories (the shim) and `oauth.sock`.
+    dir: PathBuf,
+    sessions: Mutex<BTreeMap<String, Entry>>,
+    next_seq: Mutex<u64>,
+    /// Woken on every session change (for requests that wait for a URL).
+    changed: Notify,
+}
+
+impl OAuth {
+    /// `state_dir` holds `oauth.sock` and `oauth/<session>/`.
+    pub fn new(cfg: OAuthConfig, state_dir: &Path) -> Arc<OAuth> {
+        Arc::new(OAuth {
+            cfg,
+            dir: state_dir.to_path_buf(),
+            sessions: Mutex::new(BTreeMap::new()),
+            next_seq: Mutex::new(0),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &OAuthConfig {
+        &self.cfg
+    }
+
+    /// The shim's socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("oauth.sock")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live sessions (`activeSessions` in `/health`).
+    pub fn active_sessions(&self) -> u32 {
+        self.lock().values().filter(|e| e.session.is_live()).count() as u32
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let map = self.lock();
+        let mut v: Vec<_> = map.values().collect();
+        v.sort_by_key(|e| e.seq);
+        v.into_iter().map(|e| e.session.info()).collect()
+    }
+
+    /// A session by id, or the newest one when `id` is `None`.
+    pub fn get(&self, id: Option<&str>) -> Result<SessionInfo, OAuthError> {
+        let map = self.lock();
+        match id {
+            Some(id) => map
+                .get(id)
+                .map(|e| e.session.info())
+                .ok_or_else(|| OAuthError::NoSession(id.to_string())),
+            None => map
+                .values()
+                .max_by_key(|e| e.seq)
+                .map(|e| e.session.info())
+                .ok_or_else(|| OAuthError::NoSession("(none yet)".into())),
+        }
+    }
+
+    /// Credentials of an authenticated session: re-read and re-checked now.
+    pub fn credentials(&self, id: Option<&str>) -> Result<(SessionInfo, creds::Found), OAuthError> {
+        let info = self.get(id)?;
+        let keys = self
+            .lock()
+            .get(&info.session_id)
+            .map(|e| e.required_keys.clone())
+            .unwrap_or_default();
+        if info.state != SessionState::Authenticated {
+            return Err(OAuthError::NotLive {
+                id: info.session_id,
+                state: info.state,
+                reason: Some("not authenticated".into()),
+            });
+        }
+        let path = PathBuf::from(info.credentials_path.clone().unwrap_or_default());
+        let found = creds::check(&path, &keys).map_err(|e| OAuthError::Io(e.to_string()))?;
+        Ok((info, found))
+    }
+
+    /// Starts a session (see [`runner::start`]).
+    pub async fn start(
+        self: &Arc<Self>,
+        provider: &str,
+        session_id: Option<String>,
+    ) -> Result<SessionInfo, OAuthError> {
+        runner::start(self, provider, session_id).await
+    }
+
+    /// Waits until `id` has a URL or has ended, at most `max`.
+    pub async fn wait_url(&self, id: &str, max: Duration) -> Option<SessionInfo> {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let info = self.get(Some(id)).ok()?;
+            if info.oauth_url.is_some() || info.state.is_terminal() {
+                return Some(info);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Some(info);
+            }
+        }
+    }
+
+    /// Cancels a live session (kills its CLI's process group).
+    pub fn cancel(&self, id: &str, reason: &str) -> Result<SessionInfo, OAuthError> {
+        let map = self.lock();
+        let e = map
+            .get(id)
+            .ok_or_else(|| OAuthError::NoSession(id.to_string()))?;
+        if !e.session.is_live() {
+            return Err(not_live(&e.session));
+        }
+        if let Some(ctl) = &e.ctl {
+            let _ = ctl.send(Control::Cancel(reason.to_string()));
+        }
+        Ok(e.session.info())
+    }
+
+    /// Types `code` (and Enter) into the CLI: the paste-code flow.
+    pub async fn paste_code(&self, id: &str, code: &str) -> Result<SessionInfo, OAuthError> {
+        if code.is_empty() || code.contains(['\r', '\n']) {
+            return Err(OAuthError::Write(
+                "code must be one non-empty line".to_string(),
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let map = self.lock();
+            let e = map
+                .get(id)
+                .ok_or_else(|| OAuthError::NoSession(id.to_string()))?;
+            if !e.session.is_live() {
+                return Err(not_live(&e.session));
+            }
+            let ctl = e.ctl.as_ref().ok_or_else(|| not_live(&e.session))?;
+            ctl.send(Control::Write(format!("{code}\r"), tx))
+                .map_err(|_| not_live(&e.session))?;
+        }
+        rx.await
+            .map_err(|_| OAuthError::Write("the session ended".into()))?
+            .map_err(OAuthError::Write)?;
+        self.get(Some(id))
+    }
+
+    /// Records a URL for a session (the newest live one when `id` is `None`) and opens it
+    /// in the browser when it is new.
+    pub async fn open_url(
+        self: &Arc<Self>,
+        req: &OpenUrlRequest,
+        source: UrlSource,
+    ) -> Result<OpenUrlResponse, OAuthError> {
+        if !(req.url.starts_with("https://") || req.url.starts_with("http://")) {
+            return Err(OAuthError::BadUrl(req.url.clone()));
+        }
+        let id = match &req.session_id {
+            Some(id) => id.clone(),
+            None => self
+                .lock()
+                .values()
+                .filter(|e| e.session.is_live())
+                .max_by_key(|e| e.seq)
+                .map(|e| e.session.id.clone())
+                .ok_or(OAuthError::NoLiveSession)?,
+        };
+        let fresh = {
+            let mut map = self.lock();
+            let e = map
+                .get_mut(&id)
+                .ok_or_else(|| OAuthError::NoSession(id.clone()))?;
+            if !e.session.is_live() {
+                return Err(not_live(&e.session));
+            }
+            let fresh = e.session.record_url(&req.url, source, SystemTime::now());
+            if fresh {
+                e.callback = callback::target(&req.url).or_else(|| e.callback.clone());
+            }
+            fresh
+        };
+        self.changed.notify_waiters();
+        let mut resp = OpenUrlResponse {
+            success: true,
+            session_id: Some(id.clone()),
+            opened: false,
+            browser_error: None,
+        };
+        if fresh && source != UrlSource::Output {
+            let info = self.open_in_browser(&id, &req.url).await;
+            resp.opened = info.error.is_none();
+            resp.browser_error = info.error;
+        } else if fresh {
+            // A regex guess: give the shim a moment to send the exact URL.
+            let me = self.clone();
+            let url = req.url.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SHIM_GRACE).await;
+                let still = me.lock().get(&id).is_some_and(|e| {
+                    e.session.is_live()
+                        && e.session.url.as_deref() == Some(url.as_str())
+                        && e.opened.is_none()
+                });
+                if still {
+                    me.open_in_browser(&id, &url).await;
+                }
+            });
+        }
+        Ok(resp)
+    }
+
+    /// Opens `url` for session `id`, closing a browser it had open; `awaiting_user` on success.
+    async fn open_in_browser(&self, id: &str, url: &str) -> guest_proto::oauth::BrowserInfo {
+        let old = self.lock().get_mut(id).and_then(|e| e.browser.take());
+        if let Some(b) = old {
+            b.close(Duration::from_secs(2)).await;
+        }
+        let (info, b) = browser::open(&self.cfg.browser, &self.cfg.display, url);
+        match &info.error {
+            Some(e) => tracing::warn!(session = id, error = %e, "browser did not start"),
+            None => {
+                tracing::info!(session = id, pid = ?info.pid, "login page opened in the browser")
+            }
+        }
+        let mut map = self.lock();
+        if let Some(e) = map.get_mut(id) {
+            e.session.browser = Some(info.clone());
+            e.opened = Some(url.to_string());
+            e.browser = b.map(Arc::new);
+            if info.error.is_none() {
+                let _ = e
+                    .session
+                    .transition(SessionState::AwaitingUser, SystemTime::now(), None);
+            }
+        }
+        drop(map);
+        self.changed.notify_waiters();
+        info
+    }
+
+    /// The host fetched the URL: the user is now expected to act even if our browser failed.
+    pub fn url_handed_out(&self, id: &str) {
+        if let Some(e) = self.lock().get_mut(id) {
+            if e.session.state == SessionState::UrlReady {
+                let _ = e
+                    .session
+                    .transition(SessionState::AwaitingUser, SystemTime::now(), None);
+            }
+        }
+    }
+
+    /// Where `GET /auth/callback` goes: the newest live session's CLI callback.
+    pub fn callback_target(&self) -> Option<(String, u16, String)> {
+        self.lock()
+            .values()
+            .filter(|e| e.session.is_live() && e.callback.is_some())
+            .max_by_key(|e| e.seq)
+            .and_then(|e| {
+                e.callback
+                    .clone()
+                    .map(|(port, path)| (e.session.id.clone(), port, path))
+            })
+    }
+
+    /// Serves the shim's socket until the runtime stops. Binding replaces a stale socket.
+    pub async fn listen_shim(self: &Arc<Self>) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.socket_path();
+        std::fs::create_dir_all(&self.dir)?;
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let _ = me.shim_conn(stream).await;
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn shim_conn(self: &Arc<Self>, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+        let (r, mut w) = stream.into_split();
+        let mut line = String::new();
+        let mut r = BufReader::new(r.take(shim::MAX_LINE as u64));
+        r.read_line(&mut line).await?;
+        let resp = match serde_json::from_str::<OpenUrlRequest>(line.trim()) {
+            Ok(req) => match self.open_url(&req, UrlSource::Shim).await {
+                Ok(r) => r,
+                Err(e) => refused(e.to_string()),
+            },
+            Err(e) => refused(format!("bad request line: {e}")),
+        };
+        let mut out = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        w.write_all(&out).await
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+fn refused(why: String) -> OpenUrlResponse {
+    OpenUrlResponse {
+        success: false,
+        session_id: None,
+        opened: false,
+        browser_error: Some(why),
+    }
+}
+
+fn not_live(s: &Session) -> OAuthError {
+    OAuthError::NotLive {
+        id: s.id.clone(),
+        state: s.state,
+        reason: s.reason.clone(),
+    }
+}
