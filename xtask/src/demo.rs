@@ -155,11 +155,11 @@ pub fn cli(args: &[String]) -> Result<()> {
         let ns = vm.net.ns.name().to_string();
         let pid = vm.qemu.pid();
         println!(
-            "\nthe VM keeps running (--keep):\n  ip netns exec {ns} {} wait --addr {GUEST_IP}:8080\n  \
-             ip netns exec {ns} curl -s http://{GUEST_IP}:8080/health\n  console: tail -f {}\n  \
-             stop: kill {pid}; ip netns del {ns}",
-            guestctl_hint(),
-            console.display()
+            "\nthe VM keeps running (--keep):\n  ip netns exec {ns} {gc} health {GUEST_IP}:8080\n  \
+             ip netns exec {ns} {gc} wait {GUEST_IP}:8080 --console {con}\n  \
+             console: tail -f {con}\n  stop: kill {pid}; ip netns del {ns}",
+            gc = guestctl_hint(),
+            con = console.display()
         );
     }
     if opts.json {

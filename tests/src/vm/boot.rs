@@ -347,3 +347,35 @@ pub fn systemd_boot_args() -> BootArgs {
     args.extra.retain(|(k, _)| k != "guest_netinit.next");
     args.extra("net.ifnames", Some("0".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_proto::KernelCmdline;
+
+    #[test]
+    fn cmdline_has_typed_ip_raw_params_then_init_args_last() {
+        let text = cmdline(&default_boot_args(), &["ip=raw:text"]).expect("cmdline");
+        assert!(
+            text.starts_with(
+                "console=ttyS0 ip=192.168.100.2::192.168.100.1:255.255.255.0:vm:eth0:off"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("guest_netinit.next=/sbin/guest-agent"),
+            "{text}"
+        );
+        assert!(text.ends_with(" ip=raw:text -- supervise"), "{text}");
+        let parsed = KernelCmdline::parse(&text);
+        assert_eq!(parsed.get("panic"), Some("-1"));
+    }
+
+    #[test]
+    fn systemd_args_drop_the_next_init_and_keep_eth0() {
+        let text = systemd_boot_args().build().expect("build");
+        assert!(!text.contains("guest_netinit.next"), "{text}");
+        assert!(!text.contains(" -- "), "{text}");
+        assert!(text.contains("net.ifnames=0"), "{text}");
+    }
+}

@@ -121,8 +121,11 @@ impl<W: Write> Writer<W> {
 mod tests {
     use super::*;
 
-    /// Parses a newc archive back into (name, mode, rdev, data): the reader the kernel is.
-    fn parse(mut b: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// (name, mode, (rdev major, minor), data) of one entry.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Parses a newc archive back into entries: the reader the kernel is.
+    fn parse(mut b: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {

@@ -107,15 +107,20 @@ impl TestBoot {
         }
     }
 
-    /// Builds the image into a fresh temp dir and boots it.
+    /// Builds the image from the binaries under test into a fresh temp dir and boots it.
     pub fn boot(&self) -> TestVm {
+        self.boot_with(&binaries())
+    }
+
+    /// [`TestBoot::boot`] with other binaries in the image.
+    pub fn boot_with(&self, bins: &Binaries) -> TestVm {
         let dir = tempfile::Builder::new()
             .prefix("guestkit-vm-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let kernel = kernel();
         let initrd = dir.path().join("initramfs.cpio.gz");
-        image::build(&kernel, &binaries(), &self.image, &initrd)
+        image::build(&kernel, bins, &self.image, &initrd)
             .unwrap_or_else(|e| panic!("building the image: {e}"));
         let spec = BootSpec {
             kernel,

@@ -173,3 +173,57 @@ impl Drop for Qemu {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(nic: Option<Nic>) -> QemuSpec {
+        QemuSpec {
+            kernel: "/k/vmlinuz".into(),
+            initrd: "/k/initrd.gz".into(),
+            cmdline: "console=ttyS0 ip=off".into(),
+            memory_mib: 96,
+            nic,
+            console: "/tmp/c.log".into(),
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn args_put_the_nic_on_the_tap_and_never_ask_for_kvm() {
+        let args = spec(Some(Nic {
+            tap: "fcabc".into(),
+            mac: "02:fc:c0:a8:64:02".into(),
+        }))
+        .args();
+        assert_eq!(after(&args, "-M"), ["q35"]);
+        assert_eq!(after(&args, "-m"), ["96"]);
+        assert_eq!(after(&args, "-serial"), ["file:/tmp/c.log"]);
+        assert_eq!(after(&args, "-append"), ["console=ttyS0 ip=off"]);
+        assert_eq!(
+            after(&args, "-netdev"),
+            ["tap,id=n0,ifname=fcabc,script=no,downscript=no"]
+        );
+        assert_eq!(
+            after(&args, "-device"),
+            ["virtio-net-pci,netdev=n0,mac=02:fc:c0:a8:64:02"]
+        );
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(!args.iter().any(|a| a.contains("kvm")), "{args:?}");
+    }
+
+    #[test]
+    fn no_nic_means_none_at_all() {
+        let args = spec(None).args();
+        assert_eq!(after(&args, "-nic"), ["none"]);
+        assert!(after(&args, "-netdev").is_empty());
+        assert!(args.iter().any(|a| a == "-nodefaults"));
+    }
+}

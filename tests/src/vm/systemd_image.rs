@@ -35,10 +35,7 @@ pub const MEMORY_MIB: u32 = 1024;
 /// The Debian mirror this machine's apt uses (first `URIs:` / `deb` line for the suite), so
 /// debootstrap reaches the same package registry apt does.
 pub fn mirror() -> Result<String, VmError> {
-    let mut texts = Vec::new();
-    for path in ["/etc/apt/sources.list"] {
-        texts.push(std::fs::read_to_string(path).unwrap_or_default());
-    }
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
@@ -49,23 +46,35 @@ pub fn mirror() -> Result<String, VmError> {
             }
         }
     }
-    for text in &texts {
-        for line in text.lines().map(str::trim) {
-            if let Some(uris) = line.strip_prefix("URIs:") {
-                if let Some(uri) = uris.split_whitespace().find(|u| is_debian_main(u)) {
-                    return Ok(uri.to_string());
-                }
-            } else if let Some(rest) = line.strip_prefix("deb ") {
-                let uri = rest.split_whitespace().find(|w| w.contains("://"));
-                if let Some(uri) = uri.filter(|u| is_debian_main(u)) {
-                    return Ok(uri.to_string());
-                }
-            }
-        }
+    if let Some(uri) = texts.iter().find_map(|t| mirror_in(t)) {
+        return Ok(uri);
     }
     Err(VmError::Other(
         "no Debian mirror found in /etc/apt/sources.list(.d): debootstrap needs one".into(),
     ))
+}
+
+/// The first Debian main archive URI in one apt sources file (deb822 `URIs:` or one-line
+/// `deb URI SUITE ...`); security and other archives are skipped.
+pub fn mirror_in(text: &str) -> Option<String> {
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let uri = if let Some(uris) = line.strip_prefix("URIs:") {
+            uris.split_whitespace().find(|u| is_debian_main(u))
+        } else if let Some(rest) = line.strip_prefix("deb ") {
+            rest.split_whitespace()
+                .find(|w| w.contains("://"))
+                .filter(|u| is_debian_main(u))
+        } else {
+            None
+        };
+        if let Some(uri) = uri {
+            return Some(uri.to_string());
+        }
+    }
+    None
 }
 
 fn is_debian_main(uri: &str) -> bool {
@@ -278,4 +287,30 @@ pub fn pack_tree(root: &Path) -> Result<Vec<u8>, VmError> {
         }
     }
     w.finish().map_err(io(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_from_deb822_and_one_line_sources_skipping_security_and_comments() {
+        let deb822 = "Types: deb\n# URIs: http://old.example/debian\nURIs: http://mirror.example/debian\n\
+                      Suites: bookworm\n\nTypes: deb\nURIs: http://mirror.example/debian-security\n";
+        assert_eq!(
+            mirror_in(deb822).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        let security_only = "URIs: http://mirror.example/debian-security\n";
+        assert_eq!(mirror_in(security_only), None);
+        let one_line = "deb [arch=amd64] http://m.example/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_in(one_line).as_deref(),
+            Some("http://m.example/debian/")
+        );
+        assert_eq!(
+            mirror_in("deb https://other.example/apt stable main\n"),
+            None
+        );
+    }
 }
