@@ -73,6 +73,38 @@ pub fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Installs Debian `package` with apt when `program` is not on PATH (a fresh CI machine),
+/// once, under a lock shared by the test processes (dpkg allows one apt at a time).
+pub fn ensure_program(program: &str, package: &str) -> Result<(), VmError> {
+    if on_path(program) {
+        return Ok(());
+    }
+    let dir = kernel::cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
+    let _lock = kernel::Lock::take(&dir.join(".apt-lock"))?;
+    if on_path(program) {
+        return Ok(());
+    }
+    eprintln!("vm: {program} missing: apt-get install {package}");
+    let install = || {
+        run_checked(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["-q", "install", "-y", "--no-install-recommends", package]),
+        )
+    };
+    if install().is_err() {
+        run_checked(Command::new("apt-get").args(["-q", "update"]))?;
+        install()?;
+    }
+    if !on_path(program) {
+        return Err(VmError::Other(format!(
+            "apt-get installed {package} but {program} is still not on PATH"
+        )));
+    }
+    Ok(())
+}
+
 /// `<target>/vm-images`: where built images are kept between runs.
 pub fn images_dir() -> PathBuf {
     crate::bins::target_dir().join("vm-images")

@@ -120,6 +120,7 @@ pub fn cli(args: &[String]) -> Result<()> {
                 memory_mib: *memory,
                 nic: true,
                 console: console.clone(),
+                keep_after_exit: false,
             };
             let vm = Vm::boot(&spec)?;
             let report = vm.wait_polling(DEADLINE, CONSOLE_POLL).map_err(|e| {

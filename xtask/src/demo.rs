@@ -94,6 +94,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         }),
         nic: true,
         console: console.clone(),
+        keep_after_exit: opts.keep,
     };
 
     banner("boot");

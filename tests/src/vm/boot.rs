@@ -147,6 +147,9 @@ pub struct BootSpec {
     pub nic: bool,
     /// Where the console log goes.
     pub console: PathBuf,
+    /// Let QEMU outlive this process (`demo --keep`); otherwise it dies with its parent, so a
+    /// killed test run leaves no VM behind.
+    pub keep_after_exit: bool,
 }
 
 /// A booted VM with its network; QEMU is stopped and the namespace removed on drop.
@@ -196,6 +199,7 @@ impl Vm {
             memory_mib: spec.memory_mib,
             nic,
             console: spec.console.clone(),
+            keep_after_exit: spec.keep_after_exit,
         };
         let qemu = Qemu::start(&net.ns, &qspec)?;
         Ok(Self { qemu, net })

@@ -129,6 +129,7 @@ impl TestBoot {
             memory_mib: self.memory_mib,
             nic: self.nic,
             console: dir.path().join("console.log"),
+            keep_after_exit: false,
         };
         let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
         TestVm {
@@ -170,6 +171,7 @@ pub fn boot_systemd(agent_config: &str) -> (TestVm, super::systemd_image::System
         memory_mib: super::systemd_image::MEMORY_MIB,
         nic: true,
         console: dir.path().join("console.log"),
+        keep_after_exit: false,
     };
     let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
     (TestVm { vm, cmdline, dir }, image)

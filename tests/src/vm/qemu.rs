@@ -7,6 +7,7 @@
 
 use super::VmError;
 use crate::netns::Namespace;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub struct QemuSpec {
     pub nic: Option<Nic>,
     /// Where the serial console goes.
     pub console: PathBuf,
+    /// Without it, QEMU gets SIGKILL when the thread that started it dies (PR_SET_PDEATHSIG).
+    pub keep_after_exit: bool,
 }
 
 impl QemuSpec {
@@ -111,6 +114,18 @@ impl Qemu {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        if !spec.keep_after_exit {
+            // SAFETY: prctl only, between fork and exec; `ip netns exec` execs QEMU in the same
+            // process, which keeps the death signal (not a set-uid program).
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let started = Instant::now();
         let child = cmd.spawn().map_err(|e| VmError::io(Path::new(QEMU), e))?;
         Ok(Self {
@@ -186,6 +201,7 @@ mod tests {
             memory_mib: 96,
             nic,
             console: "/tmp/c.log".into(),
+            keep_after_exit: false,
         }
     }
 
