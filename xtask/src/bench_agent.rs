@@ -29,6 +29,9 @@ struct Opts {
     seconds: u32,
     connections: u32,
     runs: usize,
+    /// Server on CPU 1, wrk on CPU 0 (when there are ≥ 2 CPUs), so neither steals the
+    /// other's core and each server gets exactly one (Node uses one anyway).
+    pin: bool,
 }
 
 /// Entry point from `cargo xtask bench agent`.
@@ -37,6 +40,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         seconds: 10,
         connections: 256,
         runs: 20,
+        pin: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -50,8 +54,9 @@ pub fn cli(args: &[String]) -> Result<()> {
             "--seconds" => o.seconds = val("--seconds")? as u32,
             "--connections" => o.connections = val("--connections")? as u32,
             "--runs" => o.runs = val("--runs")?.max(1) as usize,
+            "--no-pin" => o.pin = false,
             other => bail!(
-                "bench agent: unknown argument `{other}` (--seconds N --connections N --runs N)"
+                "bench agent: unknown argument `{other}` (--seconds N --connections N --runs N --no-pin)"
             ),
         }
     }
@@ -118,17 +123,19 @@ fn run_bench(o: &Opts) -> Result<()> {
 
     banner("results");
     println!(
-        "{:<14} {:>12} {:>10} {:>12} {:>14} {:>12}",
-        "", "req/s", "p99", "RSS idle", "RSS peak load", "start (med)"
+        "{:<14} {:>10} {:>10} {:>11} {:>10} {:>10} {:>14} {:>12}",
+        "", "req/s", "p99", "CPU/req", "CPU busy", "RSS idle", "RSS peak load", "start (med)"
     );
     for (name, l, s) in [
         ("node", &node, node_start),
         ("guest-agent", &ours, ours_start),
     ] {
         println!(
-            "{name:<14} {:>12.0} {:>10} {:>12} {:>14} {:>12}",
+            "{name:<14} {:>10.0} {:>10} {:>11} {:>10} {:>10} {:>14} {:>12}",
             l.rps,
             l.p99,
+            format!("{:.1} µs", l.cpu_us_per_req),
+            format!("{:.0}%", l.cpu_busy),
             mib(l.rss_idle),
             mib(l.rss_peak),
             ms(s)
@@ -144,6 +151,11 @@ fn run_bench(o: &Opts) -> Result<()> {
     println!(
         "RSS ratio under load (guest-agent / node): {rss_ratio:.3}   goal ≤ 0.25   {}",
         verdict(rss_ratio <= 0.25)
+    );
+    println!(
+        "server CPU per request, node / guest-agent: {:.2}× (user+system incl. the loopback TCP stack; \
+         when neither server is near 100% busy, wrk is the limit and req/s understates the gap)",
+        node.cpu_us_per_req / ours.cpu_us_per_req.max(1e-9)
     );
     println!(
         "RSS ratio idle: {:.3}",
@@ -174,6 +186,10 @@ fn mib(b: u64) -> String {
 
 struct Load {
     rps: f64,
+    /// Server CPU (user + system, all threads) per request, µs.
+    cpu_us_per_req: f64,
+    /// Server CPU busy during the run, % of one core.
+    cpu_busy: f64,
     p99: String,
     rss_idle: u64,
     rss_peak: u64,
@@ -182,7 +198,13 @@ struct Load {
 /// Starts a server, loads it with wrk while sampling its RSS, stops it.
 fn load(o: &Opts, name: &str, cmd: &dyn Fn(u16) -> Command) -> Result<Load> {
     let port = free_port()?;
-    let server = Server::spawn(cmd(port))?;
+    let mut server_cmd = if o.pin {
+        pinned(&cmd(port), "1")
+    } else {
+        cmd(port)
+    };
+    server_cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let server = Server::spawn(server_cmd)?;
     let addr = format!("127.0.0.1:{port}");
     wait_health(&addr, Duration::from_secs(10))
         .with_context(|| format!("{name} never answered /health"))?;
@@ -203,7 +225,13 @@ fn load(o: &Opts, name: &str, cmd: &dyn Fn(u16) -> Command) -> Result<Load> {
             }
         })
     };
-    let out = Command::new("wrk")
+    let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut wrk = Command::new("wrk");
+    if o.pin {
+        wrk = pinned(&wrk, "0");
+    }
+    let out = wrk
         .args([
             "-t2",
             &format!("-c{}", o.connections),
@@ -213,6 +241,8 @@ fn load(o: &Opts, name: &str, cmd: &dyn Fn(u16) -> Command) -> Result<Load> {
         .arg(format!("http://{addr}/health"))
         .output()
         .context("running wrk")?;
+    let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -234,9 +264,16 @@ fn load(o: &Opts, name: &str, cmd: &dyn Fn(u16) -> Command) -> Result<Load> {
         .find_map(|l| l.strip_prefix("99%"))
         .map(|v| v.trim().to_string())
         .unwrap_or_else(|| "?".into());
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse::<f64>().ok())
+        .unwrap_or(rps * f64::from(o.seconds));
     drop(server);
     Ok(Load {
         rps,
+        cpu_us_per_req: cpu * 1e6 / requests.max(1.0),
+        cpu_busy: 100.0 * cpu / wall.max(1e-9),
         p99,
         rss_idle,
         rss_peak: peak.load(Ordering::Relaxed),
@@ -251,7 +288,7 @@ fn startup(runs: usize, cmd: &dyn Fn(u16) -> Command) -> Result<Duration> {
         let mut c = cmd(port);
         let addr = format!("127.0.0.1:{port}");
         let t = Instant::now();
-        let server = Server::spawn(c.stdout(Stdio::null()))?;
+        let server = Server::spawn(c.stdout(Stdio::null()).stderr(Stdio::null()))?;
         wait_health(&addr, Duration::from_secs(10))?;
         samples.push(t.elapsed());
         drop(server);
@@ -320,15 +357,21 @@ fn restart_latency(runs: usize, agent: &Path, tmp: &Path) -> Result<crate::stats
     Ok(s)
 }
 
+/// `cmd` run under `taskset -c CPU` (taskset execs it: same pid).
+fn pinned(cmd: &Command, cpu: &str) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", cpu])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    c
+}
+
 /// A child killed (and reaped) on drop; SIGTERM first so a supervisor stops its children.
 struct Server(Child);
 
 impl Server {
     fn spawn(mut cmd: impl std::borrow::BorrowMut<Command>) -> Result<Server> {
         let c = cmd.borrow_mut();
-        if c.get_program() == "node" {
-            c.stdout(Stdio::null());
-        }
         Ok(Server(c.stdin(Stdio::null()).spawn().with_context(
             || format!("spawning {:?}", c.get_program()),
         )?))
@@ -389,6 +432,16 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// utime + stime of all threads of `pid`, seconds (`/proc/PID/stat` fields 14, 15).
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
 }
 
 /// VmRSS of `pid` in bytes.
