@@ -137,6 +137,7 @@ pub fn build(
     work: &Path,
     out: &Path,
 ) -> Result<SystemdImage, VmError> {
+    super::ensure_program("systemctl", "systemd")?;
     let cached = ensure_rootfs()?;
     let root = work.join("rootfs");
     let _ = std::fs::remove_dir_all(&root);
