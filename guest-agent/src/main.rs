@@ -134,7 +134,9 @@ async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> a
     )
     .await;
     if temp {
-        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("guest-agent dev: cannot remove {}: {e}", dir.display());
+        }
     }
     r
 }

@@ -209,3 +209,83 @@ fn serve_alone_answers_health_without_a_supervisor() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn health_carries_the_netinit_report_when_present() {
+    let report = serde_json::json!({
+        "version": "0.1.0", "outcome": "configured", "started_at_ms": 1, "duration_us": 1830,
+        "interface": "eth0", "source": null, "addresses": [], "gateway": "192.168.100.1",
+        "routes": [], "dns": [], "search_domains": [], "mtu": null, "mac": null, "hostname": null,
+        "modules_loaded": ["virtio_net"], "conflicts": [], "steps": [], "probe": null,
+        "warnings": [], "error": null, "handoff_path": null
+    });
+    // Through the real type, so the file is what guest-netinit would write.
+    let typed: guest_proto::NetinitReport = serde_json::from_value(report).unwrap();
+    let text = serde_json::to_string(&typed).unwrap();
+    let agent = Agent::start_with(
+        r#"
+[services.serve]
+command = ["{bin}", "serve", "--listen", "127.0.0.1:0", "--token-file", "{dir}/none", "--cmdline", "{dir}/none", "--netinit-state", "{dir}/netinit.json"]
+"#,
+        &[],
+        &[("netinit.json", &text)],
+    );
+    let addr = agent.listening_addr();
+    let (code, body) = agent.wait("/health", |_| http(&addr, "GET", "/health", None).ok());
+    assert_eq!(code, 200);
+    let h: HealthResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(h.network, Some(typed));
+}
+
+#[test]
+fn dev_mode_runs_serve_on_loopback_with_a_temp_state_dir() {
+    let mut child = std::process::Command::new(BIN)
+        .args(["supervise", "--dev"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    // "guest-agent dev: http://127.0.0.1:PORT/health  (state dir DIR)"
+    let state_dir = first
+        .trim()
+        .rsplit_once("(state dir ")
+        .map(|(_, d)| d.trim_end_matches(')').to_string());
+    let state_dir = std::path::PathBuf::from(state_dir.unwrap_or_else(|| panic!("{first}")));
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "no listening event"
+        );
+        if let Some(Ok(ev)) = guest_proto::ConsoleEvent::find_in_line(&line) {
+            if let guest_proto::Event::Listening { addr } = ev.event {
+                break addr;
+            }
+        }
+    };
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert!(state_dir.join("state.json").exists());
+    let probe = Agent::start(""); // only for its wait(); an empty config runs nothing
+    let h: HealthResponse = probe.wait("dev services running", |_| {
+        let (_, body) = http(&addr, "GET", "/health", None).ok()?;
+        let h: HealthResponse = serde_json::from_str(&body).ok()?;
+        (h.services.len() == 2 && h.services.iter().all(|s| s.state == ServiceState::Running))
+            .then_some(h)
+    });
+    assert_eq!(h.status, "ok");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!state_dir.exists(), "temp state dir left behind");
+}

@@ -209,6 +209,7 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
         tracing::error!("services did not stop within {} ms", limit.as_millis());
     }
     publisher.abort();
+    let _ = publisher.await;
     let _ = state_dir.write(&shared.state());
     let _ = std::fs::remove_file(state_dir.control_socket());
     tracing::info!("stopped");
