@@ -12,6 +12,7 @@ pub mod console;
 pub mod diagnose;
 pub mod health_diag;
 mod hints;
+pub mod oauth;
 mod signatures;
 pub mod tap;
 pub mod wait;

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "guestctl/oauth_cmd.rs"]
+mod oauth_cmd;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  ok: ready / healthy / nothing wrong found / done
@@ -21,7 +24,8 @@ Exit status:
   3  timeout: the VM was not ready by the deadline
   4  diagnosed failure: the console log shows a fatal error (wait), or an error-level finding (diagnose)
   5  the agent did not answer (health)
-  6  the agent answered but is not healthy (health: status is not \"ok\")";
+  6  the agent answered but is not healthy (health: status is not \"ok\")
+  7  the OAuth session ended without credentials (oauth start: failed, expired, cancelled)";
 
 #[derive(Parser)]
 #[command(name = "guestctl", version, about = "Drive and diagnose guestkit VMs", after_help = EXIT_CODES)]
@@ -119,6 +123,19 @@ enum Cmd {
     /// TAP devices: names and cleanup.
     #[command(subcommand)]
     Tap(TapCmd),
+    /// OAuth logins in the VM: start, status, cancel, paste a code.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Oauth(oauth_cmd::OAuthCmd),
+    /// Print (or --out FILE, mode 0600) the credentials of an authenticated OAuth session.
+    #[command(after_help = EXIT_CODES)]
+    Credentials {
+        addr: String,
+        session_id: String,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        auth: Auth,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +302,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Cmd::Oauth(c) => oauth_cmd::run(c, json),
+        Cmd::Credentials {
+            addr,
+            session_id,
+            out,
+            auth,
+        } => oauth_cmd::credentials(&addr, &session_id, out, &auth),
         Cmd::Tap(TapCmd::Name { vm_id }) => {
             if vm_id.is_empty() {
                 return Err(bad(anyhow!("VMID is empty")));
