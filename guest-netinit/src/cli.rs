@@ -13,6 +13,8 @@ usage: guest-netinit [run] [--cmdline FILE] [--template FILE] [--root DIR] [--li
        guest-netinit check --root DIR [--kernel-version V] [--interface IFACE] [--json]
        guest-netinit init [RUN FLAGS] [--console FILE] [-- NEXT-INIT ARGS]   (also: as PID 1)
        guest-netinit --version | --help
+Kernel cmdline (run and init): guest_netinit.link_timeout=DUR, guest_netinit.probe=0|1,
+guest_netinit.probe_timeout=DUR, guest_netinit.dhcp_timeout=DUR; flags win over them.
 DUR: 30s, 500ms, 2 (seconds), at most 24h. Exit codes: 0 ok or nothing to do, 1 internal, 2 usage,
 3 bad config, 4 no device, 5 module missing, 6 module load failed, 7 apply failed, 8 files,
 9 check found errors, 10 dhcp (no lease and no fallback).";
@@ -34,6 +36,18 @@ pub struct RunOptions {
     /// `--events FILE`; `None` = `/dev/kmsg`.
     pub events: Option<PathBuf>,
     pub quiet_human: bool,
+    /// Which tunables were given as flags: those win over the kernel cmdline's
+    /// `guest_netinit.*` parameters (`tuning.rs`).
+    pub given: FlagsGiven,
+}
+
+/// The tunables set by a command-line flag (not left at their default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlagsGiven {
+    pub link_timeout: bool,
+    pub probe: bool,
+    pub probe_timeout: bool,
+    pub dhcp_timeout: bool,
 }
 
 impl Default for RunOptions {
@@ -48,6 +62,7 @@ impl Default for RunOptions {
             dhcp_timeout: crate::dhcp::DEFAULT_TIMEOUT,
             events: None,
             quiet_human: false,
+            given: FlagsGiven::default(),
         }
     }
 }
@@ -149,20 +164,26 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
             "--events" => o.events = Some(value("--events")?.into()),
             "--link-timeout" => {
                 o.link_timeout = parse_duration(&value("--link-timeout")?)
-                    .map_err(|e| format!("--link-timeout: {e}"))?
+                    .map_err(|e| format!("--link-timeout: {e}"))?;
+                o.given.link_timeout = true;
             }
             "--probe-timeout" => {
                 o.probe_timeout = parse_duration(&value("--probe-timeout")?)
-                    .map_err(|e| format!("--probe-timeout: {e}"))?
+                    .map_err(|e| format!("--probe-timeout: {e}"))?;
+                o.given.probe_timeout = true;
             }
             "--dhcp-timeout" => {
                 o.dhcp_timeout = parse_duration(&value("--dhcp-timeout")?)
-                    .map_err(|e| format!("--dhcp-timeout: {e}"))?
+                    .map_err(|e| format!("--dhcp-timeout: {e}"))?;
+                o.given.dhcp_timeout = true;
             }
             "--no-probe" | "--quiet-human" if inline.is_some() => {
                 return Err(format!("{flag} takes no value"))
             }
-            "--no-probe" => o.probe = false,
+            "--no-probe" => {
+                o.probe = false;
+                o.given.probe = true;
+            }
             "--quiet-human" => o.quiet_human = true,
             "--version" | "-V" => return Ok(Command::Version),
             "--help" | "-h" => return Ok(Command::Help),
@@ -239,6 +260,23 @@ mod tests {
         assert_eq!(RunOptions::default().dhcp_timeout, Duration::from_secs(5));
         assert_eq!(o.events, Some("/e".into()));
         assert!(o.quiet_human);
+        assert_eq!(
+            o.given,
+            FlagsGiven {
+                link_timeout: true,
+                probe: true,
+                probe_timeout: true,
+                dhcp_timeout: true
+            }
+        );
+        let Command::Run(o) = p(&["--link-timeout", "30s"]).unwrap() else {
+            panic!("not run")
+        };
+        assert!(
+            o.given.link_timeout,
+            "a flag equal to the default still wins"
+        );
+        assert!(!o.given.probe && !o.given.dhcp_timeout && !o.given.probe_timeout);
     }
 
     #[test]

@@ -121,6 +121,8 @@ mod tests {
                 RunError::Module(ModuleError::NoModulesDir {
                     kernel: "6.1".into(),
                     dir: "/lib/modules/6.1".into(),
+                    module: "virtio_net".into(),
+                    path: "/lib/modules/6.1/kernel/drivers/net/virtio_net.ko".into(),
                 }),
                 "module-missing",
                 5,
@@ -186,6 +188,18 @@ mod tests {
             e.to_string()
                 .contains("/lib/modules/6.1.0/kernel/drivers/net/virtio_net.ko"),
             "{e}"
+        );
+        // F1 exactly: an empty module dir still names the file the device needs.
+        let e = RunError::Module(ModuleError::NoModulesDir {
+            kernel: "6.1.0".into(),
+            dir: "/lib/modules/6.1.0".into(),
+            module: "virtio_net".into(),
+            path: "/lib/modules/6.1.0/kernel/drivers/net/virtio_net.ko".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "virtio_net.ko missing at /lib/modules/6.1.0/kernel/drivers/net/virtio_net.ko: \
+             no modules for kernel 6.1.0 (/lib/modules/6.1.0 is missing or empty)"
         );
     }
 }

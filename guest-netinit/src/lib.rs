@@ -5,7 +5,8 @@
 //! Pure: `template` (the `.network` subset), `sources` (cmdline + template → one `NetConfig`),
 //! `conflicts` (other configs of the interface in the image), `files` (file contents).
 //! Effects: `system` (traits) implemented by `netlink`, `modules`, `probe`; `run` orchestrates,
-//! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments;
+//! `report` tells, `exit` maps failures to exit codes, `cli` reads the arguments, `tuning` the cmdline's
+//! `guest_netinit.*` tunables;
 //! `dhcp` gets a DHCPv4 lease (or decides the static fallback); `init` is PID 1 mode (mounts,
 //! `lo`, modules, the run, exec of the next init); `check` lints a golden rootfs.
 
@@ -25,6 +26,7 @@ pub mod run;
 pub mod sources;
 pub mod system;
 pub mod template;
+pub mod tuning;
 
 #[cfg(test)]
 mod test_support;

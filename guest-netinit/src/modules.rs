@@ -186,6 +186,8 @@ impl KernelModules {
             return Err(ModuleError::NoModulesDir {
                 kernel: self.release.clone(),
                 dir: dir.display().to_string(),
+                path: expected_path(&dir, &want),
+                module: want,
             });
         }
         let mut index = match std::fs::read_to_string(dir.join("modules.dep")) {
@@ -490,6 +492,28 @@ fn walk(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path)) {
         } else if ft.is_file() {
             f(&path);
         }
+    }
+}
+
+/// Where the kernel's own build puts the modules guest-netinit loads, relative to the module
+/// dir (`make modules_install` without compression): the path to name when there is no tree
+/// to search.
+const KNOWN_PATHS: [(&str, &str); 6] = [
+    ("virtio_net", "kernel/drivers/net/virtio_net.ko"),
+    ("net_failover", "kernel/drivers/net/net_failover.ko"),
+    ("failover", "kernel/net/core/failover.ko"),
+    ("virtio_pci", "kernel/drivers/virtio/virtio_pci.ko"),
+    ("virtio_ring", "kernel/drivers/virtio/virtio_ring.ko"),
+    ("virtio", "kernel/drivers/virtio/virtio.ko"),
+];
+
+/// The file `name` would be in `dir` (`/lib/modules/<release>`): its standard path for the
+/// virtio modules, else `dir/**/name.ko`.
+pub fn expected_path(dir: &Path, name: &str) -> String {
+    let name = normalise(name);
+    match KNOWN_PATHS.iter().find(|(n, _)| *n == name) {
+        Some((_, rel)) => dir.join(rel).display().to_string(),
+        None => format!("{}/**/{name}.ko", dir.display()),
     }
 }
 

@@ -22,7 +22,9 @@ use crate::files::{self, ResolvOutcome};
 use crate::report::{fmt_duration, Reporter};
 use crate::sources::{self, CmdlineInputs, ConfigError, TemplateInput};
 use crate::system::{Apply, Links, ModuleError, Modules, NetError, Prober};
+use crate::tuning::{self, Tuning};
 use guest_proto::DhcpLeaseReport;
+use guest_proto::KernelCmdline;
 use guest_proto::{AddressReport, ConfigSource, Event, Level, Outcome, RouteReport};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -72,11 +74,25 @@ pub async fn run<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
     );
     let root = root_of(opts);
 
-    // read-config
+    // read-config (the cmdline's guest_netinit.* tunables first: they shape every later step)
     let t = Instant::now();
-    let cfg = match read_config(opts, &root, rep) {
+    let (cmdline, tuned) = match read_cmdline(opts, rep) {
+        Ok(v) => v,
+        Err(e) => {
+            rep.step("read-config", false, t.elapsed(), &e.to_string());
+            return Err(e);
+        }
+    };
+    let opts = &tuned.0;
+    let tuning = tuned.1.summary();
+    let cfg = match read_config(opts, &root, &cmdline, rep) {
         Ok(Some(cfg)) => {
-            rep.step("read-config", true, t.elapsed(), &describe(&cfg));
+            rep.step(
+                "read-config",
+                true,
+                t.elapsed(),
+                &format!("{}{tuning}", describe(&cfg)),
+            );
             cfg
         }
         Ok(None) => {
@@ -84,7 +100,7 @@ pub async fn run<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
                 "read-config",
                 true,
                 t.elapsed(),
-                "nothing to do: no ip= address and no template",
+                &format!("nothing to do: no ip= address and no template{tuning}"),
             );
             return Ok(Outcome::NothingToDo);
         }
@@ -208,18 +224,33 @@ pub async fn run<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
     Ok(outcome)
 }
 
-fn read_config(
+/// The kernel cmdline (`--cmdline FILE` or `/proc/cmdline`) and the options with its
+/// `guest_netinit.*` tunables applied (flags win); warnings for unknown tunables.
+fn read_cmdline(
     opts: &RunOptions,
-    root: &Path,
     rep: &mut Reporter,
-) -> Result<Option<NetConfig>, RunError> {
+) -> Result<(KernelCmdline, (RunOptions, Tuning)), RunError> {
     let cmdline_path = opts
         .cmdline
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
     let text = std::fs::read_to_string(&cmdline_path)
         .map_err(|e| ConfigError::Cmdline(format!("reading {}: {e}", cmdline_path.display())))?;
-    let inputs = CmdlineInputs::from_text(&text)?;
+    let cmdline = KernelCmdline::parse(&text);
+    let tuned = tuning::apply(opts, &cmdline)?;
+    for w in &tuned.1.warnings {
+        rep.warning(w);
+    }
+    Ok((cmdline, tuned))
+}
+
+fn read_config(
+    opts: &RunOptions,
+    root: &Path,
+    cmdline: &KernelCmdline,
+    rep: &mut Reporter,
+) -> Result<Option<NetConfig>, RunError> {
+    let inputs = CmdlineInputs::from_cmdline(cmdline)?;
     let template = match &opts.template {
         Some(p) => Some(read_template(p)?),
         None => DEFAULT_TEMPLATES
@@ -364,20 +395,28 @@ async fn find_link<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
 fn load_virtio_net<M: Modules>(modules: &M, rep: &mut Reporter) -> Result<(), RunError> {
     let t = Instant::now();
     let mut loaded = Vec::new();
-    for name in modules.modules_needed() {
-        match modules.load_with_deps(&name) {
+    let needed = modules.modules_needed();
+    for (i, name) in needed.iter().enumerate() {
+        match modules.load_with_deps(name) {
             Ok(list) => loaded.extend(list),
             Err(e) => {
                 rep.report.modules_loaded.extend(loaded);
-                if let ModuleError::Missing { module, path } = &e {
-                    rep.event(
-                        Level::Error,
-                        Event::ModuleMissing {
-                            module: module.clone(),
-                            path: path.clone(),
-                        },
-                    );
-                }
+                let e = match e {
+                    ModuleError::Missing { module, path } => {
+                        rep.event(
+                            Level::Error,
+                            Event::ModuleMissing {
+                                module: module.clone(),
+                                path: path.clone(),
+                            },
+                        );
+                        ModuleError::Missing { module, path }
+                    }
+                    ModuleError::NoModulesDir { kernel, dir, .. } => {
+                        no_modules_dir(rep, &needed[i..], kernel, dir)
+                    }
+                    other => other,
+                };
                 rep.step("load-modules", false, t.elapsed(), &e.to_string());
                 return Err(e.into());
             }
@@ -394,6 +433,36 @@ fn load_virtio_net<M: Modules>(modules: &M, rep: &mut Reporter) -> Result<(), Ru
     rep.step("load-modules", true, t.elapsed(), &detail);
     rep.report.modules_loaded.extend(loaded);
     Ok(())
+}
+
+/// The module dir is missing or empty (F1 exactly): every module still needed is missing, each
+/// gets its `module-missing` event with the path its file would have, and the error names the
+/// last one — `virtio_net`, the driver the device is waiting for.
+fn no_modules_dir(
+    rep: &mut Reporter,
+    missing: &[String],
+    kernel: String,
+    dir: String,
+) -> ModuleError {
+    for name in missing {
+        rep.event(
+            Level::Error,
+            Event::ModuleMissing {
+                module: name.clone(),
+                path: crate::modules::expected_path(Path::new(&dir), name),
+            },
+        );
+    }
+    let module = missing
+        .last()
+        .cloned()
+        .unwrap_or_else(|| "virtio_net".to_string());
+    ModuleError::NoModulesDir {
+        path: crate::modules::expected_path(Path::new(&dir), &module),
+        module,
+        kernel,
+        dir,
+    }
 }
 
 fn record_applied(rep: &mut Reporter, cfg: &NetConfig) {

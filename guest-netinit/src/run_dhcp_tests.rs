@@ -136,3 +136,64 @@ async fn the_old_images_fallback_file_is_the_dhcp_fallback_and_not_a_conflict() 
     assert_eq!(o.state.dns[0].to_string(), "1.1.1.1");
     assert!(o.state.conflicts.is_empty(), "{:?}", o.state.conflicts);
 }
+
+/// `guest_netinit.dhcp_timeout=` and `guest_netinit.probe=0` on the kernel cmdline reach the
+/// run; a flag given on guest-netinit's own command line wins over the cmdline.
+#[tokio::test]
+async fn cmdline_tunables_reach_the_run_and_flags_win() {
+    let w = world(|w| w.lease = Some(lease()));
+    let cmdline = "ip=eth0:dhcp guest_netinit.dhcp_timeout=1500ms guest_netinit.probe=0";
+    let o = go(cmdline, &[], &w, |_| {}).await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    assert_eq!(w.borrow().dhcp_timeouts, vec![Duration::from_millis(1500)]);
+    assert!(w.borrow().probes.is_empty(), "guest_netinit.probe=0");
+    let read = &o.state.steps[0];
+    assert!(
+        read.detail
+            .contains("cmdline: dhcp-timeout 1.50 s, no probe"),
+        "{}",
+        read.detail
+    );
+
+    let w = world(|w| w.lease = Some(lease()));
+    let o = go(cmdline, &[], &w, |o| {
+        o.dhcp_timeout = Duration::from_secs(3);
+        o.given.dhcp_timeout = true;
+    })
+    .await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    assert_eq!(w.borrow().dhcp_timeouts, vec![Duration::from_secs(3)]);
+    assert!(
+        o.state.steps[0]
+            .detail
+            .contains("flags win over guest_netinit.dhcp_timeout=1500ms (--dhcp-timeout wins)"),
+        "{}",
+        o.state.steps[0].detail
+    );
+}
+
+/// A malformed tunable stops the run in read-config (exit 3) before any netlink request.
+#[tokio::test]
+async fn malformed_cmdline_tunable_is_bad_config() {
+    let w = world(|_| {});
+    let o = go(
+        &format!("{} guest_netinit.link_timeout=soon", STATIC.trim()),
+        &[],
+        &w,
+        |_| {},
+    )
+    .await;
+    assert_eq!(o.code, 3, "{}", o.human);
+    assert!(
+        o.state
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("guest_netinit.link_timeout: `soon`"),
+        "{:?}",
+        o.state.error
+    );
+    assert_eq!(w.borrow().connects, 0);
+    assert!(w.borrow().applied.is_empty());
+}

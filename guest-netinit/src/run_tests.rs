@@ -17,6 +17,8 @@ struct World {
     /// A virtio-net device without a driver; loading the module makes the link appear.
     device_without_driver: bool,
     module_missing: Option<String>,
+    /// The module dir (empty for the running kernel): every load fails with NoModulesDir.
+    no_module_dir: Option<String>,
     /// `modules_needed()` answer; `None` = the trait's default.
     needed: Option<Vec<String>>,
     loaded_names: Vec<String>,
@@ -101,6 +103,14 @@ impl Modules for FakeModules {
         let mut w = self.0.borrow_mut();
         w.loads += 1;
         w.loaded_names.push(name.into());
+        if let Some(dir) = &w.no_module_dir {
+            return Err(ModuleError::NoModulesDir {
+                kernel: "6.1.0-28-cloud-amd64".into(),
+                dir: dir.clone(),
+                module: name.into(),
+                path: crate::modules::expected_path(Path::new(dir), name),
+            });
+        }
         if let Some(path) = &w.module_missing {
             return Err(ModuleError::Missing {
                 module: name.into(),
@@ -399,6 +409,52 @@ async fn missing_module_is_exit_5_naming_the_path() {
     assert_eq!(
         step_names(&o.state),
         ["read-config", "load-modules", "find-link"]
+    );
+}
+
+/// F1 exactly: /lib/modules/<kver> empty. The PCI transport is asked for first, yet the
+/// events name every module still needed with its path, and the error names virtio_net.ko.
+#[tokio::test]
+async fn empty_module_dir_names_virtio_net_and_its_path() {
+    let dir = "/lib/modules/6.1.0-28-cloud-amd64";
+    let net_path = format!("{dir}/kernel/drivers/net/virtio_net.ko");
+    let w = world(|w| {
+        w.present = false;
+        w.device_without_driver = true;
+        w.no_module_dir = Some(dir.into());
+        w.needed = Some(vec!["virtio_pci".into(), "virtio_net".into()]);
+    });
+    let o = go(STATIC, &[], &w, |_| {}).await;
+    assert_eq!(o.code, 5, "{}", o.human);
+    let error = o.state.error.as_ref().unwrap();
+    assert_eq!(error.class, "module-missing");
+    assert!(
+        error
+            .message
+            .starts_with(&format!("virtio_net.ko missing at {net_path}: ")),
+        "{}",
+        error.message
+    );
+    let missing: Vec<(String, String)> = o
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ModuleMissing { module, path } => Some((module.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            (
+                "virtio_pci".to_string(),
+                format!("{dir}/kernel/drivers/virtio/virtio_pci.ko")
+            ),
+            ("virtio_net".to_string(), net_path.clone()),
+        ]
+    );
+    assert!(
+        matches!(&o.events.last().unwrap().event, Event::Failed { failure } if failure.message.contains(&net_path))
     );
 }
 

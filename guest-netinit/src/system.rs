@@ -24,9 +24,18 @@ pub enum ModuleError {
     /// The module file is not in the image (failure F1): the path that was looked for.
     #[error("kernel module {module} is missing: {path} does not exist")]
     Missing { module: String, path: String },
-    /// The module directory for the running kernel is absent or empty.
-    #[error("no modules for kernel {kernel}: {dir} is missing or empty")]
-    NoModulesDir { kernel: String, dir: String },
+    /// The module directory for the running kernel is absent or empty (failure F1 exactly):
+    /// `module` is what was asked for and `path` where its file would be, so the message says
+    /// which file is missing, not only that a directory is empty.
+    #[error(
+        "{module}.ko missing at {path}: no modules for kernel {kernel} ({dir} is missing or empty)"
+    )]
+    NoModulesDir {
+        kernel: String,
+        dir: String,
+        module: String,
+        path: String,
+    },
     #[error("loading {module} from {path}: {source}")]
     Load {
         module: String,

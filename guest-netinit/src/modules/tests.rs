@@ -213,18 +213,50 @@ fn no_module_dir_for_the_running_kernel() {
     t.module("kernel/x.ko", "x", ""); // modules exist, for another release
     let m = KernelModules::new(t.root(), &t.path("sys"), "9.9.9-other".into());
     match m.resolve("virtio_net").unwrap_err() {
-        ModuleError::NoModulesDir { kernel, dir } => {
+        ModuleError::NoModulesDir {
+            kernel,
+            dir,
+            module,
+            path,
+        } => {
+            let want_dir = t.path("lib/modules/9.9.9-other");
             assert_eq!(kernel, "9.9.9-other");
-            assert_eq!(dir, t.path("lib/modules/9.9.9-other").display().to_string());
+            assert_eq!(dir, want_dir.display().to_string());
+            assert_eq!(module, "virtio_net");
+            assert_eq!(
+                path,
+                want_dir
+                    .join("kernel/drivers/net/virtio_net.ko")
+                    .display()
+                    .to_string()
+            );
         }
         other => panic!("{other:?}"),
     }
     // An empty directory is as good as none.
     std::fs::create_dir_all(t.path("lib/modules/9.9.9-other")).unwrap();
     assert!(matches!(
-        m.resolve("virtio_net"),
-        Err(ModuleError::NoModulesDir { .. })
+        m.resolve("virtio-pci"),
+        Err(ModuleError::NoModulesDir { module, path, .. })
+            if module == "virtio_pci" && path.ends_with("/9.9.9-other/kernel/drivers/virtio/virtio_pci.ko")
     ));
+}
+
+#[test]
+fn expected_paths_are_the_kernel_build_layout() {
+    let dir = Path::new("/lib/modules/6.1.0-28-cloud-amd64");
+    assert_eq!(
+        expected_path(dir, "virtio_net"),
+        "/lib/modules/6.1.0-28-cloud-amd64/kernel/drivers/net/virtio_net.ko"
+    );
+    assert_eq!(
+        expected_path(dir, "virtio-pci"),
+        "/lib/modules/6.1.0-28-cloud-amd64/kernel/drivers/virtio/virtio_pci.ko"
+    );
+    assert_eq!(
+        expected_path(dir, "e1000"),
+        "/lib/modules/6.1.0-28-cloud-amd64/**/e1000.ko"
+    );
 }
 
 #[test]
