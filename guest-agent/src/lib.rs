@@ -12,3 +12,4 @@ pub mod serve;
 pub mod state;
 pub mod supervisor;
 pub mod systemd;
+pub mod webrtc;

@@ -1,0 +1,174 @@
+//! Injects viewer input into the X display with the XTEST extension (`xtest_fake_input`).
+//! Keysyms are mapped to keycodes through the server's keyboard mapping; a keysym with no
+//! keycode is bound to a spare (unused) keycode first. Everything pressed is remembered so it
+//! can be released when the viewer goes away (a stuck Ctrl would poison the VM's session).
+
+use super::input::InputEvent;
+use std::collections::{BTreeSet, HashMap};
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
+use x11rb::protocol::xtest::ConnectionExt as _;
+use x11rb::rust_connection::RustConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("cannot connect to X display: {0}")]
+    Connect(#[from] x11rb::errors::ConnectError),
+    #[error("X server has no XTEST extension")]
+    NoXtest,
+    #[error("X request failed: {0}")]
+    Reply(#[from] x11rb::errors::ReplyError),
+    #[error("X connection failed: {0}")]
+    Connection(#[from] x11rb::errors::ConnectionError),
+}
+
+/// An XTEST connection to the display with the keyboard map it needs.
+pub struct Injector {
+    conn: RustConnection,
+    root: Window,
+    min_keycode: u8,
+    per_keycode: u8,
+    keymap: HashMap<u32, u8>,
+    spare: Vec<u8>,
+    next_spare: usize,
+    keys_down: BTreeSet<u8>,
+    buttons_down: BTreeSet<u8>,
+}
+
+impl Injector {
+    pub fn connect(display: Option<&str>) -> Result<Self, InjectError> {
+        let (conn, screen) = x11rb::connect(display)?;
+        let root = conn.setup().roots[screen].root;
+        if conn
+            .extension_information(x11rb::protocol::xtest::X11_EXTENSION_NAME)?
+            .is_none()
+        {
+            return Err(InjectError::NoXtest);
+        }
+        conn.xtest_get_version(2, 2)?.reply()?;
+        let (min, max) = (conn.setup().min_keycode, conn.setup().max_keycode);
+        let map = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
+        let per = map.keysyms_per_keycode.max(1);
+        let mut keymap = HashMap::new();
+        let mut spare = Vec::new();
+        for (i, syms) in map.keysyms.chunks(per as usize).enumerate() {
+            let code = min + i as u8;
+            if syms.iter().all(|&s| s == 0) {
+                spare.push(code);
+            }
+            for &s in syms.iter().take(2) {
+                if s != 0 {
+                    keymap.entry(s).or_insert(code);
+                }
+            }
+        }
+        Ok(Injector {
+            conn,
+            root,
+            min_keycode: min,
+            per_keycode: per,
+            keymap,
+            spare,
+            next_spare: 0,
+            keys_down: BTreeSet::new(),
+            buttons_down: BTreeSet::new(),
+        })
+    }
+
+    /// The keycode that types `keysym`, binding a spare keycode when none does.
+    fn keycode(&mut self, keysym: u32) -> Result<Option<u8>, InjectError> {
+        if let Some(&c) = self.keymap.get(&keysym) {
+            return Ok(Some(c));
+        }
+        if self.spare.is_empty() {
+            return Ok(None);
+        }
+        let code = self.spare[self.next_spare % self.spare.len()];
+        self.next_spare += 1;
+        self.keymap.retain(|_, c| *c != code);
+        let syms = vec![keysym; self.per_keycode as usize];
+        self.conn
+            .change_keyboard_mapping(1, code, self.per_keycode, &syms)?
+            .check()?;
+        self.keymap.insert(keysym, code);
+        debug_assert!(code >= self.min_keycode);
+        Ok(Some(code))
+    }
+
+    fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> Result<(), InjectError> {
+        self.conn
+            .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, self.root, x, y, 0)?;
+        Ok(())
+    }
+
+    /// Applies a batch of events and flushes once.
+    pub fn apply(&mut self, events: &[InputEvent]) -> Result<(), InjectError> {
+        for e in events {
+            match *e {
+                InputEvent::Move { x, y } => self.fake(
+                    xproto::MOTION_NOTIFY_EVENT,
+                    0,
+                    x.min(i16::MAX as u16) as i16,
+                    y.min(i16::MAX as u16) as i16,
+                )?,
+                InputEvent::Wheel { dx, dy } => {
+                    let steps = |n: i16, neg: u8, pos: u8| {
+                        let b = if n < 0 { neg } else { pos };
+                        std::iter::repeat_n(b, n.unsigned_abs().min(20) as usize)
+                    };
+                    for b in steps(dy, 4, 5).chain(steps(dx, 6, 7)) {
+                        self.fake(xproto::BUTTON_PRESS_EVENT, b, 0, 0)?;
+                        self.fake(xproto::BUTTON_RELEASE_EVENT, b, 0, 0)?;
+                    }
+                }
+                InputEvent::KeyDown(sym) => {
+                    if let Some(code) = self.keycode(sym)? {
+                        self.fake(xproto::KEY_PRESS_EVENT, code, 0, 0)?;
+                        self.keys_down.insert(code);
+                    } else {
+                        tracing::debug!("keysym {sym:#x} has no keycode and no spare is left");
+                    }
+                }
+                InputEvent::KeyUp(sym) => {
+                    if let Some(&code) = self.keymap.get(&sym) {
+                        self.fake(xproto::KEY_RELEASE_EVENT, code, 0, 0)?;
+                        self.keys_down.remove(&code);
+                    }
+                }
+                InputEvent::ButtonDown(b) => {
+                    self.fake(xproto::BUTTON_PRESS_EVENT, b, 0, 0)?;
+                    self.buttons_down.insert(b);
+                }
+                InputEvent::ButtonUp(b) => {
+                    self.fake(xproto::BUTTON_RELEASE_EVENT, b, 0, 0)?;
+                    self.buttons_down.remove(&b);
+                }
+                InputEvent::ReleaseAll => self.release_all_unflushed()?,
+            }
+        }
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    fn release_all_unflushed(&mut self) -> Result<(), InjectError> {
+        for code in std::mem::take(&mut self.keys_down) {
+            self.fake(xproto::KEY_RELEASE_EVENT, code, 0, 0)?;
+        }
+        for b in std::mem::take(&mut self.buttons_down) {
+            self.fake(xproto::BUTTON_RELEASE_EVENT, b, 0, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Releases every key and button still held (viewer disconnected).
+    pub fn release_all(&mut self) -> Result<(), InjectError> {
+        self.release_all_unflushed()?;
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    /// Keys and buttons currently held (tests, /health).
+    pub fn held(&self) -> (usize, usize) {
+        (self.keys_down.len(), self.buttons_down.len())
+    }
+}

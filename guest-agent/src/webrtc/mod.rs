@@ -1,0 +1,199 @@
+//! `guest-agent webrtc`: the screen streamer (DESIGN.md §6). Captures the X display
+//! (x11rb, MIT-SHM), converts BGRA → I420 (`yuv`), encodes H.264 (openh264, screen-content
+//! real-time), and sends it to each viewer's webrtc-rs peer; viewer input comes back on a data
+//! channel ([`input`] documents the format) and is injected with XTEST.
+//!
+//! The streamer runs as its own supervised process. Its HTTP surface ([`server`]) is on a
+//! unix socket that `serve` proxies `/webrtc/*` and `/viewer` to, so a streamer crash leaves
+//! the agent's HTTP up; `--listen` adds a TCP listener (development, tests).
+
+pub mod capture;
+pub mod encode;
+pub mod inject;
+pub mod inject_thread;
+pub mod input;
+pub mod keyframe;
+pub mod peer;
+pub mod pipeline;
+pub mod server;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default unix socket of the streamer's HTTP surface.
+pub const DEFAULT_SOCKET: &str = "/run/guest-agent/webrtc.sock";
+
+/// Command-line options of `guest-agent webrtc`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebrtcArgs {
+    /// X display to capture and inject into (default `$DISPLAY`).
+    #[arg(long)]
+    pub display: Option<String>,
+    #[arg(long, default_value_t = 1280)]
+    pub width: u16,
+    #[arg(long, default_value_t = 720)]
+    pub height: u16,
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f32,
+    /// Target bitrate in bits per second.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub bitrate: u32,
+    /// Frames between periodic keyframes; 0 = only on connect and PLI/FIR.
+    #[arg(long, default_value_t = 0)]
+    pub keyframe_interval: u32,
+    /// Unix socket for `serve` to proxy to.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Also listen on this TCP address (development, tests).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address the ICE host candidates are gathered on (default: the address of the default
+    /// route's interface, else 127.0.0.1).
+    #[arg(long)]
+    pub ice_ip: Option<IpAddr>,
+    /// UDP port for ICE (0 = ephemeral per viewer).
+    #[arg(long, default_value_t = 0)]
+    pub ice_port: u16,
+    #[arg(long, default_value = "/run/guest-agent/token")]
+    pub token_file: PathBuf,
+    #[arg(long, default_value = "/proc/cmdline")]
+    pub cmdline: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub max_viewers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebrtcError {
+    #[error("--{field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl WebrtcArgs {
+    /// Checks the values that would otherwise fail deep inside the encoder.
+    pub fn validate(&self) -> Result<(), WebrtcError> {
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if v < 16 || v % 2 != 0 {
+                return Err(WebrtcError::Config {
+                    field,
+                    reason: format!("must be even and at least 16, got {v}"),
+                });
+            }
+        }
+        if !(1.0..=120.0).contains(&self.fps) {
+            return Err(WebrtcError::Config {
+                field: "fps",
+                reason: format!("must be 1..=120, got {}", self.fps),
+            });
+        }
+        if !(50_000..=50_000_000).contains(&self.bitrate) {
+            return Err(WebrtcError::Config {
+                field: "bitrate",
+                reason: format!("must be 50000..=50000000 bit/s, got {}", self.bitrate),
+            });
+        }
+        if self.max_viewers == 0 {
+            return Err(WebrtcError::Config {
+                field: "max-viewers",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn encoder_settings(&self) -> encode::EncoderSettings {
+        encode::EncoderSettings {
+            width: u32::from(self.width),
+            height: u32::from(self.height),
+            fps: self.fps,
+            bitrate_bps: self.bitrate,
+            keyframe_interval: self.keyframe_interval,
+        }
+    }
+}
+
+/// The local address the kernel would use towards the outside (a UDP `connect` sends no
+/// packet), else loopback.
+pub fn default_ice_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Runs the streamer until the process is signalled.
+pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
+    args.validate()?;
+    let (token, _) = crate::serve::auth::load_token(&args.token_file, &args.cmdline);
+    let settings = args.encoder_settings();
+    let display = args.display.clone();
+    let (w, h) = (args.width, args.height);
+    let pipeline = pipeline::Pipeline::start(
+        settings,
+        Box::new(move || {
+            capture::Capturer::connect(display.as_deref(), w, h)
+                .map(|c| Box::new(c) as Box<dyn pipeline::FrameSource>)
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let input = inject_thread::InputSink::start(args.display.clone());
+    let peer = peer::PeerOptions {
+        ice_ip: args.ice_ip.unwrap_or_else(default_ice_ip),
+        ice_port: args.ice_port,
+        ice_servers: Vec::new(),
+        gather_timeout: Duration::from_millis(2500),
+        fps: args.fps,
+    };
+    tracing::info!(
+        "webrtc streamer: {}x{}@{} {} bit/s, ICE on {}",
+        args.width,
+        args.height,
+        args.fps,
+        args.bitrate,
+        peer.ice_ip
+    );
+    let streamer = server::Streamer::new(pipeline, input, peer, args.max_viewers);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    // The unix socket is behind `serve`'s own token check, and only root can reach it.
+    if let Some(dir) = args.socket.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&args.socket);
+    let unix =
+        tokio::net::UnixListener::bind(&args.socket).map_err(|source| WebrtcError::Listen {
+            what: args.socket.display().to_string(),
+            source,
+        })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600));
+    }
+    let app = server::router(std::sync::Arc::clone(&streamer), None);
+    tasks.spawn(async move { axum::serve(unix, app).await });
+    if let Some(addr) = args.listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WebrtcError::Listen {
+                what: addr.to_string(),
+                source,
+            })?;
+        let app = server::router(std::sync::Arc::clone(&streamer), token);
+        tasks.spawn(async move { axum::serve(tcp, app).await });
+    }
+    tracing::info!("webrtc streamer listening on {}", args.socket.display());
+    match tasks.join_next().await {
+        Some(Ok(Err(e))) => Err(WebrtcError::Serve(e)),
+        _ => Ok(()),
+    }
+}

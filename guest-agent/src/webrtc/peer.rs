@@ -1,0 +1,327 @@
+//! One viewer's webrtc-rs 0.21 peer connection: answers the viewer's offer (non-trickle: the
+//! answer carries our candidates once gathering completes, capped), sends the shared H.264
+//! stream on a `TrackLocalStaticSample`, turns PLI/FIR into forced keyframes, and feeds the
+//! `input` data channel into the injector.
+
+use super::inject_thread::InputSink;
+use super::input;
+use super::keyframe::{is_keyframe_request, KeyframeRequestForwarder};
+use super::pipeline::{Frame, Pipeline};
+use rtc::interceptor::{Registry, Slot};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceServer;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("bad SDP offer: {0}")]
+    Offer(String),
+    #[error("webrtc: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    #[error("no local description after gathering")]
+    NoAnswer,
+}
+
+/// Network settings of the peers.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// The address host candidates are gathered on (the VM's IP; 127.0.0.1 in tests).
+    pub ice_ip: IpAddr,
+    /// UDP port (0 = a fresh ephemeral port per viewer).
+    pub ice_port: u16,
+    pub ice_servers: Vec<IceServer>,
+    /// Longest wait for ICE gathering before answering with what we have.
+    pub gather_timeout: Duration,
+    pub fps: f32,
+}
+
+/// A STUN/TURN server as the controller hands it out.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// Lifecycle notifications from a viewer's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerState {
+    Connecting,
+    Connected,
+    Gone,
+}
+
+/// A connected (or connecting) viewer; dropping it closes the connection.
+pub struct Viewer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub state: watch::Receiver<ViewerState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Viewer {
+    /// Closes the peer connection and stops its tasks.
+    pub async fn close(self) {
+        let _ = self.pc.close().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The H.264 codec we offer: constrained baseline, packetization-mode 1, with NACK, PLI, FIR.
+pub fn h264_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: vec![
+            fb("nack", ""),
+            fb("nack", "pli"),
+            fb("ccm", "fir"),
+            fb("goog-remb", ""),
+        ],
+    }
+}
+
+struct Handler {
+    gathered: mpsc::Sender<()>,
+    state: watch::Sender<ViewerState>,
+    input: InputSink,
+    pipeline: Pipeline,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::info!("viewer peer connection: {state}");
+        match state {
+            RTCPeerConnectionState::Connected => {
+                let _ = self.state.send(ViewerState::Connected);
+                self.pipeline.request_keyframe();
+            }
+            RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Disconnected
+            | RTCPeerConnectionState::Closed => {
+                let _ = self.state.send(ViewerState::Gone);
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let input = self.input.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = dc.poll().await {
+                match ev {
+                    DataChannelEvent::OnMessage(msg) => match input::parse(&msg.data) {
+                        Ok(evs) => input.send(input::coalesce(evs)),
+                        Err(e) => tracing::debug!("bad input message: {e}"),
+                    },
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+            input.viewer_gone();
+        });
+    }
+}
+
+/// Answers `offer_sdp` with a new peer sending the pipeline's video. Returns the viewer and
+/// the answer SDP (with candidates).
+pub async fn accept_offer(
+    offer_sdp: String,
+    pipeline: &Pipeline,
+    input: &InputSink,
+    opts: &PeerOptions,
+) -> Result<(Viewer, String), PeerError> {
+    let offer =
+        RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::Offer(e.to_string()))?;
+    let codec = h264_codec();
+    let mut media = MediaEngine::default();
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: codec.clone(),
+            payload_type: 102,
+        },
+        RtpCodecKind::Video,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(
+            opts.ice_servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone().unwrap_or_default(),
+                    credential: s.credential.clone().unwrap_or_default(),
+                })
+                .collect(),
+        )
+        .build();
+    let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
+    let (state_tx, state_rx) = watch::channel(ViewerState::Connecting);
+    let handler = Arc::new(Handler {
+        gathered: gathered_tx,
+        state: state_tx,
+        input: input.clone(),
+        pipeline: pipeline.clone(),
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(vec![format!("{}:{}", opts.ice_ip, opts.ice_port)])
+        .build()
+        .await?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    let ssrc: u32 = fastrand::u32(1..);
+    let track = Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            "guest-screen".into(),
+            "guest-screen-video".into(),
+            "screen".into(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        ),
+    )?);
+    let sender = pc
+        .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await?;
+
+    pc.set_remote_description(offer).await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    let _ = tokio::time::timeout(opts.gather_timeout, gathered_rx.recv()).await;
+    let sdp = pc.local_description().await.ok_or(PeerError::NoAnswer)?.sdp;
+
+    let mut tasks = Vec::new();
+    // Keyframe requests from this viewer.
+    {
+        let track = Arc::clone(&track);
+        let pipeline = pipeline.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
+                    continue;
+                };
+                if pkts.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    pipeline.request_keyframe();
+                }
+            }
+        }));
+    }
+    // Video: once connected, subscribe and send.
+    {
+        let pipeline = pipeline.clone();
+        let mut state = state_rx.clone();
+        let frame_time = Duration::from_secs_f64(1.0 / f64::from(opts.fps.max(1.0)));
+        tasks.push(tokio::spawn(async move {
+            if state
+                .wait_for(|s| *s != ViewerState::Connecting)
+                .await
+                .map(|s| *s != ViewerState::Connected)
+                .unwrap_or(true)
+            {
+                return;
+            }
+            let pt = match sender.get_parameters().await {
+                Ok(p) => match p.rtp_parameters.codecs.first() {
+                    Some(c) => c.payload_type,
+                    None => return,
+                },
+                Err(_) => return,
+            };
+            let mut sub = pipeline.subscribe();
+            let mut need_key = true;
+            let mut prev: Option<Instant> = None;
+            loop {
+                let frame: Arc<Frame> = match sub.frames.recv().await {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        need_key = true;
+                        pipeline.request_keyframe();
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if need_key && !frame.keyframe {
+                    continue;
+                }
+                need_key = false;
+                // webrtc-rs advances RTP time by `duration`: the real gap since the last frame.
+                let duration = prev
+                    .map(|p| frame.captured.saturating_duration_since(p))
+                    .unwrap_or(frame_time);
+                prev = Some(frame.captured);
+                let sample = Sample {
+                    data: frame.data.clone(),
+                    duration,
+                    ..Sample::new(frame.captured)
+                };
+                if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+                    tracing::debug!("write_sample: {e}");
+                }
+            }
+        }));
+    }
+    Ok((
+        Viewer {
+            pc,
+            state: state_rx,
+            tasks,
+        },
+        sdp,
+    ))
+}

@@ -1,0 +1,199 @@
+//! The streamer's own HTTP surface, on a unix socket that `serve` proxies to (so a streamer
+//! crash never takes the agent's HTTP down) and optionally on a TCP address:
+//! - `POST /webrtc/whep` (WHEP, RFC 9725): SDP offer in, `201 Created` + SDP answer +
+//!   `Location: /webrtc/whep/<id>` out;
+//! - `DELETE /webrtc/whep/<id>`: ends that viewer;
+//! - `GET /webrtc/status`: viewers, pipeline and input counters (JSON);
+//! - `GET /viewer`: the plain HTML/JS viewer (static; it carries no secret, the token is given
+//!   to it in the URL fragment `#token=` and sent as a bearer token on the WHEP requests).
+//!
+//! Everything but `/viewer` needs the agent's bearer token when one is configured.
+
+use super::inject_thread::InputSink;
+use super::peer::{self, PeerOptions, Viewer, ViewerState};
+use super::pipeline::Pipeline;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// The viewer page (no build step: one HTML file with inline JS).
+pub const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
+
+/// What the HTTP handlers share.
+pub struct Streamer {
+    pub pipeline: Pipeline,
+    pub input: InputSink,
+    pub peer: PeerOptions,
+    pub max_viewers: usize,
+    viewers: Mutex<HashMap<String, Viewer>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub viewers: usize,
+    pub viewer_ids: Vec<String>,
+    pub pipeline: super::pipeline::PipelineStats,
+    pub input: super::inject_thread::InputStats,
+}
+
+impl Streamer {
+    pub fn new(
+        pipeline: Pipeline,
+        input: InputSink,
+        peer: PeerOptions,
+        max_viewers: usize,
+    ) -> Arc<Self> {
+        Arc::new(Streamer {
+            pipeline,
+            input,
+            peer,
+            max_viewers,
+            viewers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub async fn status(&self) -> Status {
+        let v = self.viewers.lock().await;
+        let mut ids: Vec<String> = v.keys().cloned().collect();
+        ids.sort();
+        Status {
+            viewers: v.len(),
+            viewer_ids: ids,
+            pipeline: self.pipeline.stats(),
+            input: self.input.stats(),
+        }
+    }
+
+    /// Answers an offer and registers the viewer; it is dropped when its connection ends.
+    pub async fn add_viewer(self: &Arc<Self>, offer: String) -> Result<(String, String), AddError> {
+        if self.viewers.lock().await.len() >= self.max_viewers {
+            return Err(AddError::Full(self.max_viewers));
+        }
+        let (viewer, answer) = peer::accept_offer(offer, &self.pipeline, &self.input, &self.peer)
+            .await
+            .map_err(AddError::Peer)?;
+        let id = format!("{:016x}", fastrand::u64(..));
+        let mut state = viewer.state.clone();
+        self.viewers.lock().await.insert(id.clone(), viewer);
+        let me = Arc::clone(self);
+        let vid = id.clone();
+        tokio::spawn(async move {
+            let _ = state.wait_for(|s| *s == ViewerState::Gone).await;
+            me.remove_viewer(&vid).await;
+        });
+        Ok((id, answer))
+    }
+
+    /// Closes a viewer; false when there was none by that id.
+    pub async fn remove_viewer(&self, id: &str) -> bool {
+        let v = self.viewers.lock().await.remove(id);
+        match v {
+            Some(v) => {
+                v.close().await;
+                self.input.viewer_gone();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("already {0} viewers (max_viewers)")]
+    Full(usize),
+    #[error(transparent)]
+    Peer(peer::PeerError),
+}
+
+/// The streamer's routes; `token` None = no check (unix socket behind `serve`).
+pub fn router(streamer: Arc<Streamer>, token: Option<String>) -> Router {
+    let token = Arc::new(token);
+    let guarded = Router::new()
+        .route("/webrtc/whep", post(whep_post))
+        .route("/webrtc/whep/{id}", delete(whep_delete))
+        .route("/webrtc/status", get(status))
+        .with_state(Arc::clone(&streamer))
+        .layer(axum::middleware::from_fn_with_state(token, require_token));
+    Router::new()
+        .route("/viewer", get(|| async { Html(VIEWER_HTML) }))
+        .merge(guarded)
+}
+
+async fn require_token(
+    State(token): State<Arc<Option<String>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = token.as_deref() {
+        let h = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !crate::serve::auth::authorized(expected, h) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token (Authorization: Bearer <token>)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn whep_post(State(s): State<Arc<Streamer>>, headers: HeaderMap, body: String) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/sdp") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/sdp, got {ct:?}\n"),
+        )
+            .into_response();
+    }
+    if !body.starts_with("v=0") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body is not an SDP offer (no v=0)\n",
+        )
+            .into_response();
+    }
+    match s.add_viewer(body).await {
+        Ok((id, answer)) => (
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_string()),
+                (header::LOCATION, format!("/webrtc/whep/{id}")),
+            ],
+            answer,
+        )
+            .into_response(),
+        Err(AddError::Full(n)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("already {n} viewers (max_viewers)\n"),
+        )
+            .into_response(),
+        Err(AddError::Peer(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn whep_delete(State(s): State<Arc<Streamer>>, Path(id): Path<String>) -> StatusCode {
+    if s.remove_viewer(&id).await {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn status(State(s): State<Arc<Streamer>>) -> Json<Status> {
+    Json(s.status().await)
+}
