@@ -357,8 +357,9 @@ impl OAuth {
             })
     }
 
-    /// Serves the shim's socket until the runtime stops. Binding replaces a stale socket.
-    pub async fn listen_shim(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Serves the shim's socket until the runtime stops (call inside the runtime). Binding
+    /// replaces a stale socket.
+    pub fn listen_shim(self: &Arc<Self>) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let path = self.socket_path();
         std::fs::create_dir_all(&self.dir)?;

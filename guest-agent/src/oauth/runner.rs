@@ -60,6 +60,8 @@ pub(super) async fn start(
         }
     }
 
+    prune(oauth);
+
     let sdir = oauth.dir.join("oauth").join(&id);
     let bin = sdir.join("bin");
     let browser_shim = shim::install(&bin, &cfg.shim_command).map_err(|e| {
@@ -149,6 +151,24 @@ pub(super) async fn start(
     let deadline = cfg.deadline_for(&p.name);
     tokio::spawn(task.run(child, watch, ctl_rx, deadline));
     Ok(info)
+}
+
+/// Ended sessions kept for status queries; older ones are forgotten.
+const KEEP_ENDED: usize = 32;
+
+fn prune(oauth: &OAuth) {
+    let mut map = oauth.lock();
+    let mut ended: Vec<(u64, String)> = map
+        .values()
+        .filter(|e| !e.session.is_live())
+        .map(|e| (e.seq, e.session.id.clone()))
+        .collect();
+    if ended.len() > KEEP_ENDED {
+        ended.sort();
+        for (_, id) in ended.iter().take(ended.len() - KEEP_ENDED) {
+            map.remove(id);
+        }
+    }
 }
 
 /// The CLI's environment: the agent's own, then HOME/TERM/DISPLAY/BROWSER/PATH and the

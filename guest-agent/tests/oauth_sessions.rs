@@ -1,0 +1,296 @@
+//! OAuth session lifecycle with the fake provider CLI and no browser installed (the
+//! configured browser does not exist, which the session must report, not die of):
+//! early exit, deadline, cancel, one live session per provider, paste-code, a gemini-style
+//! consent prompt with the callback relayed through `GET /auth/callback`, and the token.
+
+mod oauth_support;
+
+use oauth_support::*;
+use serde_json::json;
+
+fn config(fake: &FakeOAuthServer, extra: &str) -> String {
+    let auth = fake.authorize_url();
+    format!(
+        r#"
+home = "{{home}}"
+display = ":4242"
+browser = ["{{dir}}/no-such-browser"]
+shim_command = ["{{bin}}", "open-url"]
+deadline_secs = 120
+
+[providers.fake]
+command = ["python3", "{{fixture}}", "--authorize", "{auth}", "--creds", "~/.fake/creds.json"]
+credential_paths = ["~/.fake/creds.json"]
+required_keys = ["tokens"]
+url_patterns = ['http://127\.0\.0\.1:\d+/authorize\?[^\s]+']
+
+[providers.failing]
+command = ["python3", "{{fixture}}", "--fail", "--authorize", "{auth}", "--creds", "~/.fake/creds.json"]
+credential_paths = ["~/.fake/creds.json"]
+required_keys = ["tokens"]
+
+[providers.hanging]
+command = ["python3", "{{fixture}}", "--hang", "--no-browser", "--authorize", "{auth}", "--creds", "~/.fake/creds.json"]
+credential_paths = ["~/.fake/creds.json"]
+required_keys = ["tokens"]
+url_patterns = ['http://127\.0\.0\.1:\d+/authorize\?[^\s]+']
+
+[providers.paste]
+command = ["python3", "{{fixture}}", "--paste", "--no-browser", "--authorize", "{auth}", "--creds", "~/.paste/creds.json"]
+credential_paths = ["~/.paste/creds.json"]
+required_keys = ["tokens.access_token"]
+url_patterns = ['http://127\.0\.0\.1:\d+/authorize\?[^\s]+']
+paste_code = true
+
+[providers.gemini_cli]
+command = ["python3", "{{fixture}}", "--gemini", "--prompt", "--authorize", "{auth}", "--creds", "~/.gemini/oauth_creds.json", "--key", "refresh_token"]
+env = {{ CI = "1", GOOGLE_GENAI_USE_GCA = "true" }}
+url_patterns = ['http://127\.0\.0\.1:\d+/authorize\?[^\s]+']
+{extra}
+"#
+    )
+}
+
+#[test]
+fn a_cli_that_exits_early_fails_with_its_last_output() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, ""));
+    let (code, body) = a.post("/auth/failing", json!({"sessionId": "early"}));
+    // The CLI may die before or after the answer: either way the session says why.
+    assert!(code == 200 || code == 500, "{code} {body}");
+    let s = a.wait_state("early", "failed");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(reason.contains("exit 2"), "{reason}");
+    assert!(
+        reason.contains("error: token endpoint unreachable (fake failure)"),
+        "{reason}"
+    );
+    assert!(s["lastOutput"]
+        .as_str()
+        .unwrap()
+        .contains("fake-cli: starting login"));
+    let (code, st) = a.get("/credentials/status?sessionId=early");
+    assert_eq!(code, 200);
+    assert_eq!(st["authenticated"], false);
+    assert_eq!(st["waiting"], false);
+    assert_eq!(st["state"], "failed");
+    let (code, _) = a.get("/credentials/get?sessionId=early");
+    assert_eq!(code, 409);
+}
+
+#[test]
+fn a_missing_cli_is_a_failed_session_with_the_reason() {
+    let fake = FakeOAuthServer::start();
+    let extra = r#"
+[providers.absent]
+command = ["/nonexistent/bin/cli"]
+credential_paths = ["~/.x.json"]
+required_keys = ["k"]
+"#;
+    let a = Agent::start(&config(&fake, extra));
+    let (code, body) = a.post("/auth/absent", json!({"sessionId": "nocli"}));
+    assert_eq!(code, 500, "{body}");
+    assert_eq!(body["success"], false);
+    assert!(
+        body["error"].as_str().unwrap().contains("not found"),
+        "{body}"
+    );
+    let s = a.session("nocli");
+    assert_eq!(s["state"], "failed");
+}
+
+#[test]
+fn the_deadline_expires_a_session_and_kills_its_cli() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, "").replace(
+        "[providers.hanging]\n",
+        "[providers.hanging]\ndeadline_secs = 2\n",
+    ));
+    let (code, body) = a.post(
+        "/v1/oauth/sessions",
+        json!({"provider": "hanging", "sessionId": "slow"}),
+    );
+    assert_eq!(code, 201, "{body}");
+    let pid = body["pid"].as_i64().unwrap();
+    // The URL is found in the output (no shim call in this mode).
+    let s = a.wait_session("slow", "url from output", |s| !s["oauthUrl"].is_null());
+    assert_eq!(s["urlSource"], "output");
+    let s = a.wait_state("slow", "expired");
+    assert!(s["reason"].as_str().unwrap().contains("within 2s"), "{s}");
+    wait_group_gone(pid);
+}
+
+#[test]
+fn cancel_leaves_no_process_and_one_session_per_provider() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, ""));
+    let (code, b1) = a.post(
+        "/v1/oauth/sessions",
+        json!({"provider": "hanging", "sessionId": "one"}),
+    );
+    assert_eq!(code, 201, "{b1}");
+    let pid1 = b1["pid"].as_i64().unwrap();
+    a.wait_session("one", "url", |s| !s["oauthUrl"].is_null());
+    // The CLI started a grandchild `sleep` in its group: it must go too.
+    assert!(group_alive(pid1));
+
+    let (code, b2) = a.post(
+        "/v1/oauth/sessions",
+        json!({"provider": "hanging", "sessionId": "two"}),
+    );
+    assert_eq!(code, 201, "{b2}");
+    let s1 = a.session("one");
+    assert_eq!(s1["state"], "cancelled");
+    assert_eq!(s1["reason"], "replaced by session two");
+    wait_group_gone(pid1);
+    assert_eq!(a.oauth.active_sessions(), 1);
+
+    let pid2 = b2["pid"].as_i64().unwrap();
+    a.wait_session("two", "url", |s| !s["oauthUrl"].is_null());
+    let (code, c) = http(
+        a.addr,
+        "DELETE",
+        "/v1/oauth/sessions/two",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["state"], "cancelled");
+    assert!(!group_alive(pid2), "cancelled, yet group {pid2} runs");
+    assert_eq!(a.oauth.active_sessions(), 0);
+    // Cancelling again is a conflict, naming the state.
+    let (code, e) = a.post("/v1/oauth/sessions/two/cancel", json!({}));
+    assert_eq!(code, 409);
+    assert!(e["error"].as_str().unwrap().contains("cancelled"), "{e}");
+    let (code, list) = a.get("/v1/oauth/sessions");
+    assert_eq!(code, 200);
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn paste_code_flow() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, ""));
+    let (code, body) = a.post("/auth/paste", json!({"sessionId": "p1"}));
+    assert_eq!(code, 200, "{body}");
+    let s = a.wait_session("p1", "url", |s| !s["oauthUrl"].is_null());
+    assert_eq!(s["urlSource"], "output");
+    assert!(s["oauthUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with(&fake.authorize_url()));
+    // The browser named in the config does not exist: said in the session, not fatal.
+    let s = a.wait_session("p1", "browser attempt", |s| !s["browser"].is_null());
+    assert!(
+        s["browser"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-browser: not found"),
+        "{s}"
+    );
+    assert_eq!(s["state"], "url_ready");
+    a.wait_session("p1", "the paste prompt", |s| {
+        s["lastOutput"]
+            .as_str()
+            .is_some_and(|o| o.contains("Paste code here"))
+    });
+    // The host fetched the URL to show it: now the user is expected to act.
+    let (code, u) = a.get("/oauth-url?sessionId=p1");
+    assert_eq!(code, 200);
+    assert_eq!(u["oauthUrl"], s["oauthUrl"]);
+    assert_eq!(a.session("p1")["state"], "awaiting_user");
+
+    let (code, bad) = a.post("/v1/oauth/sessions/p1/code", json!({"code": "a\nb"}));
+    assert_eq!(code, 400, "{bad}");
+    let (code, r) = a.post("/v1/oauth/sessions/p1/code", json!({"code": "PASTED-123"}));
+    assert_eq!(code, 200, "{r}");
+    a.wait_state("p1", "authenticated");
+    let (code, c) = a.get("/credentials/get?sessionId=p1");
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["credentials"]["tokens"]["access_token"], "tok-PASTED-123");
+    assert_eq!(c["provider"], "paste");
+}
+
+#[test]
+fn gemini_style_consent_prompt_and_callback_relay() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, ""));
+    let (code, body) = a.post("/auth/gemini_cli", json!({"sessionId": "g1"}));
+    assert_eq!(code, 200, "{body}");
+    // The prompt was answered (else the CLI exits 3); CI was removed and DISPLAY set
+    // (else it exits 5). (That the URL comes through the shim is oauth_browser's subject.)
+    let s = a.wait_session("g1", "the URL", |s| !s["oauthUrl"].is_null());
+    let out = s["lastOutput"].as_str().unwrap();
+    assert!(out.contains("Do you want to continue? [Y/n]"), "{out}");
+    assert!(out.contains("ok, continuing"), "{out}");
+    let url = s["oauthUrl"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&fake.authorize_url()), "{url}");
+    if code == 200 {
+        // When the URL was known in time, the start answer carries it.
+        if let Some(u) = body["oauthUrl"].as_str() {
+            assert_eq!(u, url);
+        }
+    }
+    // The host relays the provider's redirect to the agent; it reaches the CLI's random port.
+    let (code, page) = a.get("/auth/callback?code=relayed-1&state=st4te");
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page["text"].as_str().unwrap().contains("Logged in"),
+        "{page}"
+    );
+    a.wait_state("g1", "authenticated");
+    let home = a.home();
+    let (code, st) = a.get("/credentials/status?sessionId=g1");
+    assert_eq!(code, 200);
+    assert_eq!(st["authenticated"], true);
+    assert_eq!(st["provider"], "gemini_cli");
+    assert_eq!(
+        st["path"],
+        home.join(".gemini/oauth_creds.json").display().to_string()
+    );
+    assert!(st["modifiedAt"].as_str().unwrap().ends_with('Z'));
+    let (code, c) = a.get("/credentials/get?sessionId=g1");
+    assert_eq!(code, 200);
+    assert_eq!(
+        c["credentials"]["refresh_token"]["access_token"],
+        "tok-relayed-1"
+    );
+    let s = a.session("g1");
+    // Credentials are never part of the session view.
+    assert!(!s.to_string().contains("tok-relayed-1"));
+}
+
+#[test]
+fn every_oauth_route_needs_the_token() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, ""));
+    for (m, p) in [
+        ("POST", "/auth/fake"),
+        ("GET", "/oauth-url?sessionId=x"),
+        ("GET", "/credentials/status?sessionId=x"),
+        ("GET", "/credentials/get?sessionId=x"),
+        ("POST", "/open-url"),
+        ("GET", "/auth/callback?code=1"),
+        ("GET", "/v1/oauth/sessions"),
+        ("POST", "/v1/oauth/sessions"),
+        ("GET", "/v1/oauth/sessions/x"),
+        ("DELETE", "/v1/oauth/sessions/x"),
+        ("POST", "/v1/oauth/sessions/x/code"),
+        ("GET", "/v1/oauth/providers"),
+    ] {
+        let (code, _) = http(a.addr, m, p, None, Some(json!({})));
+        assert_eq!(code, 401, "{m} {p}");
+        let (code, _) = http(a.addr, m, p, Some("wrong"), Some(json!({})));
+        assert_eq!(code, 401, "{m} {p} with a wrong token");
+    }
+    assert_eq!(
+        a.oauth.list().len(),
+        0,
+        "nothing was started without the token"
+    );
+    let (code, e) = a.post("/auth/nope", json!({"sessionId": "x"}));
+    assert_eq!(code, 404);
+    assert!(e["error"].as_str().unwrap().contains("codex"), "{e}");
+    let (code, e) = a.post("/auth/fake", json!({"sessionId": "bad/id"}));
+    assert_eq!(code, 400, "{e}");
+}
