@@ -35,17 +35,34 @@ fn has(findings: &[Finding], cause: Cause, subject: &str) -> bool {
 }
 
 /// F1, literally: the golden image's /lib/modules/<release> is empty. The diagnosis says
-/// modules are missing and names the directory.
+/// virtio_net.ko is missing, with the path its file would have, and names the directory.
 #[test]
-fn image_with_empty_module_dir_is_diagnosed_as_module_missing_naming_the_dir() {
+fn image_with_empty_module_dir_is_diagnosed_as_missing_virtio_net_naming_the_file() {
     let mut boot = TestBoot::healthy();
     boot.image.modules = ModuleSet::Empty;
     let t = boot.boot();
-    let (fatal, _) = diagnosed(&t);
+    let (fatal, findings) = diagnosed(&t);
     let dir = format!("/lib/modules/{}", kernel().release);
+    let file = format!("{dir}/kernel/drivers/net/virtio_net.ko");
     assert_eq!(fatal.cause, Cause::NetinitFailed, "{fatal}");
     assert_eq!(fatal.subject.as_deref(), Some("module-missing"), "{fatal}");
-    assert!(fatal.evidence.contains(&dir), "{}", fatal.evidence);
+    assert!(
+        fatal.evidence.contains(&format!("virtio_net.ko missing at {file}"))
+            && fatal.evidence.contains(&format!("{dir} is missing or empty")),
+        "{}",
+        fatal.evidence
+    );
+    let missing = findings
+        .iter()
+        .find(|f| f.cause == Cause::ModuleMissing && f.subject.as_deref() == Some("virtio_net"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no module-missing finding for virtio_net: {findings:#?}\n{}",
+                t.vm.console()
+            )
+        });
+    assert!(missing.evidence.contains(&file), "{}", missing.evidence);
+    assert!(missing.hint.contains(&file), "{}", missing.hint);
 }
 
 /// F1: the image has a module tree (with the virtio PCI transport) but no virtio_net: no
@@ -78,11 +95,15 @@ fn image_without_virtio_net_is_diagnosed_as_missing_virtio_net_with_its_path() {
     );
 }
 
-/// A VM started without a NIC: netinit waits for eth0, then says there is no device.
+/// A VM started without a NIC: netinit waits for eth0, then says there is no device. The wait
+/// is shortened from the built-in 30 s with `guest_netinit.link_timeout=` on the kernel
+/// cmdline (the image is not changed), and the no-device event says how long it waited.
 #[test]
 fn vm_without_nic_is_diagnosed_as_no_network_device() {
     let mut boot = TestBoot::healthy();
     boot.nic = false;
+    let args = default_boot_args().extra("guest_netinit.link_timeout", Some("3s".into()));
+    boot.cmdline = cmdline(&args, &[]).expect("cmdline");
     let t = boot.boot();
     let (fatal, findings) = diagnosed(&t);
     assert!(
@@ -93,6 +114,11 @@ fn vm_without_nic_is_diagnosed_as_no_network_device() {
     assert!(
         matches!(fatal.cause, Cause::NoNetworkDevice | Cause::NetinitFailed),
         "{fatal}"
+    );
+    let console = t.vm.console();
+    assert!(
+        console.contains("cmdline: link-timeout 3.00 s"),
+        "the read-config step should show the cmdline tunable:\n{console}"
     );
 }
 
