@@ -47,8 +47,12 @@ fn image_with_empty_module_dir_is_diagnosed_as_missing_virtio_net_naming_the_fil
     assert_eq!(fatal.cause, Cause::NetinitFailed, "{fatal}");
     assert_eq!(fatal.subject.as_deref(), Some("module-missing"), "{fatal}");
     assert!(
-        fatal.evidence.contains(&format!("virtio_net.ko missing at {file}"))
-            && fatal.evidence.contains(&format!("{dir} is missing or empty")),
+        fatal
+            .evidence
+            .contains(&format!("virtio_net.ko missing at {file}"))
+            && fatal
+                .evidence
+                .contains(&format!("{dir} is missing or empty")),
         "{}",
         fatal.evidence
     );
