@@ -1,0 +1,118 @@
+//! The streamer against a real browser: Xvfb with a window whose colour changes every frame,
+//! the streamer (in-process) capturing it, and headless chromium opening `/viewer` (the real
+//! page) as the viewer. Frames must arrive at the configured resolution, and a click and a key
+//! pressed in the viewer must arrive in the X display.
+
+mod webrtc_common;
+
+use serde_json::json;
+use std::time::Duration;
+use webrtc_common::*;
+
+const W: u16 = 1280;
+const H: u16 = 720;
+
+#[test]
+fn viewer_page_plays_the_display_and_sends_input_back() {
+    let x = start_xvfb(W, H);
+    let window = start_window(&x.display);
+    let streamer = start_streamer(&x.display, W, H);
+
+    // The token guards WHEP; the page itself is static.
+    let (code, _) = http(
+        streamer.addr,
+        "POST",
+        "/webrtc/whep",
+        &[("Content-Type", "application/sdp")],
+        "v=0\r\n",
+    );
+    assert_eq!(code, 401, "WHEP without the token");
+    let (code, body) = http(streamer.addr, "GET", "/viewer", &[], "");
+    assert_eq!(code, 200);
+    assert!(body.contains("webrtc/whep"));
+
+    let url = format!("http://{}/viewer#token={TOKEN}", streamer.addr);
+    let mut b = Browser::launch(&url);
+    wait_for("window.viewer", Duration::from_secs(30), || {
+        (b.eval("typeof viewer") == json!("object")).then_some(())
+    });
+    b.eval("viewer.ready.then(() => true)");
+
+    let first = wait_for("25 decoded frames", Duration::from_secs(60), || {
+        let s = b.eval(STATS_JS);
+        (s["framesDecoded"].as_u64().unwrap_or(0) >= 25).then_some(s)
+    });
+    assert_eq!(first["frameWidth"], json!(W), "stats: {first}");
+    assert_eq!(first["frameHeight"], json!(H), "stats: {first}");
+    let n1 = first["framesDecoded"].as_u64().unwrap_or(0);
+    let later = wait_for("frames to keep coming", Duration::from_secs(30), || {
+        let s = b.eval(STATS_JS);
+        (s["framesDecoded"].as_u64().unwrap_or(0) >= n1 + 25).then_some(s)
+    });
+    assert_eq!(later["state"], json!("connected"));
+
+    // Status shows one viewer.
+    let (code, status) = http(
+        streamer.addr,
+        "GET",
+        "/webrtc/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    );
+    assert_eq!(code, 200, "{status}");
+    assert!(status.contains("\"viewers\":1"), "{status}");
+
+    // Input: the data channel must be open, then a real click and key press in the page.
+    wait_for("the input data channel", Duration::from_secs(30), || {
+        (b.eval("viewer.dc.readyState") == json!("open")).then_some(())
+    });
+    let vp = b.eval("[innerWidth, innerHeight]");
+    let (vw, vh) = (vp[0].as_f64().unwrap_or(0.0), vp[1].as_f64().unwrap_or(0.0));
+    // Click at a point a quarter into the video; expected X coordinates by the page's
+    // letterbox mapping (object-fit: contain).
+    let s = (vw / f64::from(W)).min(vh / f64::from(H));
+    let (ox, oy) = ((vw - f64::from(W) * s) / 2.0, (vh - f64::from(H) * s) / 2.0);
+    let (px, py) = (ox + 320.0 * s + 0.5, oy + 180.0 * s + 0.5);
+    let (ex, ey) = (
+        ((px - ox) / s).floor() as i16,
+        ((py - oy) / s).floor() as i16,
+    );
+    for (t, extra) in [
+        ("mouseMoved", json!({})),
+        ("mousePressed", json!({"button": "left", "clickCount": 1})),
+        ("mouseReleased", json!({"button": "left", "clickCount": 1})),
+    ] {
+        let mut p = json!({"type": t, "x": px, "y": py});
+        if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        b.call("Input.dispatchMouseEvent", p);
+    }
+    for t in ["keyDown", "keyUp"] {
+        b.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": t, "key": "q", "code": "KeyQ", "text": "q", "windowsVirtualKeyCode": 81}),
+        );
+    }
+    let seen = wait_for(
+        "the click and the key in the X display",
+        Duration::from_secs(30),
+        || {
+            let seen = window.seen.lock().expect("seen").clone();
+            let click = seen
+                .iter()
+                .any(|e| matches!(e, Seen::ButtonPress { button: 1, .. }));
+            let key = seen.contains(&Seen::KeyPress { keysym: 0x71 });
+            (click && key).then_some(seen)
+        },
+    );
+    let Some(Seen::ButtonPress { x, y, .. }) =
+        seen.iter().find(|e| matches!(e, Seen::ButtonPress { .. }))
+    else {
+        unreachable!("checked above")
+    };
+    assert!(
+        (x - ex).abs() <= 1 && (y - ey).abs() <= 1,
+        "click at ({x},{y}), expected ({ex},{ey}); seen {seen:?}"
+    );
+}
