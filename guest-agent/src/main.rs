@@ -46,6 +46,8 @@ enum Role {
         #[arg(long, default_value = "/run/guest-netinit/state.json")]
         netinit_state: PathBuf,
     },
+    /// The screen streamer: X display -> H.264 -> WebRTC viewers, input back via XTEST.
+    Webrtc(guest_agent::webrtc::WebrtcArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +74,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(role: Role) -> anyhow::Result<()> {
     match role {
+        Role::Webrtc(args) => Ok(guest_agent::webrtc::run(args).await?),
         Role::Serve {
             listen,
             state_dir,
