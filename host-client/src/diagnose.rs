@@ -9,7 +9,7 @@
 
 pub use crate::hints::hint;
 use crate::hints::{decode_exitcode, event_hit, found_to_finding, Found};
-use crate::signatures::{self, Hit};
+use crate::signatures::{self, Hit, PreKernel};
 use guest_proto::{Component, ConsoleEvent, Event};
 use serde::Serialize;
 use std::fmt;
@@ -20,6 +20,9 @@ use std::fmt;
 pub enum Cause {
     /// The console log is empty: the kernel was not told to print there.
     NoConsoleOutput,
+    /// Only firmware / kernel setup lines (SeaBIOS, `Probing EDD`), no `Linux version`: the
+    /// kernel never started (too little memory to decompress it, a broken image).
+    KernelNotStarted,
     /// `VFS: Unable to mount root fs` / `Cannot open root device`.
     RootfsMountFailed,
     /// OOM killer, `System is deadlocked on memory` (failure F7).
@@ -165,6 +168,11 @@ pub struct Diagnoser {
     /// The first lines of the latest run of lines without a kernel timestamp.
     user_block: Vec<String>,
     user_block_closed: bool,
+    /// The last firmware / kernel setup line (line number, text) and the furthest stage seen.
+    pre_kernel: Option<(usize, String, PreKernel)>,
+    /// A line only a running kernel (or its userspace) prints: timestamp, `Linux version`,
+    /// a guestkit event.
+    kernel_ran: bool,
 }
 
 impl Diagnoser {
@@ -183,6 +191,7 @@ impl Diagnoser {
         self.printed = true;
         let n = self.lines;
         self.note_milestone(&line, n);
+        self.note_pre_kernel(&line, n);
         let hit = match ConsoleEvent::find_in_line(&line) {
             Some(Ok(ev)) => event_hit(&ev),
             Some(Err(_)) => Some(Found {
@@ -204,6 +213,24 @@ impl Diagnoser {
         self.note_user_output(&line);
         let hit = hit?;
         Some(self.record(found_to_finding(hit, n, &line)))
+    }
+
+    fn note_pre_kernel(&mut self, line: &str, n: usize) {
+        if self.kernel_ran {
+            return;
+        }
+        if kernel_timestamp(line).is_some()
+            || line.contains("Linux version ")
+            || ConsoleEvent::find_in_line(line).is_some()
+        {
+            self.kernel_ran = true;
+        } else if let Some(stage) = signatures::pre_kernel(line) {
+            let furthest = match &self.pre_kernel {
+                Some((_, _, seen)) => stage.max(*seen),
+                None => stage,
+            };
+            self.pre_kernel = Some((n, line.to_string(), furthest));
+        }
     }
 
     /// Userspace output (lines without a kernel timestamp) since the last kernel line: what
@@ -253,9 +280,26 @@ impl Diagnoser {
         self.lines
     }
 
-    /// The findings so far plus, for a log with nothing in it, the "nothing printed" finding.
+    /// The findings so far plus, for a log with nothing in it, the "nothing printed" finding,
+    /// and for a log with only firmware lines, the "kernel never started" one. (Not findings
+    /// while following a boot: every boot prints nothing, then firmware lines, at first.)
     pub fn snapshot(&self) -> Diagnosis {
         let mut findings = self.findings.clone();
+        if let (Some((line, evidence, stage)), false) = (&self.pre_kernel, self.kernel_ran) {
+            let subject = match stage {
+                PreKernel::Firmware => "firmware only",
+                PreKernel::KernelSetup => "kernel setup ran",
+            };
+            findings.push(Finding {
+                cause: Cause::KernelNotStarted,
+                severity: Severity::Error,
+                subject: Some(subject.into()),
+                line: *line,
+                evidence: evidence.clone(),
+                hint: hint(Cause::KernelNotStarted, Some(subject)),
+                occurrences: 1,
+            });
+        }
         if !self.printed {
             findings.push(Finding {
                 cause: Cause::NoConsoleOutput,

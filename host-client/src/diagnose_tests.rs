@@ -249,3 +249,73 @@ fn init_exit_decodes_the_status_and_quotes_inits_last_output() {
         killed[0].hint
     );
 }
+
+#[test]
+fn firmware_lines_without_a_kernel_mean_the_kernel_never_started() {
+    // What QEMU q35 + the Debian cloud kernel print with 48 MiB and earlyprintk=serial.
+    let d = analyze("Probing EDD (edd=off to disable)... ok\r\n");
+    assert_eq!(d.findings.len(), 1, "{:?}", d.findings);
+    let f = &d.findings[0];
+    assert_eq!(
+        (f.cause, f.severity, f.line),
+        (Cause::KernelNotStarted, Severity::Error, 1)
+    );
+    assert_eq!(f.subject.as_deref(), Some("kernel setup ran"));
+    assert!(f.hint.contains("memory"), "{}", f.hint);
+    assert!(!f.hint.contains("add console=ttyS0"), "{}", f.hint);
+    assert!(d.timeline.is_empty());
+
+    // Firmware only: could be a kernel without console=, so the hint says both.
+    let f = diagnose("SeaBIOS (version 1.16.2-debian-1.16.2-1)\n\nBooting from ROM...\n");
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].cause, Cause::KernelNotStarted);
+    assert_eq!(f[0].subject.as_deref(), Some("firmware only"));
+    assert_eq!(f[0].line, 3);
+    assert!(
+        f[0].hint.contains("memory") && f[0].hint.contains("console=ttyS0"),
+        "{}",
+        f[0].hint
+    );
+}
+
+#[test]
+fn firmware_lines_then_the_kernel_are_a_normal_boot() {
+    let text = "SeaBIOS (version 1.16.2)\nBooting from ROM...\nProbing EDD (edd=off to disable)... ok\n\
+                [    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)\n";
+    assert_eq!(diagnose(text), vec![]);
+    // Output only from init (no kernel timestamps, `quiet`): the kernel ran.
+    let line = ev(
+        Component::Netinit,
+        Event::Start {
+            version: "0.1.0".into(),
+        },
+    );
+    assert_eq!(diagnose(&format!("Booting from ROM...\n{line}\n")), vec![]);
+}
+
+#[test]
+fn while_following_a_boot_firmware_lines_are_not_a_finding() {
+    let mut d = Diagnoser::new();
+    assert!(d
+        .push_line("Probing EDD (edd=off to disable)... ok")
+        .is_none());
+    assert!(d.findings().is_empty() && d.fatal().is_none());
+    assert_eq!(
+        d.snapshot().findings[0].cause,
+        Cause::KernelNotStarted,
+        "a timeout at this point says so"
+    );
+}
+
+#[test]
+fn nothing_printed_still_says_console_first() {
+    let f = diagnose("");
+    assert_eq!(f[0].cause, Cause::NoConsoleOutput);
+    assert!(
+        f[0].hint
+            .starts_with("nothing printed: console not configured (add console=ttyS0"),
+        "{}",
+        f[0].hint
+    );
+    assert!(f[0].hint.contains("earlyprintk=serial"), "{}", f[0].hint);
+}

@@ -122,7 +122,9 @@ pub(crate) fn event_hit(ev: &ConsoleEvent) -> Option<Found> {
 pub fn hint(cause: Cause, subject: Option<&str>) -> String {
     let subject = subject.unwrap_or("?");
     match cause {
-        Cause::NoConsoleOutput => "nothing printed: console not configured (add console=ttyS0 to the kernel boot args, and check the VMM writes the serial port to this file)".into(),
+        Cause::NoConsoleOutput => "nothing printed: console not configured (add console=ttyS0 to the kernel boot args, and check the VMM writes the serial port to this file); if console=ttyS0 is there already, the kernel died before its first message (too little memory for it, or a broken image): add earlyprintk=serial,ttyS0 to see how far it got".into(),
+        Cause::KernelNotStarted if subject == "kernel setup ran" => "the kernel never started: its setup code ran (console= is in effect) but `Linux version` never came, so it died decompressing or before its first message: give the VM more memory (this Debian kernel on QEMU q35 needs more than 64 MiB just to start), or check the kernel image is not truncated or built for another machine".into(),
+        Cause::KernelNotStarted => "the kernel never printed: only the firmware did. With console=ttyS0 on the kernel boot args it never started (give the VM more memory, or check the kernel image is not broken); without it, add console=ttyS0".into(),
         Cause::RootfsMountFailed => "the kernel could not mount the root filesystem: check root= (Firecracker: root=/dev/vda with the rootfs drive is_root_device=true) and that the disk driver (virtio_blk) and filesystem (ext4) are built in or in the initramfs".into(),
         Cause::OutOfMemory => "the guest ran out of memory: raise mem_size_mib in the VM's machine-config (or run fewer services)".into(),
         Cause::NoInit => format!("no init could be run ({subject}): check init= and that the binary exists in the rootfs, is executable, and has its interpreter and libraries"),

@@ -196,9 +196,86 @@ pub fn match_line(line: &str) -> Option<Hit> {
     None
 }
 
+/// A line printed before the kernel proper runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PreKernel {
+    /// The firmware (SeaBIOS, iPXE, the boot menu): printed whatever the kernel cmdline says.
+    Firmware,
+    /// The kernel's x86 setup code or decompressor (`Probing EDD`, `Decompressing Linux`,
+    /// `early console in setup code`): the bootloader ran the kernel image, and a serial
+    /// `console=`/`earlyprintk=` is on the cmdline (setup code prints on serial only then).
+    KernelSetup,
+}
+
+/// Firmware and boot-stub texts (SeaBIOS `src/boot.c`, iPXE, Linux `arch/x86/boot/edd.c`,
+/// `arch/x86/boot/compressed/misc.c` and `kaslr.c`). Only for lines without a kernel timestamp.
+const FIRMWARE: [&str; 8] = [
+    "SeaBIOS (version",
+    "iPXE (",
+    "Booting from ",
+    "No bootable device",
+    "Press ESC for boot menu",
+    "Press F12 for boot menu",
+    "Machine UUID ",
+    "BdsDxe: ",
+];
+const KERNEL_SETUP: [&str; 9] = [
+    "Probing EDD",
+    "early console in setup code",
+    "early console in extract_kernel",
+    "Decompressing Linux",
+    "Parsing ELF",
+    "Booting the kernel",
+    "KASLR using",
+    "KASLR disabled",
+    "input_data: 0x",
+];
+
+/// Whether `line` is firmware or kernel setup output (lines with a kernel timestamp never are).
+pub fn pre_kernel(line: &str) -> Option<PreKernel> {
+    if crate::diagnose::kernel_timestamp(line).is_some() {
+        return None; // `[    0.000000] ...`: the kernel is running
+    }
+    if KERNEL_SETUP.iter().any(|m| line.contains(m)) {
+        Some(PreKernel::KernelSetup)
+    } else if FIRMWARE.iter().any(|m| line.contains(m)) {
+        Some(PreKernel::Firmware)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firmware_and_kernel_setup_lines() {
+        for line in [
+            "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+            "iPXE (http://ipxe.org) 00:02.0 C000 PCI2.10 PnP PMM+06FD3360+06F33360 C000",
+            "Booting from ROM...",
+            "Booting from Hard Disk...",
+        ] {
+            assert_eq!(pre_kernel(line), Some(PreKernel::Firmware), "{line}");
+        }
+        for line in [
+            "Probing EDD (edd=off to disable)... ok",
+            "early console in setup code",
+            "Decompressing Linux... Parsing ELF... done.",
+            "Booting the kernel.",
+        ] {
+            assert_eq!(pre_kernel(line), Some(PreKernel::KernelSetup), "{line}");
+        }
+        for line in [
+            "[    0.000000] Linux version 6.1.0-28-cloud-amd64",
+            "[    0.0] Booting from ROM is not a kernel line",
+            "[netinit] init        mounted /proc /sys",
+            "",
+        ] {
+            assert_eq!(pre_kernel(line), None, "{line}");
+        }
+    }
 
     fn hit(line: &str) -> Hit {
         match_line(line).unwrap_or_else(|| panic!("no hit for {line:?}"))

@@ -102,6 +102,16 @@ const CASES: &[Case] = &[
         also: &[],
         milestones: &[M::KernelStarted, M::Userspace],
     },
+    // Captured: the tests' QEMU arguments (q35, -nodefaults, serial to a file), the Debian 6.1
+    // cloud kernel and the demo initramfs with `-m 48` and `earlyprintk=serial,ttyS0,115200`:
+    // the setup code prints, the kernel never does (QEMU exits at once, -no-reboot). Without
+    // earlyprintk the file is empty, which is empty.log's case.
+    Case {
+        file: "captured-qemu-48mib-kernel-never-started.log",
+        worst: Some((C::KernelNotStarted, S::Error)),
+        also: &[],
+        milestones: &[],
+    },
     Case {
         file: "emergency-mode.log",
         worst: Some((C::EmergencyMode, S::Fatal)),
