@@ -8,6 +8,7 @@
 //! the agent's HTTP up; `--listen` adds a TCP listener (development, tests).
 
 pub mod capture;
+pub mod controller;
 pub mod encode;
 pub mod inject;
 pub mod inject_thread;
@@ -19,6 +20,7 @@ pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default unix socket of the streamer's HTTP surface.
@@ -61,6 +63,12 @@ pub struct WebrtcArgs {
     pub cmdline: PathBuf,
     #[arg(long, default_value_t = 4)]
     pub max_viewers: usize,
+    /// Controller-mode signaling: the host controller's base URL (http://host:port).
+    #[arg(long, requires = "session_id")]
+    pub controller: Option<String>,
+    /// Controller-mode session id.
+    #[arg(long, requires = "controller")]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +80,8 @@ pub enum WebrtcError {
         what: String,
         source: std::io::Error,
     },
+    #[error("controller signaling: {0}")]
+    Controller(#[from] controller::ControllerError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -179,7 +189,7 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600));
     }
-    let app = server::router(std::sync::Arc::clone(&streamer), None);
+    let app = server::router(Arc::clone(&streamer), None);
     tasks.spawn(async move { axum::serve(unix, app).await });
     if let Some(addr) = args.listen {
         let tcp = tokio::net::TcpListener::bind(addr)
@@ -188,12 +198,29 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
                 what: addr.to_string(),
                 source,
             })?;
-        let app = server::router(std::sync::Arc::clone(&streamer), token);
+        let app = server::router(Arc::clone(&streamer), token);
         tasks.spawn(async move { axum::serve(tcp, app).await });
     }
     tracing::info!("webrtc streamer listening on {}", args.socket.display());
-    match tasks.join_next().await {
-        Some(Ok(Err(e))) => Err(WebrtcError::Serve(e)),
-        _ => Ok(()),
+    let signaling = async {
+        match (&args.controller, &args.session_id) {
+            (Some(base), Some(session)) => {
+                let opts = controller::ControllerOptions {
+                    base: base.clone(),
+                    session: session.clone(),
+                    poll_min: Duration::from_millis(25),
+                    poll_max: Duration::from_millis(400),
+                };
+                controller::run(Arc::clone(&streamer), opts).await
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = signaling => Err(r.err().map(WebrtcError::from).unwrap_or(WebrtcError::Serve(std::io::Error::other("controller loop ended")))),
+        r = tasks.join_next() => match r {
+            Some(Ok(Err(e))) => Err(WebrtcError::Serve(e)),
+            _ => Ok(()),
+        },
     }
 }

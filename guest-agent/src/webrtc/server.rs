@@ -29,7 +29,7 @@ pub const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
 pub struct Streamer {
     pub pipeline: Pipeline,
     pub input: InputSink,
-    pub peer: PeerOptions,
+    pub peer: Mutex<PeerOptions>,
     pub max_viewers: usize,
     viewers: Mutex<HashMap<String, Viewer>>,
 }
@@ -52,7 +52,7 @@ impl Streamer {
         Arc::new(Streamer {
             pipeline,
             input,
-            peer,
+            peer: Mutex::new(peer),
             max_viewers,
             viewers: Mutex::new(HashMap::new()),
         })
@@ -75,7 +75,8 @@ impl Streamer {
         if self.viewers.lock().await.len() >= self.max_viewers {
             return Err(AddError::Full(self.max_viewers));
         }
-        let (viewer, answer) = peer::accept_offer(offer, &self.pipeline, &self.input, &self.peer)
+        let opts = self.peer.lock().await.clone();
+        let (viewer, answer) = peer::accept_offer(offer, &self.pipeline, &self.input, &opts)
             .await
             .map_err(AddError::Peer)?;
         let id = format!("{:016x}", fastrand::u64(..));
@@ -88,6 +89,29 @@ impl Streamer {
             me.remove_viewer(&vid).await;
         });
         Ok((id, answer))
+    }
+
+    /// ICE servers for the viewers that connect from now on (controller mode).
+    pub async fn set_ice_servers(&self, servers: Vec<peer::IceServer>) {
+        self.peer.lock().await.ice_servers = servers;
+    }
+
+    pub async fn has_viewer(&self, id: &str) -> bool {
+        self.viewers.lock().await.contains_key(id)
+    }
+
+    /// Adds a trickled remote candidate to a viewer's connection.
+    pub async fn add_candidate(
+        &self,
+        id: &str,
+        candidate: rtc::peer_connection::transport::RTCIceCandidateInit,
+    ) {
+        let pc = self.viewers.lock().await.get(id).map(|v| Arc::clone(&v.pc));
+        if let Some(pc) = pc {
+            if let Err(e) = pc.add_ice_candidate(candidate).await {
+                tracing::debug!("remote candidate: {e}");
+            }
+        }
     }
 
     /// Closes a viewer; false when there was none by that id.

@@ -365,6 +365,16 @@ pub struct StreamerInProc {
 }
 
 pub fn start_streamer(display: &str, width: u16, height: u16) -> StreamerInProc {
+    start_streamer_with(display, width, height, &[])
+}
+
+/// As [`start_streamer`], with extra command-line arguments.
+pub fn start_streamer_with(
+    display: &str,
+    width: u16,
+    height: u16,
+    extra: &[String],
+) -> StreamerInProc {
     use clap::Parser;
     #[derive(clap::Parser)]
     struct A {
@@ -375,7 +385,7 @@ pub fn start_streamer(display: &str, width: u16, height: u16) -> StreamerInProc 
     std::fs::write(dir.path().join("token"), TOKEN).expect("token");
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let args = A::parse_from([
+    let mut argv = vec![
         "webrtc".to_string(),
         format!("--display={display}"),
         format!("--width={width}"),
@@ -385,8 +395,9 @@ pub fn start_streamer(display: &str, width: u16, height: u16) -> StreamerInProc 
         "--ice-ip=127.0.0.1".into(),
         format!("--token-file={}", dir.path().join("token").display()),
         format!("--cmdline={}", dir.path().join("no-cmdline").display()),
-    ])
-    .w;
+    ];
+    argv.extend(extra.iter().cloned());
+    let args = A::parse_from(argv).w;
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -1,0 +1,313 @@
+//! Controller-mode signaling: the host controller's polling protocol (what the old Python
+//! helper spoke), polled in tens of milliseconds instead of once a second, and for as long as
+//! the streamer runs (no exit after 60 s without a viewer).
+//!
+//! - `GET {controller}/api/webrtc/ice-servers` → `{iceServers:[{urls, username?, credential?}]}`
+//!   (a bare array is accepted too; `urls` may be a string);
+//! - poll `GET .../session/{id}/offer` → `{offer:{type,sdp}, candidates:[...]}` (404/204 or a
+//!   null offer while there is none);
+//! - `POST .../session/{id}/answer` `{answer:{type:"answer", sdp}}` (after ICE gathering, capped);
+//! - `POST .../session/{id}/candidate` `{candidate:{candidate, sdpMid, sdpMLineIndex}}` for each
+//!   of our candidates (they are also in the answer);
+//! - poll `GET .../session/{id}/candidates/browser` → `{candidates:[...]}` (or an array) while
+//!   a viewer is connecting or connected.
+
+use super::peer::IceServer;
+use super::server::Streamer;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("controller URL {0:?} must look like http://host:port")]
+    Url(String),
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("{url}: bad JSON: {reason}")]
+    Json { url: String, reason: String },
+}
+
+/// Where the controller is and which session we serve.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// `http://host:port` (plain HTTP on the host's bridge; no TLS inside the VM).
+    pub base: String,
+    pub session: String,
+    /// Fastest poll interval (while something is happening).
+    pub poll_min: Duration,
+    /// Slowest poll interval (idle, backing off).
+    pub poll_max: Duration,
+}
+
+/// A JSON response: status and parsed body (Null when empty or not JSON).
+async fn request(
+    method: Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), ControllerError> {
+    let err = |reason: String| ControllerError::Http {
+        url: url.to_string(),
+        reason,
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| ControllerError::Url(url.to_string()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .map_err(|_| err("connect timed out".into()))?
+    .map_err(|e| err(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    tokio::spawn(conn);
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| err(e.to_string()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .map_err(|_| err("no response within 10 s".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .to_bytes();
+    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok((status, v))
+}
+
+/// Parses the ice-servers answer (object with `iceServers` or a bare array).
+pub fn parse_ice_servers(v: &Value) -> Result<Vec<IceServer>, String> {
+    let list = v
+        .get("iceServers")
+        .or_else(|| v.get("ice_servers"))
+        .unwrap_or(v);
+    let Some(items) = list.as_array() else {
+        return Err("expected an array of ICE servers or {iceServers: [...]}".into());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let urls = match &s["urls"] {
+                Value::String(u) => vec![u.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .map(|u| {
+                        u.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| format!("iceServers[{i}].urls: not a string"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(format!("iceServers[{i}].urls: missing")),
+            };
+            Ok(IceServer {
+                urls,
+                username: s["username"].as_str().map(String::from),
+                credential: s["credential"].as_str().map(String::from),
+            })
+        })
+        .collect()
+}
+
+/// ICE candidates in a JSON value: `[...]` or `{candidates:[...]}`; strings or init objects.
+pub fn parse_candidates(v: &Value) -> Vec<rtc::peer_connection::transport::RTCIceCandidateInit> {
+    let list = v.get("candidates").unwrap_or(v);
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| match c {
+                    Value::String(s) => {
+                        Some(rtc::peer_connection::transport::RTCIceCandidateInit {
+                            candidate: s.clone(),
+                            ..Default::default()
+                        })
+                    }
+                    Value::Object(_) => serde_json::from_value(c.clone()).ok(),
+                    _ => None,
+                })
+                .filter(|c: &rtc::peer_connection::transport::RTCIceCandidateInit| {
+                    !c.candidate.is_empty()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Our candidates, from the `a=candidate:` lines of the answer, with their m-line index/mid.
+pub fn sdp_candidates(sdp: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut mline: i64 = -1;
+    let mut mid: Option<String> = None;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            mline += 1;
+            mid = None;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.to_string());
+        } else if let Some(c) = line.strip_prefix("a=") {
+            if c.starts_with("candidate:") && mline >= 0 {
+                out.push(json!({"candidate": c, "sdpMid": mid, "sdpMLineIndex": mline}));
+            }
+        }
+    }
+    out
+}
+
+/// Polls the controller for offers until the process ends. Never returns Ok.
+pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(), ControllerError> {
+    let base = opts.base.trim_end_matches('/').to_string();
+    if !base.starts_with("http://") {
+        return Err(ControllerError::Url(base));
+    }
+    let session = format!("{base}/api/webrtc/session/{}", opts.session);
+    let mut delay = opts.poll_min;
+    let mut ice_loaded = false;
+    let mut last_offer: Option<String> = None;
+    let mut current: Option<String> = None;
+    let mut seen_candidates = 0usize;
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(opts.poll_max);
+        if !ice_loaded {
+            match request(Method::GET, &format!("{base}/api/webrtc/ice-servers"), None).await {
+                Ok((200, v)) => match parse_ice_servers(&v) {
+                    Ok(servers) => {
+                        streamer.set_ice_servers(servers).await;
+                        ice_loaded = true;
+                    }
+                    Err(e) => tracing::warn!("controller ice-servers: {e}"),
+                },
+                Ok((code, _)) => tracing::warn!("controller ice-servers: HTTP {code}"),
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    continue;
+                }
+            }
+        }
+        // The current viewer's trickled browser candidates.
+        if let Some(id) = &current {
+            if !streamer.has_viewer(id).await {
+                current = None;
+            } else if let Ok((200, v)) =
+                request(Method::GET, &format!("{session}/candidates/browser"), None).await
+            {
+                let cands = parse_candidates(&v);
+                if cands.len() > seen_candidates {
+                    for c in &cands[seen_candidates..] {
+                        streamer.add_candidate(id, c.clone()).await;
+                    }
+                    seen_candidates = cands.len();
+                    delay = opts.poll_min;
+                }
+            }
+        }
+        let (code, v) = match request(Method::GET, &format!("{session}/offer"), None).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("{e}");
+                continue;
+            }
+        };
+        let Some(sdp) = (code == 200)
+            .then(|| v["offer"]["sdp"].as_str().map(String::from))
+            .flatten()
+        else {
+            continue;
+        };
+        if last_offer.as_deref() == Some(sdp.as_str()) {
+            continue;
+        }
+        last_offer = Some(sdp.clone());
+        delay = opts.poll_min;
+        if let Some(old) = current.take() {
+            streamer.remove_viewer(&old).await;
+        }
+        let (id, answer) = match streamer.add_viewer(sdp).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("controller offer: {e}");
+                continue;
+            }
+        };
+        for c in parse_candidates(&v) {
+            streamer.add_candidate(&id, c).await;
+        }
+        seen_candidates = 0;
+        let body = json!({"answer": {"type": "answer", "sdp": answer}});
+        if let Err(e) = request(Method::POST, &format!("{session}/answer"), Some(body)).await {
+            tracing::warn!("posting the answer: {e}");
+        }
+        for c in sdp_candidates(&answer) {
+            let _ = request(
+                Method::POST,
+                &format!("{session}/candidate"),
+                Some(json!({ "candidate": c })),
+            )
+            .await;
+        }
+        current = Some(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_both_shapes() {
+        let v = json!({"iceServers": [{"urls": "stun:a:3478"}, {"urls": ["turn:b:3478?transport=udp"], "username": "u", "credential": "c"}]});
+        let s = parse_ice_servers(&v).expect("parse");
+        assert_eq!(s[0].urls, vec!["stun:a:3478"]);
+        assert_eq!(s[1].username.as_deref(), Some("u"));
+        assert_eq!(parse_ice_servers(&json!([])).expect("array"), vec![]);
+        assert_eq!(
+            parse_ice_servers(&json!({"iceServers": [{"nourls": 1}]}))
+                .err()
+                .as_deref(),
+            Some("iceServers[0].urls: missing")
+        );
+    }
+
+    #[test]
+    fn candidates_from_sdp_carry_mline_and_mid() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\na=candidate:2 1 udp 2130706431 127.0.0.1 40001 typ host\r\n";
+        let c = sdp_candidates(sdp);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1]["sdpMLineIndex"], json!(1));
+        assert_eq!(c[1]["sdpMid"], json!("1"));
+        assert!(c[0]["candidate"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("candidate:1 "));
+    }
+
+    #[test]
+    fn browser_candidates_accept_strings_and_objects() {
+        let v = json!({"candidates": ["candidate:1 1 udp 1 10.0.0.1 5 typ host", {"candidate": "candidate:2 1 udp 1 10.0.0.1 6 typ host", "sdpMid": "0", "sdpMLineIndex": 0}, {"candidate": ""}]});
+        let c = parse_candidates(&v);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].sdp_mid.as_deref(), Some("0"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Controller-mode signaling against a fake host controller: the streamer fetches ICE
+//! servers, polls for the browser's offer, posts its answer and candidates; headless chromium
+//! (a small page speaking the browser half of the controller protocol) then decodes video.
+
+mod webrtc_common;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use webrtc_common::*;
+
+#[derive(Default)]
+struct Fake {
+    ice_fetches: u32,
+    offer: Option<Value>,
+    answer: Option<Value>,
+    candidates: Vec<Value>,
+    sessions_seen: Vec<String>,
+}
+type S = Arc<Mutex<Fake>>;
+
+const PAGE: &str = r#"<!doctype html><script>
+window.pc = new RTCPeerConnection();
+pc.addTransceiver("video", {direction: "recvonly"});
+window.dc = pc.createDataChannel("input");
+window.done = (async () => {
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(r => { if (pc.iceGatheringState === "complete") r();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
+  await fetch("/test/offer", {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
+  for (;;) {
+    const r = await fetch("/test/answer");
+    if (r.status === 200) { await pc.setRemoteDescription((await r.json()).answer); return true; }
+    await new Promise(r => setTimeout(r, 50));
+  }
+})();
+</script>"#;
+
+fn fake_controller(state: S) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/webrtc/ice-servers",
+            get(|State(s): State<S>| async move {
+                s.lock().expect("fake").ice_fetches += 1;
+                Json(json!({"iceServers": []}))
+            }),
+        )
+        .route(
+            "/api/webrtc/session/{id}/offer",
+            get(|State(s): State<S>, Path(id): Path<String>| async move {
+                let mut f = s.lock().expect("fake");
+                f.sessions_seen.push(id);
+                match &f.offer {
+                    Some(o) => Json(json!({"offer": o, "candidates": []})).into_response(),
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/api/webrtc/session/{id}/answer",
+            post(|State(s): State<S>, Json(v): Json<Value>| async move {
+                s.lock().expect("fake").answer = Some(v);
+                Json(json!({"success": true}))
+            }),
+        )
+        .route(
+            "/api/webrtc/session/{id}/candidate",
+            post(|State(s): State<S>, Json(v): Json<Value>| async move {
+                s.lock().expect("fake").candidates.push(v);
+                Json(json!({"success": true}))
+            }),
+        )
+        .route(
+            "/api/webrtc/session/{id}/candidates/browser",
+            get(|| async { Json(json!({"candidates": []})) }),
+        )
+        // The browser half, for the test page.
+        .route("/page", get(|| async { Html(PAGE) }))
+        .route(
+            "/test/offer",
+            post(|State(s): State<S>, Json(v): Json<Value>| async move {
+                s.lock().expect("fake").offer = Some(v);
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/test/answer",
+            get(|State(s): State<S>| async move {
+                match &s.lock().expect("fake").answer {
+                    Some(a) => Json(a.clone()).into_response(),
+                    None => StatusCode::NO_CONTENT.into_response(),
+                }
+            }),
+        );
+    api.with_state(state)
+}
+
+#[test]
+fn controller_mode_exchange_connects_a_browser() {
+    let state: S = Arc::default();
+    let port = free_port();
+    let app = fake_controller(Arc::clone(&state));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind fake controller");
+            axum::serve(l, app).await.expect("fake controller");
+        });
+    });
+
+    let x = start_xvfb(640, 480);
+    let _window = start_window(&x.display);
+    let _streamer = start_streamer_with(
+        &x.display,
+        640,
+        480,
+        &[
+            format!("--controller=http://127.0.0.1:{port}"),
+            "--session-id=sess-42".into(),
+        ],
+    );
+    // Polling starts without any viewer, and keeps going.
+    wait_for(
+        "the streamer polling for an offer",
+        Duration::from_secs(30),
+        || (state.lock().expect("fake").sessions_seen.len() >= 3).then_some(()),
+    );
+
+    let mut b = Browser::launch(&format!("http://127.0.0.1:{port}/page"));
+    wait_for("the test page", Duration::from_secs(30), || {
+        (b.eval("typeof done") == json!("object")).then_some(())
+    });
+    assert_eq!(b.eval("done"), json!(true));
+    let stats = wait_for("25 decoded frames", Duration::from_secs(60), || {
+        let s = b.eval(
+            r#"(async () => { let r = {}; (await pc.getStats()).forEach(x => {
+                 if (x.type === 'inbound-rtp' && x.kind === 'video') r = x; });
+                 return {n: r.framesDecoded || 0, w: r.frameWidth, h: r.frameHeight}; })()"#,
+        );
+        (s["n"].as_u64().unwrap_or(0) >= 25).then_some(s)
+    });
+    assert_eq!(stats["w"], json!(640));
+    assert_eq!(stats["h"], json!(480));
+
+    let f = state.lock().expect("fake");
+    assert!(f.ice_fetches >= 1, "ICE servers were fetched");
+    assert!(f.sessions_seen.iter().all(|s| s == "sess-42"));
+    let answer = f.answer.as_ref().expect("answer posted");
+    assert_eq!(answer["answer"]["type"], json!("answer"));
+    assert!(answer["answer"]["sdp"]
+        .as_str()
+        .unwrap_or("")
+        .contains("a=candidate:"));
+    assert!(
+        f.candidates.iter().any(|c| c["candidate"]["candidate"]
+            .as_str()
+            .unwrap_or("")
+            .contains("127.0.0.1")),
+        "our loopback candidate posted: {:?}",
+        f.candidates
+    );
+}
