@@ -63,15 +63,33 @@ impl Stripper {
         }
         let mut all = std::mem::take(&mut self.partial);
         all.extend_from_slice(&bytes);
-        match std::str::from_utf8(&all) {
-            Ok(s) => s.to_string(),
-            Err(e) if e.error_len().is_none() => {
-                let good = e.valid_up_to();
-                self.partial = all[good..].to_vec();
-                String::from_utf8_lossy(&all[..good]).into_owned()
+        // Invalid bytes become U+FFFD one by one; an incomplete character at the end
+        // waits for the next chunk (so the cut does not change the text).
+        let mut out = String::new();
+        let mut rest: &[u8] = &all;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    break;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&rest[..good]));
+                    match e.error_len() {
+                        Some(n) => {
+                            out.push('\u{FFFD}');
+                            rest = &rest[good + n..];
+                        }
+                        None => {
+                            self.partial = rest[good..].to_vec();
+                            break;
+                        }
+                    }
+                }
             }
-            Err(_) => String::from_utf8_lossy(&all).into_owned(),
         }
+        out
     }
 }
 
@@ -120,8 +138,12 @@ impl Output {
         self.text.push_str(&new);
         let mut f = Findings::default();
         for (i, pa) in self.prompts.iter().enumerate() {
-            let from = self.prompt_from[i].max(self.base) - self.base;
-            if let Some(pos) = self.text.get(from..).and_then(|t| t.find(&pa.prompt)) {
+            // Every appearance gets its answer, also several in one chunk.
+            loop {
+                let from = self.prompt_from[i].max(self.base) - self.base;
+                let Some(pos) = self.text.get(from..).and_then(|t| t.find(&pa.prompt)) else {
+                    break;
+                };
                 f.answers.push(pa.answer.clone());
                 self.prompt_from[i] = self.base + from + pos + pa.prompt.len();
             }
@@ -204,6 +226,49 @@ mod tests {
             Some("https://auth.example.com/authorize?a=1&b=2")
         );
         assert!(o.tail().ends_with("b=2"));
+    }
+
+    proptest::proptest! {
+        /// However the PTY cuts the stream, the visible text is the same, never holds an
+        /// escape or control byte, and prompts/URLs are found the same way.
+        #[test]
+        fn chunking_does_not_change_the_text(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b"\x1b[1;32m".to_vec()),
+                    proptest::strategy::Just(b"\x1b]0;t\x07".to_vec()),
+                    proptest::strategy::Just("\u{e9}\u{1F600}".as_bytes().to_vec()),
+                    proptest::strategy::Just(b"Continue? [Y/n]".to_vec()),
+                    proptest::strategy::Just(b"https://a.example/authorize?x=1 ".to_vec()),
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+                ],
+                0..20,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..10),
+        ) {
+            let all: Vec<u8> = parts.concat();
+            let prompts = vec![PromptAnswer { prompt: "Continue? [Y/n]".into(), answer: "Y\r".into() }];
+            let pats = vec![r"https://a\.example/authorize\?[^\s]+".to_string()];
+            let mut whole = Output::new(&prompts, &pats);
+            let f1 = whole.feed(&all);
+            let mut cut = Output::new(&prompts, &pats);
+            let mut points: Vec<usize> = cuts.into_iter().filter(|c| *c < all.len()).collect();
+            points.sort();
+            points.dedup();
+            let mut answers = Vec::new();
+            let mut url = None;
+            let mut from = 0;
+            for p in points.into_iter().chain([all.len()]) {
+                let f = cut.feed(&all[from..p]);
+                answers.extend(f.answers);
+                url = url.or(f.url);
+                from = p;
+            }
+            proptest::prop_assert_eq!(&whole.text, &cut.text);
+            proptest::prop_assert!(!whole.text.bytes().any(|b| b == 0x1b || (b < 0x20 && b != b'\n' && b != b'\t')));
+            proptest::prop_assert_eq!(f1.answers.len(), answers.len());
+            proptest::prop_assert_eq!(f1.url.is_some(), url.is_some());
+        }
     }
 
     #[test]
