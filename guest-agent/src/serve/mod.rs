@@ -124,6 +124,7 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
         .route("/services", get(services))
         .route("/services/{name}/logs", get(logs))
         .route("/services/{name}/restart", post(restart))
+        .merge(crate::webrtc::proxy::guarded())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             auth::require_token,
@@ -131,6 +132,7 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(crate::webrtc::proxy::public())
         .merge(guarded)
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(

@@ -16,6 +16,7 @@ pub mod input;
 pub mod keyframe;
 pub mod peer;
 pub mod pipeline;
+pub mod proxy;
 pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

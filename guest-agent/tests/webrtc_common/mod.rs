@@ -65,6 +65,7 @@ pub fn start_xvfb(width: u16, height: u16) -> Xvfb {
             &format!("{width}x{height}x24"),
             "-nolisten",
             "tcp",
+            "-noreset",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -194,7 +195,8 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Minimal HTTP/1.1 request (one per connection); returns (status, headers + body text).
+/// Minimal HTTP/1.1 request (one per connection); returns (status, headers + body text),
+/// status 0 when nothing listens.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -202,7 +204,9 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new()); // not listening (yet)
+    };
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
