@@ -36,6 +36,9 @@ pub struct RunOptions {
     /// `--events FILE`; `None` = `/dev/kmsg`.
     pub events: Option<PathBuf>,
     pub quiet_human: bool,
+    /// How long find-link waits for the interface before looking for a driverless virtio-net
+    /// device ([`crate::run::MODULE_GRACE`]; zero in init mode, where no udev loads drivers).
+    pub module_grace: Duration,
     /// Which tunables were given as flags: those win over the kernel cmdline's
     /// `guest_netinit.*` parameters (`tuning.rs`).
     pub given: FlagsGiven,
@@ -62,6 +65,7 @@ impl Default for RunOptions {
             dhcp_timeout: crate::dhcp::DEFAULT_TIMEOUT,
             events: None,
             quiet_human: false,
+            module_grace: crate::run::MODULE_GRACE,
             given: FlagsGiven::default(),
         }
     }

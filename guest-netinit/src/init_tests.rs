@@ -81,7 +81,15 @@ fn next_init_resolution_and_arguments() {
 fn init_arguments() {
     let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let o = a(&[]).unwrap();
-    assert_eq!(o.run, RunOptions::default());
+    assert_eq!(
+        o.run,
+        RunOptions {
+            module_grace: Duration::ZERO,
+            ..RunOptions::default()
+        },
+        "init mode: no udev, so no grace before loading the NIC's driver"
+    );
+    assert_eq!(RunOptions::default().module_grace, crate::run::MODULE_GRACE);
     assert!(o.init_args.is_empty());
     assert_eq!(o.console, PathBuf::from(CONSOLE));
     let o = a(&[

@@ -3,7 +3,8 @@
 //! module missing, probe silent) is tested with fakes; `main.rs` plugs in the real ones.
 //!
 //! Finding the link: the netlink connection subscribes to link events when it is made, then we
-//! look. When the link is absent we wait event-driven; after [`MODULE_GRACE`] and then every
+//! look. When the link is absent we wait event-driven; after [`MODULE_GRACE`] (none in init
+//! mode: no udev there, `RunOptions::module_grace`) and then every
 //! [`MODULE_RECHECK`] until it is loaded once, we check for a virtio-net device without a driver
 //! (a cheap sysfs read) and load `virtio_net` with its dependencies. The grace is short because
 //! in the failure it exists for (F1, no udev loading the module, or init mode without udev) every
@@ -359,11 +360,15 @@ async fn find_link<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
     if let Some(i) = net.find(name).await? {
         return Ok((net, i));
     }
-    let mut next_check = (t0 + MODULE_GRACE).min(deadline);
+    let mut next_check = (t0 + opts.module_grace).min(deadline);
     let mut loaded = false;
     loop {
-        if let Some(i) = net.wait(name, next_check).await? {
-            return Ok((net, i));
+        // No grace (init mode): straight to the device check, without a wait that would only
+        // look again (two netlink dumps) and time out at once.
+        if loaded || Instant::now() < next_check {
+            if let Some(i) = net.wait(name, next_check).await? {
+                return Ok((net, i));
+            }
         }
         let now = Instant::now();
         if now >= deadline {

@@ -458,6 +458,20 @@ async fn empty_module_dir_names_virtio_net_and_its_path() {
     );
 }
 
+/// Init mode (no grace): the driverless device is handled at the first look, without a wait
+/// that times out first; the only wait is the one that sees the link after the load.
+#[tokio::test]
+async fn without_grace_the_module_is_loaded_before_any_wait() {
+    let w = world(|w| {
+        w.present = false;
+        w.device_without_driver = true;
+    });
+    let o = go(STATIC, &[], &w, |o| o.module_grace = Duration::ZERO).await;
+    assert_eq!(o.code, 0, "{}", o.human);
+    let w = w.borrow();
+    assert_eq!((w.loads, w.waits), (1, 1));
+}
+
 #[tokio::test]
 async fn module_loaded_then_link_appears() {
     let w = world(|w| {
