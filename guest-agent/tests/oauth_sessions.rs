@@ -36,6 +36,7 @@ required_keys = ["tokens"]
 url_patterns = ['http://127\.0\.0\.1:\d+/authorize\?[^\s]+']
 
 [providers.paste]
+status_command = ["sh", "-c", "test -f ~/.paste/creds.json && echo 'logged in' || {{ echo 'not logged in'; exit 1; }}"]
 command = ["python3", "{{fixture}}", "--paste", "--no-browser", "--authorize", "{auth}", "--creds", "~/.paste/creds.json"]
 credential_paths = ["~/.paste/creds.json"]
 required_keys = ["tokens.access_token"]
@@ -209,6 +210,28 @@ fn paste_code_flow() {
     assert_eq!(code, 200, "{c}");
     assert_eq!(c["credentials"]["tokens"]["access_token"], "tok-PASTED-123");
     assert_eq!(c["provider"], "paste");
+    // The provider's own status command (run with the sessions' HOME) agrees.
+    let (code, st) = a.get("/v1/oauth/providers/paste/status");
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["loggedIn"], true, "{st}");
+    assert_eq!(st["output"], "logged in");
+}
+
+#[test]
+fn provider_status_command() {
+    let fake = FakeOAuthServer::start();
+    let a = Agent::start(&config(&fake, ""));
+    let (code, st) = a.get("/v1/oauth/providers/paste/status");
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["loggedIn"], false);
+    assert_eq!(st["outcome"], "exit 1");
+    assert_eq!(st["output"], "not logged in");
+    let (code, e) = a.get("/v1/oauth/providers/hanging/status");
+    assert_eq!(code, 404);
+    assert!(
+        e["error"].as_str().unwrap().contains("no status_command"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod routes;
 mod runner;
 pub mod session;
 pub mod shim;
+pub mod status;
 
 use config::OAuthConfig;
 use guest_proto::oauth::{OpenUrlRequest, OpenUrlResponse, SessionInfo, SessionState};

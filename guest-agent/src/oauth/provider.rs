@@ -43,6 +43,8 @@ pub struct Provider {
     pub required_keys: Vec<String>,
     /// The CLI prints a URL and expects the code from the page pasted back.
     pub paste_code: bool,
+    /// A command that exits 0 when the CLI is logged in (`codex login status`).
+    pub status_command: Option<Vec<String>>,
 }
 
 /// How a config file may change a provider: every field optional.
@@ -58,6 +60,7 @@ pub struct ProviderOverride {
     pub credential_paths: Option<Vec<String>>,
     pub required_keys: Option<Vec<String>>,
     pub paste_code: Option<bool>,
+    pub status_command: Option<Vec<String>>,
     /// Seconds a session of this provider may live.
     pub deadline_secs: Option<u64>,
 }
@@ -112,6 +115,7 @@ pub fn builtins() -> Vec<Provider> {
             credential_paths: s(&["${CLAUDE_CONFIG_DIR:-~/.claude}/.credentials.json"]),
             required_keys: s(&["claudeAiOauth"]),
             paste_code: true,
+            status_command: None,
         },
         Provider {
             // Codex: `codex login` serves the redirect on localhost:1455 (1457 when taken)
@@ -126,6 +130,7 @@ pub fn builtins() -> Vec<Provider> {
             credential_paths: s(&["${CODEX_HOME:-~/.codex}/auth.json"]),
             required_keys: s(&["tokens"]),
             paste_code: false,
+            status_command: Some(s(&["codex", "login", "status"])),
         },
         Provider {
             // Gemini CLI: Google login only with GOOGLE_GENAI_USE_GCA=true; listens on a random
@@ -145,6 +150,7 @@ pub fn builtins() -> Vec<Provider> {
             credential_paths: s(&["~/.gemini/oauth_creds.json"]),
             required_keys: s(&["refresh_token"]),
             paste_code: false,
+            status_command: None,
         },
     ]
 }
@@ -174,6 +180,7 @@ pub fn merge(
         credential_paths: Vec::new(),
         required_keys: Vec::new(),
         paste_code: false,
+        status_command: None,
     });
     macro_rules! take {
         ($f:ident) => {
@@ -191,6 +198,9 @@ pub fn merge(
     take!(credential_paths);
     take!(required_keys);
     take!(paste_code);
+    if let Some(c) = &o.status_command {
+        p.status_command = (!c.is_empty()).then(|| c.clone());
+    }
     validate(&p)?;
     Ok(p)
 }

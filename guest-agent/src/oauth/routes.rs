@@ -33,6 +33,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(oauth: Arc<OAuth>) -> Router<S> 
         .route("/credentials/get", get(credentials_get))
         .route("/open-url", post(open_url))
         .route("/v1/oauth/providers", get(providers))
+        .route("/v1/oauth/providers/{name}/status", get(provider_status))
         .route("/v1/oauth/sessions", get(list).post(v1_start))
         .route("/v1/oauth/sessions/{id}", get(v1_get).delete(v1_cancel))
         .route("/v1/oauth/sessions/{id}/cancel", post(v1_cancel))
@@ -241,6 +242,29 @@ async fn providers(State(o): State<Shared>) -> Response {
         "providers": o.config().providers.keys().collect::<Vec<_>>()
     }))
     .into_response()
+}
+
+/// `GET /v1/oauth/providers/:name/status`: the provider's own status command.
+async fn provider_status(State(o): State<Shared>, Path(name): Path<String>) -> Response {
+    let Some(p) = o.config().providers.get(&name) else {
+        return oauth_error(OAuthError::UnknownProvider {
+            name,
+            known: o
+                .config()
+                .providers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    match super::status::run(o.config(), p).await {
+        Some(s) => Json(s).into_response(),
+        None => err(
+            StatusCode::NOT_FOUND,
+            format!("provider `{name}` has no status_command"),
+        ),
+    }
 }
 
 async fn list(State(o): State<Shared>) -> Response {
