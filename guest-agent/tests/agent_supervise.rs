@@ -236,7 +236,8 @@ systemd_unit = "xvfb.service"
         )],
     );
     let s = agent.wait("xvfb state message", |a| {
-        a.service("xvfb").filter(|s| s.message.is_some())
+        a.service("xvfb")
+            .filter(|s| s.state != ServiceState::Starting)
     });
     assert_eq!(s.state, ServiceState::Unknown);
     assert_eq!(s.systemd_unit.as_deref(), Some("xvfb.service"));
@@ -249,5 +250,74 @@ systemd_unit = "xvfb.service"
         err.matches("no system bus").count(),
         1,
         "said more than once: {err}"
+    );
+}
+
+#[test]
+fn dependants_wait_for_their_dependencies_without_spinning() {
+    let agent = Agent::start(
+        r#"
+[services.app]
+command = ["sleep", "1000"]
+depends_on = ["db"]
+
+[services.db]
+command = ["/nonexistent/guest-agent-test/db"]
+restart = "never"
+
+[services.late]
+command = ["sleep", "1000"]
+depends_on = ["base"]
+
+[services.base]
+command = ["sleep", "1000"]
+"#,
+    );
+    let db = agent.wait("db stopped", |a| {
+        a.service("db").filter(|s| s.state == ServiceState::Stopped)
+    });
+    assert_eq!(db.last_exit.as_deref(), Some("spawn failed"));
+    assert!(db.message.unwrap_or_default().contains("cannot start"));
+    let app = agent.wait("app waiting", |a| {
+        a.service("app").filter(|s| s.message.is_some())
+    });
+    assert_eq!(app.state, ServiceState::Starting);
+    assert_eq!(app.pid, None);
+    assert_eq!(app.message.as_deref(), Some("waiting for db"));
+    // `late` starts once `base` runs, and not before it.
+    let (late, base) = agent.wait("late running", |a| {
+        let late = a
+            .service("late")
+            .filter(|s| s.state == ServiceState::Running)?;
+        Some((late, a.service("base")?))
+    });
+    assert!(
+        late.since >= base.since,
+        "late {} started before base {}",
+        late.since,
+        base.since
+    );
+    // Waiting must not busy-loop: the supervisor's CPU time stays small while app waits.
+    let pid = agent.child.id();
+    let cpu = |p: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+        // After `(comm)`: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime ...
+        let f: Vec<String> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu(pid);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let used = cpu(pid) - before;
+    println!("supervisor CPU while waiting: {used} ticks in 0.5 s");
+    assert!(
+        used < 25,
+        "supervisor used {used} ticks in 0.5 s while a service waited"
     );
 }

@@ -144,10 +144,10 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
         .map(|spec| {
             let (tx, rx) = mpsc::channel(4);
             receivers.push(rx);
-            let initial = match spec.run {
-                Run::Command { .. } => ServiceState::Starting,
-                Run::SystemdUnit(_) => ServiceState::Unknown,
-            };
+            // Units start as `starting` until D-Bus says (or cannot say) what they are.
+            let initial = ServiceState::Starting;
+            let initial_message = matches!(spec.run, Run::SystemdUnit(_))
+                .then(|| "asking systemd over D-Bus".to_string());
             Arc::new(Slot {
                 spec,
                 status: Mutex::new(Status {
@@ -156,7 +156,7 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
                     restarts: 0,
                     last_exit: None,
                     since: SystemTime::now(),
-                    message: None,
+                    message: initial_message,
                 }),
                 logs: Arc::new(Mutex::new(LogRing::new(config.supervisor.log_lines))),
                 restart_tx: tx,

@@ -54,32 +54,32 @@ pub async fn run(shared: Arc<Shared>, slot: Arc<Slot>, mut restart_rx: mpsc::Rec
                 let msg = format!("cannot start `{}`: {e}", argv[0]);
                 tracing::error!(service = %slot.spec.name, "{msg}");
                 log_line(&slot, LogStream::Stderr, format!("guest-agent: {msg}"));
-                let exit = None;
-                match after_exit(
+                let delay = after_exit(
                     &shared,
                     &slot,
                     &mut backoff,
                     &mut in_crash_loop,
-                    exit,
+                    None,
                     true,
                     started,
                     msg,
-                ) {
-                    Some(delay) => {
-                        if !pause(&mut shutdown, &mut restart_rx, delay).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    None => break,
+                );
+                if !pause(&mut shutdown, &mut restart_rx, delay).await {
+                    break;
                 }
+                continue;
             }
         };
         shared.update(&slot, |st| {
             st.state = ServiceState::Running;
             st.pid = Some(pid);
             st.since = SystemTime::now();
-            st.message = in_crash_loop.then(|| "running, but crash-looping recently".to_string());
+            // Keep why it was last restarted visible while it runs again.
+            st.message = match (&st.message, in_crash_loop) {
+                (Some(m), true) => Some(format!("running, but crash-looping; last: {m}")),
+                (Some(m), false) if st.restarts > 0 => Some(format!("running again after: {m}")),
+                _ => None,
+            };
         });
         tracing::info!(service = %slot.spec.name, pid, "started");
 
@@ -136,7 +136,7 @@ pub async fn run(shared: Arc<Shared>, slot: Arc<Slot>, mut restart_rx: mpsc::Rec
                     Cause::Liveness(why) => (true, format!("{why}; killed ({exit})")),
                     _ => (!exit.success(), format!("exited: {exit}")),
                 };
-                match after_exit(
+                let delay = after_exit(
                     &shared,
                     &slot,
                     &mut backoff,
@@ -145,13 +145,9 @@ pub async fn run(shared: Arc<Shared>, slot: Arc<Slot>, mut restart_rx: mpsc::Rec
                     failed,
                     started,
                     msg,
-                ) {
-                    Some(delay) => {
-                        if !pause(&mut shutdown, &mut restart_rx, delay).await {
-                            break;
-                        }
-                    }
-                    None => break,
+                );
+                if !pause(&mut shutdown, &mut restart_rx, delay).await {
+                    break;
                 }
             }
         }
@@ -165,8 +161,8 @@ pub async fn run(shared: Arc<Shared>, slot: Arc<Slot>, mut restart_rx: mpsc::Rec
     });
 }
 
-/// Records an exit and decides: `Some(delay)` to start again, `None` to stay stopped
-/// (restart policy) until a restart request — which this then waits for.
+/// Records an exit and returns how long to wait before the next start; `Duration::MAX`
+/// when the restart policy says stay stopped (only a restart request starts it again).
 #[allow(clippy::too_many_arguments)]
 fn after_exit(
     shared: &Shared,
@@ -177,7 +173,7 @@ fn after_exit(
     failed: bool,
     started: Instant,
     msg: String,
-) -> Option<Duration> {
+) -> Duration {
     let restart = match slot.spec.restart {
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => failed,
@@ -194,7 +190,7 @@ fn after_exit(
             st.since = SystemTime::now();
             st.message = Some(format!("{msg}; restart policy says stay stopped"));
         });
-        return Some(Duration::MAX);
+        return Duration::MAX;
     }
     let d = backoff.on_exit(Instant::now(), started.elapsed(), failed, fastrand::f64());
     let mut restarts = 0;
@@ -234,7 +230,7 @@ fn after_exit(
         );
     }
     *in_crash_loop = d.crash_loop;
-    Some(d.delay)
+    d.delay
 }
 
 /// Sleeps `delay` (`Duration::MAX`: until asked); a restart request cuts it short.
@@ -270,23 +266,37 @@ async fn wait_for_dependencies(shared: &Shared, slot: &Slot) -> bool {
             .spec
             .depends_on
             .iter()
-            .filter(|d| shared.slot(d).map(|s| s.snapshot().state) != Some(ServiceState::Running))
+            .filter(|d| !dependency_met(shared, d))
             .map(|d| d.as_str())
             .collect();
         if waiting.is_empty() {
             return true;
         }
         let msg = format!("waiting for {}", waiting.join(", "));
-        shared.update(slot, |st| {
-            if st.message.as_deref() != Some(&msg) {
+        // Only a real change is published: our own update would otherwise wake us again.
+        if slot.snapshot().message.as_deref() != Some(msg.as_str()) {
+            shared.update(slot, |st| {
                 st.state = ServiceState::Starting;
                 st.message = Some(msg.clone());
-            }
-        });
+            });
+        }
         tokio::select! {
             _ = changed.changed() => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// A dependency is met when it runs, or when it is a systemd unit whose state cannot be
+/// known (no system bus): not knowing must not keep the dependants down for ever.
+fn dependency_met(shared: &Shared, name: &str) -> bool {
+    let Some(dep) = shared.slot(name) else {
+        return true;
+    };
+    match dep.snapshot().state {
+        ServiceState::Running => true,
+        ServiceState::Unknown => matches!(dep.spec.run, Run::SystemdUnit(_)),
+        _ => false,
     }
 }
 
