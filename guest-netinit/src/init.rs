@@ -228,7 +228,14 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
 
     let t = Instant::now();
     match loopback_up() {
-        Ok(()) => con.say(Level::Info, &format!("lo up ({})", ms(t))),
+        Ok(request) => con.say(
+            Level::Info,
+            &format!(
+                "lo up ({}; the netlink request {})",
+                ms(t),
+                crate::report::fmt_duration(request)
+            ),
+        ),
         Err(e) => con.say(Level::Error, &format!("bringing up lo failed: {e}")),
     }
 
@@ -348,8 +355,9 @@ fn do_mount(m: &Mount) -> std::io::Result<()> {
     }
 }
 
-/// `ip link set lo up` over rtnetlink (lo is always index 1).
-fn loopback_up() -> Result<(), String> {
+/// `ip link set lo up` over rtnetlink (lo is always index 1). Returns how long the request
+/// itself took (the rest is the runtime and the connection), to see where boot time goes.
+fn loopback_up() -> Result<Duration, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -357,12 +365,14 @@ fn loopback_up() -> Result<(), String> {
     rt.block_on(async {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
         tokio::spawn(conn);
+        let t = Instant::now();
         handle
             .link()
             .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
             .execute()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(t.elapsed())
     })
 }
 
