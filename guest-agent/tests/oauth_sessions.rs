@@ -317,3 +317,25 @@ fn every_oauth_route_needs_the_token() {
     let (code, e) = a.post("/auth/fake", json!({"sessionId": "bad/id"}));
     assert_eq!(code, 400, "{e}");
 }
+
+#[test]
+fn a_browser_that_dies_is_reported_in_the_session() {
+    let fake = FakeOAuthServer::start();
+    let cfg = config(&fake, "").replace(
+        r#"browser = ["{dir}/no-such-browser"]"#,
+        r#"browser = ["sh", "-c", "echo no display >&2; exit 3"]"#,
+    );
+    let a = Agent::start(&cfg);
+    let (code, body) = a.post("/auth/paste", json!({"sessionId": "b1"}));
+    assert_eq!(code, 200, "{body}");
+    let s = a.wait_session("b1", "the browser's exit", |s| {
+        s["browser"]["error"].as_str().is_some()
+    });
+    assert_eq!(s["browser"]["command"], "sh");
+    assert_eq!(s["browser"]["error"], "sh ended (exit 3)");
+    // The session itself goes on: the host may show the URL instead.
+    assert!(
+        s["state"] == "awaiting_user" || s["state"] == "url_ready",
+        "{s}"
+    );
+}

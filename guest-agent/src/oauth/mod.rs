@@ -132,7 +132,8 @@ impl OAuth {
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {
-        let map = self.lock();
+        let mut map = self.lock();
+        map.values_mut().for_each(note_browser_exit);
         let mut v: Vec<_> = map.values().collect();
         v.sort_by_key(|e| e.seq);
         v.into_iter().map(|e| e.session.info()).collect()
@@ -140,7 +141,8 @@ impl OAuth {
 
     /// A session by id, or the newest one when `id` is `None`.
     pub fn get(&self, id: Option<&str>) -> Result<SessionInfo, OAuthError> {
-        let map = self.lock();
+        let mut map = self.lock();
+        map.values_mut().for_each(note_browser_exit);
         match id {
             Some(id) => map
                 .get(id)
@@ -398,6 +400,21 @@ impl OAuth {
 }
 
 use tokio::io::AsyncReadExt as _;
+
+/// A browser that ended while its session is live (crashed, no display) is said in the
+/// session: the user cannot be looking at the login page.
+fn note_browser_exit(e: &mut Entry) {
+    if !e.session.is_live() {
+        return;
+    }
+    if let (Some(b), Some(info)) = (&e.browser, e.session.browser.as_mut()) {
+        if info.error.is_none() {
+            if let Some(how) = b.exited() {
+                info.error = Some(format!("{} ended ({how})", info.command));
+            }
+        }
+    }
+}
 
 fn refused(why: String) -> OpenUrlResponse {
     OpenUrlResponse {
