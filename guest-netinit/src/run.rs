@@ -533,7 +533,12 @@ async fn probe<C: Connect, M: Modules, P: Prober, D: DhcpClient>(
 ) {
     let t = Instant::now();
     if !opts.probe {
-        rep.step("probe", true, t.elapsed(), "skipped (--no-probe)");
+        rep.step(
+            "probe",
+            true,
+            t.elapsed(),
+            "skipped (--no-probe or guest_netinit.probe=0)",
+        );
         return;
     }
     let (Some(IpAddr::V4(gw)), Some(IpAddr::V4(src))) = (

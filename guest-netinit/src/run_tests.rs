@@ -356,7 +356,8 @@ async fn link_appearing_late_is_awaited() {
     assert_eq!(w.borrow().loads, 0);
     assert!(w.borrow().probes.is_empty(), "--no-probe");
     assert!(
-        o.human.contains("probe       skipped (--no-probe)"),
+        o.human
+            .contains("probe       skipped (--no-probe or guest_netinit.probe=0)"),
         "{}",
         o.human
     );
