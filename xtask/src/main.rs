@@ -12,6 +12,7 @@ mod test_cmd;
 mod bench_agent; // guest-agent helper: xtask/src/bench_agent.rs
 mod bench_wait; // host-client helper: xtask/src/bench_wait.rs
 mod bench_boot; // VM helper (issue 5): xtask/src/bench_boot.rs
+mod bench_stream; // webrtc helper (issue 8): xtask/src/bench_stream.rs
                 // ---- end of bench modules ----
                 // ---- VM tasks (issue 5 helper): image, demo ----
 mod demo;
@@ -85,6 +86,7 @@ fn bench(args: &[String]) -> Result<()> {
         "agent" => bench_agent::cli(rest),
         "wait" => bench_wait::cli(rest),
         "boot" => bench_boot::cli(rest),
+        "stream" => bench_stream::cli(rest),
         // ---- end of other components' benchmarks ----
         other => bail!("bench: unknown benchmark `{other}`"),
     }

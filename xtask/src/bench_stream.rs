@@ -1,0 +1,463 @@
+//! `cargo xtask bench stream [--seconds N] [--width W --height H --fps F] [--agent PATH]`: the WebRTC
+//! streamer (`guest-agent webrtc`, release build) at 1280x720@30 on a changing screen, all on
+//! loopback, one clock:
+//! - the "VM screen": Xvfb with a kiosk chromium showing a page that repaints every frame
+//!   (moving gradient) and switches a big box between 8 palette colours every 150 ms, posting
+//!   when each colour was painted;
+//! - the viewer: headless chromium on a bench page that connects with WHEP, samples the box
+//!   in every decoded frame (`requestVideoFrameCallback`) and posts when each colour arrived,
+//!   plus `getStats` (frames decoded, bytes received);
+//! - this process serves both pages, forwards WHEP to the streamer, and reads the streamer's
+//!   CPU time from /proc.
+//!
+//! Reports delivered fps, streamer CPU % of one core, bitrate, and glass-to-glass latency
+//! (colour painted → colour decoded) p50/p95. Goals (issue 8): ≥ 30 fps, ≤ 1 core, p50 ≤ 100 ms.
+
+use crate::deps::{ensure, SystemPackage};
+use crate::sh::{banner, cargo, on_path, run, target_dir};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "xvfb",
+        why: "virtual X display the streamer captures in `bench stream`",
+    },
+    SystemPackage {
+        package: "chromium",
+        why: "the VM screen (kiosk) and the viewer (headless) in `bench stream`",
+    },
+];
+
+const TOKEN: &str = "bench-stream-token";
+
+struct Opts {
+    seconds: u64,
+    width: u16,
+    height: u16,
+    fps: u32,
+    /// A prebuilt guest-agent instead of building the release one.
+    agent: Option<std::path::PathBuf>,
+}
+
+/// Entry point from `cargo xtask bench stream`.
+pub fn cli(args: &[String]) -> Result<()> {
+    let mut o = Opts {
+        seconds: 20,
+        width: 1280,
+        height: 720,
+        fps: 30,
+        agent: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| -> Result<u64> {
+            it.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name}: not a number"))
+        };
+        match a.as_str() {
+            "--seconds" => o.seconds = val("--seconds")?.max(5),
+            "--width" => o.width = val("--width")? as u16,
+            "--height" => o.height = val("--height")? as u16,
+            "--fps" => o.fps = val("--fps")? as u32,
+            "--agent" => {
+                o.agent = Some(it.next().context("--agent needs a path")?.into());
+            }
+            other => bail!(
+                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --agent PATH)"
+            ),
+        }
+    }
+    run_bench(&o)
+}
+
+/// Children killed when the bench ends.
+struct Kids(Vec<Child>);
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Collected {
+    screen: Vec<(u64, f64)>,
+    start: Option<Value>,
+    report: Option<Value>,
+    cpu_start: Option<(u64, Instant)>,
+    cpu_end: Option<(u64, Instant)>,
+}
+
+fn run_bench(o: &Opts) -> Result<()> {
+    banner("bench stream: setup");
+    if !on_path("Xvfb") || !on_path("chromium") {
+        ensure(PACKAGES)?;
+    }
+    let agent = match &o.agent {
+        Some(a) => a.clone(),
+        None => {
+            run(cargo().args(["build", "--release", "-p", "guest-agent"]))?;
+            target_dir().join("release/guest-agent")
+        }
+    };
+    let tmp = std::env::temp_dir().join(format!("bench-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::write(tmp.join("token"), TOKEN)?;
+    let mut kids = Kids(Vec::new());
+
+    // Xvfb on a display number it picks.
+    let mut xvfb = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+            "-screen",
+            "0",
+        ])
+        .arg(format!("{}x{}x24", o.width, o.height))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting Xvfb")?;
+    let mut line = String::new();
+    BufReader::new(xvfb.stdout.take().context("Xvfb stdout")?).read_line(&mut line)?;
+    let display = format!(":{}", line.trim());
+    kids.0.push(xvfb);
+
+    // This process's HTTP: the two pages, WHEP forwarding, the reports.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let here = listener.local_addr()?;
+    let streamer_addr: SocketAddr = {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let data = Arc::new(Mutex::new(Collected::default()));
+
+    let streamer = Command::new(&agent)
+        .args(["webrtc", "--display", &display, "--ice-ip", "127.0.0.1"])
+        .arg(format!("--width={}", o.width))
+        .arg(format!("--height={}", o.height))
+        .arg(format!("--fps={}", o.fps))
+        .arg(format!("--listen={streamer_addr}"))
+        .arg("--socket")
+        .arg(tmp.join("webrtc.sock"))
+        .arg("--token-file")
+        .arg(tmp.join("token"))
+        .arg("--cmdline")
+        .arg(tmp.join("no-cmdline"))
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the streamer")?;
+    let streamer_pid = streamer.id();
+    kids.0.push(streamer);
+
+    {
+        let data = Arc::clone(&data);
+        let (w, h, secs) = (o.width, o.height, o.seconds);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let data = Arc::clone(&data);
+                std::thread::spawn(move || {
+                    let _ = handle(conn, &data, streamer_addr, streamer_pid, (w, h, secs));
+                });
+            }
+        });
+    }
+
+    let screen_profile = tmp.join("screen-profile");
+    kids.0.push(
+        Command::new("chromium")
+            .env("DISPLAY", &display)
+            .args([
+                "--no-sandbox",
+                "--kiosk",
+                "--no-first-run",
+                "--disable-gpu",
+                "--window-position=0,0",
+            ])
+            .arg(format!("--window-size={},{}", o.width, o.height))
+            .arg(format!("--user-data-dir={}", screen_profile.display()))
+            .arg(format!("http://{here}/screen"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the kiosk chromium")?,
+    );
+    // Let the screen page come up before the viewer connects.
+    wait(Duration::from_secs(60), "the screen page", || {
+        data.lock().map(|d| d.screen.len() > 3).unwrap_or(false)
+    })?;
+    let viewer_profile = tmp.join("viewer-profile");
+    kids.0.push(
+        Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--no-first-run",
+                "--disable-gpu",
+                "--autoplay-policy=no-user-gesture-required",
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+            ])
+            .arg(format!("--window-size={},{}", o.width, o.height))
+            .arg(format!("--user-data-dir={}", viewer_profile.display()))
+            .arg(format!("http://{here}/viewer"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the viewer chromium")?,
+    );
+
+    banner(&format!(
+        "bench stream: {}x{}@{} for {} s",
+        o.width, o.height, o.fps, o.seconds
+    ));
+    wait(
+        Duration::from_secs(o.seconds + 90),
+        "the viewer's report",
+        || data.lock().map(|d| d.report.is_some()).unwrap_or(false),
+    )?;
+    let d = data.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let report = d.report.clone().unwrap_or_default();
+    let start = d.start.clone().unwrap_or_default();
+    let secs = (report["t"].as_f64().unwrap_or(0.0) - start["t"].as_f64().unwrap_or(0.0)) / 1000.0;
+    if secs <= 0.0 {
+        bail!("bench stream: no measurement window (start {start}, report {report})");
+    }
+    let frames = report["framesDecoded"].as_f64().unwrap_or(0.0)
+        - start["framesDecoded"].as_f64().unwrap_or(0.0);
+    let bytes = report["bytesReceived"].as_f64().unwrap_or(0.0)
+        - start["bytesReceived"].as_f64().unwrap_or(0.0);
+    let cpu = match (d.cpu_start, d.cpu_end) {
+        (Some((t0, i0)), Some((t1, i1))) => {
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            100.0 * ((t1 - t0) as f64 / hz) / i1.duration_since(i0).as_secs_f64()
+        }
+        _ => f64::NAN,
+    };
+    // Latency: each colour change seen by the viewer against the latest paint of that colour.
+    let mut lat: Vec<f64> = Vec::new();
+    if let Some(changes) = report["changes"].as_array() {
+        for c in changes {
+            let (Some(k), Some(t)) = (c["k"].as_u64(), c["t"].as_f64()) else {
+                continue;
+            };
+            if let Some((_, ts)) = d
+                .screen
+                .iter()
+                .filter(|(sk, st)| *sk == k && *st <= t)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            {
+                lat.push(t - ts);
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        lat[((lat.len() - 1) as f64 * p).round() as usize]
+    };
+    println!("window             {secs:.1} s");
+    println!(
+        "delivered fps      {:.1}   (goal >= {})",
+        frames / secs,
+        o.fps
+    );
+    println!("streamer CPU       {cpu:.1} % of one core   (goal <= 100 %)");
+    println!("bitrate            {:.2} Mbit/s", bytes * 8.0 / secs / 1e6);
+    println!(
+        "glass-to-glass     p50 {:.0} ms, p95 {:.0} ms over {} colour changes   (goal p50 <= 100 ms)",
+        pct(0.5),
+        pct(0.95),
+        lat.len()
+    );
+    println!(
+        "frame size         {}x{}, freezes {}",
+        report["frameWidth"], report["frameHeight"], report["freezeCount"]
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn wait(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+    let end = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > end {
+            bail!("bench stream: gave up waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// One HTTP/1.1 exchange (Connection: close).
+fn handle(
+    conn: TcpStream,
+    data: &Mutex<Collected>,
+    streamer: SocketAddr,
+    pid: u32,
+    (w, h, secs): (u16, u16, u64),
+) -> Result<()> {
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    let mut len = 0usize;
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l)? == 0 || l == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut out = conn;
+    let reply = |out: &mut TcpStream, code: &str, ctype: &str, body: &[u8]| -> Result<()> {
+        write!(
+            out,
+            "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body)?;
+        Ok(())
+    };
+    let json = || serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    match (method, path) {
+        ("GET", "/screen") => reply(&mut out, "200 OK", "text/html", SCREEN_HTML.as_bytes()),
+        ("GET", "/viewer") => {
+            let page = VIEWER_HTML
+                .replace("@W@", &w.to_string())
+                .replace("@H@", &h.to_string())
+                .replace("@SECS@", &secs.to_string());
+            reply(&mut out, "200 OK", "text/html", page.as_bytes())
+        }
+        ("POST", "/screen-event") => {
+            let v = json();
+            if let (Some(k), Some(t)) = (v["k"].as_u64(), v["t"].as_f64()) {
+                if let Ok(mut d) = data.lock() {
+                    d.screen.push((k, t));
+                }
+            }
+            reply(&mut out, "204 No Content", "text/plain", b"")
+        }
+        ("POST", "/start") => {
+            if let Ok(mut d) = data.lock() {
+                d.start = Some(json());
+                d.cpu_start = cpu_ticks(pid).map(|t| (t, Instant::now()));
+            }
+            reply(&mut out, "204 No Content", "text/plain", b"")
+        }
+        ("POST", "/report") => {
+            if let Ok(mut d) = data.lock() {
+                d.cpu_end = cpu_ticks(pid).map(|t| (t, Instant::now()));
+                d.report = Some(json());
+            }
+            reply(&mut out, "204 No Content", "text/plain", b"")
+        }
+        ("POST", "/whep") => {
+            let mut s = TcpStream::connect(streamer)?;
+            write!(
+                s,
+                "POST /webrtc/whep HTTP/1.1\r\nHost: {streamer}\r\nContent-Type: application/sdp\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            s.write_all(&body)?;
+            let mut resp = Vec::new();
+            s.read_to_end(&mut resp)?;
+            out.write_all(&resp)?;
+            Ok(())
+        }
+        _ => reply(&mut out, "404 Not Found", "text/plain", b"not found\n"),
+    }
+}
+
+/// The "VM screen": repaints every frame; the box changes colour every 150 ms.
+const SCREEN_HTML: &str = r#"<!doctype html><html><body style="margin:0;overflow:hidden">
+<canvas id="c"></canvas><script>
+const P = [[255,0,0],[0,255,0],[0,0,255],[255,255,0],[0,255,255],[255,0,255],[255,255,255],[0,0,0]];
+const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
+const g = c.getContext('2d'); let k = 0, last = 0, n = 0;
+function frame(now) {
+  n++;
+  const grad = g.createLinearGradient(0, 0, c.width, c.height);
+  grad.addColorStop(0, `hsl(${n * 3 % 360},60%,40%)`); grad.addColorStop(1, `hsl(${(n * 3 + 180) % 360},60%,40%)`);
+  g.fillStyle = grad; g.fillRect(0, 0, c.width, c.height);
+  let changed = false;
+  if (now - last > 150) { k = (k + 1 + Math.floor(Math.random() * 6)) % P.length; last = now; changed = true; }
+  g.fillStyle = `rgb(${P[k].join(',')})`;
+  g.fillRect(c.width / 2 - 100, c.height / 2 - 100, 200, 200);
+  if (changed) fetch('/screen-event', {method: 'POST', body: JSON.stringify({k, t: Date.now()})});
+  requestAnimationFrame(frame);
+}
+requestAnimationFrame(frame);
+</script></body></html>"#;
+
+/// The viewer: WHEP, colour sampling per decoded frame, stats, one report.
+const VIEWER_HTML: &str = r#"<!doctype html><html><body style="margin:0">
+<video id="v" autoplay muted playsinline></video><script>
+const P = [[255,0,0],[0,255,0],[0,0,255],[255,255,0],[0,255,255],[255,0,255],[255,255,255],[0,0,0]];
+const W = @W@, H = @H@, SECS = @SECS@;
+const v = document.getElementById('v');
+const cv = document.createElement('canvas'); cv.width = 8; cv.height = 8;
+const g = cv.getContext('2d', {willReadFrequently: true});
+const changes = []; let cur = -1, measuring = false;
+function nearest(p) {
+  let best = -1, bd = 1e9;
+  P.forEach((q, i) => { const d = (p[0]-q[0])**2 + (p[1]-q[1])**2 + (p[2]-q[2])**2; if (d < bd) { bd = d; best = i; } });
+  return bd < 3 * 40 * 40 ? best : -1;
+}
+function onFrame() {
+  g.drawImage(v, W / 2 - 4, H / 2 - 4, 8, 8, 0, 0, 8, 8);
+  const d = g.getImageData(4, 4, 1, 1).data, k = nearest([d[0], d[1], d[2]]);
+  if (k >= 0 && k !== cur) { cur = k; if (measuring) changes.push({k, t: Date.now()}); }
+  v.requestVideoFrameCallback(onFrame);
+}
+async function stats() {
+  let r = {}; (await pc.getStats()).forEach(x => { if (x.type === 'inbound-rtp' && x.kind === 'video') r = x; });
+  return {t: Date.now(), framesDecoded: r.framesDecoded || 0, bytesReceived: r.bytesReceived || 0,
+          frameWidth: r.frameWidth, frameHeight: r.frameHeight, freezeCount: r.freezeCount || 0};
+}
+const post = (p, o) => fetch(p, {method: 'POST', body: JSON.stringify(o)});
+const pc = new RTCPeerConnection();
+pc.addTransceiver('video', {direction: 'recvonly'});
+pc.ontrack = e => { v.srcObject = e.streams[0] || new MediaStream([e.track]); v.requestVideoFrameCallback(onFrame); };
+(async () => {
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(r => { if (pc.iceGatheringState === 'complete') r();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); setTimeout(r, 2000); });
+  const resp = await fetch('/whep', {method: 'POST', body: pc.localDescription.sdp});
+  await pc.setRemoteDescription({type: 'answer', sdp: await resp.text()});
+  while ((await stats()).framesDecoded < 10) await new Promise(r => setTimeout(r, 100));
+  await new Promise(r => setTimeout(r, 2000));
+  measuring = true; await post('/start', await stats());
+  await new Promise(r => setTimeout(r, SECS * 1000));
+  const s = await stats(); s.changes = changes; await post('/report', s);
+})();
+</script></body></html>"#;
