@@ -4,7 +4,7 @@
 pub mod backoff;
 pub mod config;
 pub mod console;
-pub mod envfile;
+pub use guest_proto::envfile;
 pub mod logs;
 pub mod notify;
 pub mod oauth;

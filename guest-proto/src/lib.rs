@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cmdline;
+pub mod envfile;
 pub mod event;
 pub mod ipconfig;
 pub mod oauth;

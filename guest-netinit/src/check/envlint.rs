@@ -1,11 +1,6 @@
-//! Which lines of an environment file systemd's `EnvironmentFile=` (and guest-agent's parser,
-//! failure F6) would skip. A validator only, no values: guest-netinit cannot depend on
-//! guest-agent, and a second full parser would drift from the agent's.
-//!
-//! Rules: blank lines and lines starting with `#` or `;` are comments; otherwise
-//! `[export ]KEY=VALUE`, KEY of letters, digits and `_`, not starting with a digit; in VALUE,
-//! `'...'` and `"..."` must be closed (they may span lines), `\` escapes the next character
-//! (outside single quotes) and a trailing `\` continues the line.
+//! Which lines of an environment file systemd's `EnvironmentFile=` (and guest-agent's
+//! supervisor, failure F6) would skip: guest-proto's env-file parser, the one the agent uses,
+//! so `check` and the running agent cannot disagree.
 
 /// One line the parser would skip.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,106 +12,14 @@ pub struct EnvLineError {
 
 /// The lines of `text` that would not parse.
 pub fn lint(text: &str) -> Vec<EnvLineError> {
-    let lines: Vec<&str> = text.split('\n').collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let start = i;
-        let line = lines[i].trim_start();
-        i += 1;
-        if line.trim().is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let Some((raw_key, value)) = line.split_once('=') else {
-            out.push(err(
-                start,
-                format!("expected KEY=VALUE, found `{}`", short(line.trim())),
-            ));
-            continue;
-        };
-        let mut key = raw_key.trim();
-        if let Some(rest) = key.strip_prefix("export") {
-            if rest.starts_with(char::is_whitespace) {
-                key = rest.trim_start();
-            }
-        }
-        // Scan the value, pulling in continuation lines while a quote is open or a line ends in `\`.
-        let mut quote: Option<(char, usize)> = None;
-        let mut v: Vec<char> = value.chars().collect();
-        // the 0-based line of each character of `v`
-        let mut line_of: Vec<usize> = vec![start; v.len()];
-        let mut j = 0;
-        loop {
-            if j >= v.len() {
-                let continues = quote.is_some() || ends_escaped(&v, quote);
-                if continues && i < lines.len() {
-                    v.push('\n');
-                    line_of.push(i - 1);
-                    v.extend(lines[i].chars());
-                    line_of.resize(v.len(), i);
-                    i += 1;
-                    // the `\` before the newline consumed it: keep scanning after it
-                    continue;
-                }
-                break;
-            }
-            let c = v[j];
-            match (quote, c) {
-                (Some(('\'', _)), '\'') | (Some(('"', _)), '"') => quote = None,
-                (Some(('\'', _)), _) => {}
-                (_, '\\') => j += 1,
-                (None, '\'' | '"') => quote = Some((c, line_of[j] + 1)),
-                _ => {}
-            }
-            j += 1;
-        }
-        if let Some((q, opened)) = quote {
-            let kind = if q == '"' { "double" } else { "single" };
-            out.push(err(
-                start,
-                format!("{kind} quote opened on line {opened} is never closed"),
-            ));
-        } else if !valid_key(key) {
-            out.push(err(
-                start,
-                format!(
-                    "`{}` is not a variable name (letters, digits and `_`, not starting with a digit)",
-                    short(key)
-                ),
-            ));
-        }
-    }
-    out
-}
-
-/// The value so far ends in an unescaped `\` outside single quotes (a line continuation).
-fn ends_escaped(v: &[char], quote: Option<(char, usize)>) -> bool {
-    if matches!(quote, Some(('\'', _))) {
-        return false;
-    }
-    let n = v.iter().rev().take_while(|c| **c == '\\').count();
-    n % 2 == 1
-}
-
-fn valid_key(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn err(line0: usize, message: String) -> EnvLineError {
-    EnvLineError {
-        line: line0 + 1,
-        message,
-    }
-}
-
-fn short(s: &str) -> String {
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
-    } else {
-        s.to_string()
-    }
+    guest_proto::envfile::parse(text)
+        .errors
+        .into_iter()
+        .map(|e| EnvLineError {
+            line: e.line,
+            message: e.message,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! `cargo fuzz run agent_envfile`: the env-file parser must never panic, every reported line
+//! `cargo fuzz run envfile`: the env-file parser must never panic, every reported line
 //! number must exist, and quoting any parsed value must give it back.
 #![no_main]
-use guest_agent::envfile;
+use guest_proto::envfile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
