@@ -95,7 +95,8 @@ impl ConsoleEvent {
     /// The full line, prefix included, no trailing newline.
     pub fn to_line(&self) -> String {
         // Serialising plain enums and strings cannot fail.
-        let json = serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"ser-error\":\"{e}\"}}"));
+        let json =
+            serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"ser-error\":\"{e}\"}}"));
         format!("{EVENT_PREFIX}{json}")
     }
 
@@ -149,6 +150,10 @@ mod tests {
     #[test]
     fn plain_lines_are_not_events_and_cut_lines_are_errors() {
         assert!(ConsoleEvent::find_in_line("[    0.000000] Linux version 6.1.0").is_none());
-        assert!(ConsoleEvent::find_in_line("GUESTKIT: {\"src\":\"netinit\",\"lv").unwrap().is_err());
+        assert!(
+            ConsoleEvent::find_in_line("GUESTKIT: {\"src\":\"netinit\",\"lv")
+                .unwrap()
+                .is_err()
+        );
     }
 }
