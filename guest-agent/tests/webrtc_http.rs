@@ -58,3 +58,10 @@ fn whep_rejects_bad_requests_by_name() {
     assert_eq!(code, 200, "the page is public");
     assert!(body.contains("createDataChannel(\"input\""), "{body}");
 }
+
+/// openh264-sys2 silently drops its SIMD assembly when `nasm` is missing at build time and
+/// the encoder is then 4-5x slower (DESIGN.md §6): CI must have it.
+#[test]
+fn nasm_is_installed_for_openh264s_assembly() {
+    need("nasm", "nasm");
+}
