@@ -40,6 +40,23 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         package: "dbus-daemon",
         why: "a private bus for guest-agent's systemd D-Bus tests",
     },
+    SystemPackage {
+        package: "nasm",
+        why: "openh264's assembly (without it the encoder silently builds 4-5x slower); must be \
+              there before guest-agent is first built",
+    },
+    SystemPackage {
+        package: "xvfb",
+        why: "the virtual display of the OAuth browser and WebRTC tests",
+    },
+    SystemPackage {
+        package: "chromium",
+        why: "the VM's browser (OAuth tests) and the WebRTC viewer",
+    },
+    SystemPackage {
+        package: "python3",
+        why: "the fake provider CLI and fake OAuth server of the OAuth tests",
+    },
 ];
 
 fn installed(package: &str) -> bool {
