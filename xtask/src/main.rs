@@ -9,12 +9,13 @@ mod static_build;
 mod stats;
 mod test_cmd;
 // ---- bench modules of other components: one `mod` line each (see `bench` below) ----
-mod bench_agent; // guest-agent helper: xtask/src/bench_agent.rs
-mod bench_wait; // host-client helper: xtask/src/bench_wait.rs
-mod bench_boot; // VM helper (issue 5): xtask/src/bench_boot.rs
-mod bench_stream; // webrtc helper (issue 8): xtask/src/bench_stream.rs
-                // ---- end of bench modules ----
-                // ---- VM tasks (issue 5 helper): image, demo ----
+// bench_agent: guest-agent; bench_wait: host-client; bench_boot: VM images; bench_stream: webrtc.
+mod bench_agent;
+mod bench_boot;
+mod bench_stream;
+mod bench_wait;
+// ---- end of bench modules ----
+// ---- VM tasks (issue 5 helper): image, demo ----
 mod demo;
 mod image;
 // ---- end of VM tasks ----
@@ -30,6 +31,13 @@ usage: cargo xtask <task>
   build-static                    build the static guest-netinit, print its path and size
   fuzz [TARGET] [--seconds N]     run cargo-fuzz targets (all, or TARGET), N s each (default 60)
   bench netinit [--runs N]        baseline bash script vs guest-netinit, N runs each (default 50)
+  bench agent [--seconds N] [--connections N] [--runs N] [--no-pin]
+                                  the Node baseline agent vs guest-agent serve under wrk: req/s,
+                                  p99, RSS; exec -> first /health; restart after kill -9
+  bench wait [--runs N] [--max-delay-ms N]
+                                  lag between the agent binding and wait_ready returning
+  bench stream [--seconds N] [--width W --height H --fps F]
+                                  WebRTC streamer: delivered fps, CPU, bitrate, glass-to-glass latency
   bench boot [--runs N]           N boots of each image (initramfs, systemd, old-way baseline),
                                   median of each boot stage (default 10)
   image [initramfs|systemd]       build a bootable image (kernel cached in target/vm-cache)
