@@ -81,7 +81,8 @@ required = true
     );
     let (code, body) = agent.wait("503 naming broken", |_| {
         let (code, body) = http(&addr, "GET", "/ready", None).ok()?;
-        body.contains("required service broken")
+        // Before its first exit the reason says "starting"; wait for the exit to be known.
+        (body.contains("required service broken") && body.contains("exit 3"))
             .then_some((code, body))
     });
     assert_eq!(code, 503);

@@ -8,11 +8,12 @@ use guestkit_tests::vm::fixture::{boot_systemd, TEST_DEADLINE};
 use guestkit_tests::vm::image::DEFAULT_AGENT_CONFIG;
 use std::collections::HashMap;
 
-/// A one-shot service that waits (bounded) for guest-agent.service to be active, then prints
+/// A one-shot service that waits (bounded) for guest-agent.service and systemd-networkd.service
+/// to be active (networkd may still be `activating` when the agent is ready), then prints
 /// what systemd knows about the three units; its output is read through the agent's logs API.
 const UNIT_ORDER_SERVICE: &str = r#"
 [services.unit-order]
-command = ["/bin/sh", "-c", "i=0; until systemctl is-active -q guest-agent.service || [ $i -ge 600 ]; do i=$((i+1)); sleep 0.1; done; systemctl show --property=Id,ActiveState,ActiveEnterTimestampMonotonic,InactiveExitTimestampMonotonic,StatusText guest-netinit.service systemd-networkd.service guest-agent.service; echo END-OF-UNITS"]
+command = ["/bin/sh", "-c", "i=0; until { systemctl is-active -q guest-agent.service && systemctl is-active -q systemd-networkd.service; } || [ $i -ge 600 ]; do i=$((i+1)); sleep 0.1; done; systemctl show --property=Id,ActiveState,ActiveEnterTimestampMonotonic,InactiveExitTimestampMonotonic,StatusText guest-netinit.service systemd-networkd.service guest-agent.service; echo END-OF-UNITS"]
 restart = "never"
 "#;
 
