@@ -5,62 +5,13 @@
 //! fallback, exit 10. Results are read back from the kernel, the files and `state.json`.
 
 use guest_proto::{ConfigSource, Outcome};
-use guestkit_tests::{NetinitRun, Topology, GATEWAY, GUEST_NIC, HOST_BRIDGE};
-use std::process::{Child, Command, Stdio};
+use guestkit_tests::dnsmasq::Dnsmasq;
+use guestkit_tests::{NetinitRun, Topology, GATEWAY, GUEST_NIC};
 
 const HANDOFF: &str = "run/systemd/network/00-guest-netinit-eth0.network";
 const TEMPLATE: &str = "etc/guest-netinit/eth0.network";
 const FALLBACK: &str = "[Match]\nName=eth0\n[Network]\nDHCP=ipv4\n\
     Address=192.168.100.200/24\nGateway=192.168.100.1\nDNS=192.168.100.1\n";
-
-/// dnsmasq serving the bridge in the host namespace; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(topo: &Topology, extra: &[&str]) -> Dnsmasq {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", topo.host.name(), "dnsmasq"])
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--group=root",
-                "--bind-interfaces",
-                "--no-ping",
-                "--pid-file=",
-                "--log-facility=-",
-                "--dhcp-range=192.168.100.50,192.168.100.99,255.255.255.0,10m",
-                "--dhcp-option=option:router,192.168.100.1",
-            ])
-            .arg(format!("--interface={HOST_BRIDGE}"))
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                dir.path().join("leases").display()
-            ))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("dnsmasq: apt-get install dnsmasq-base");
-        Dnsmasq { child, _dir: dir }
-    }
-
-    fn stop(mut self) {
-        self.child.kill().expect("kill dnsmasq");
-        self.child.wait().expect("reap dnsmasq");
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn guest_v4(topo: &Topology) -> Vec<String> {
     topo.guest

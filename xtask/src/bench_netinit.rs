@@ -160,7 +160,8 @@ fn run(runs: usize) -> Result<()> {
         ms(overhead.median),
         ms(overhead_sys.median)
     );
-    Ok(())
+    drop(topo);
+    crate::bench_dhcp::run(&netinit, runs)
 }
 
 fn print_report(

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's build, test and benchmark tasks, in Rust so they run the
 //! same on a developer's machine and in CI (`.ci/run` runs exactly `cargo xtask test`).
 
+mod bench_dhcp;
 mod bench_netinit;
 mod deps;
 mod fuzz;
