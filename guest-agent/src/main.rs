@@ -45,14 +45,26 @@ enum Role {
         cmdline: PathBuf,
         #[arg(long, default_value = "/run/guest-netinit/state.json")]
         netinit_state: PathBuf,
+        /// OAuth settings and provider overrides (missing file: built-in providers).
+        #[arg(long, default_value = guest_agent::oauth::config::DEFAULT_PATH)]
+        oauth_config: PathBuf,
+    },
+    /// The BROWSER / xdg-open shim of OAuth sessions: hands the URL to the running agent.
+    OpenUrl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// The screen streamer: X display -> H.264 -> WebRTC viewers, input back via XTEST.
     Webrtc(guest_agent::webrtc::WebrtcArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    if let Role::OpenUrl { args } = &cli.role {
+        // Run by a login CLI: no runtime, no logging set-up, xdg-open's exit status.
+        return std::process::ExitCode::from(guest_agent::oauth::shim::open_url_main(args));
+    }
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,6 +93,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
             token_file,
             cmdline,
             netinit_state,
+            oauth_config,
         } => {
             serve::run(serve::ServeOptions {
                 listen,
@@ -88,9 +101,12 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 token_file,
                 cmdline,
                 netinit_state,
+                oauth_config,
             })
             .await
         }
+        // Handled in main() before the runtime starts.
+        Role::OpenUrl { .. } => Ok(()),
         Role::Supervise {
             config,
             dev,

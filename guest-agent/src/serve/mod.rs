@@ -10,6 +10,8 @@
 pub mod auth;
 pub mod metrics;
 
+use crate::oauth::config::OAuthConfig;
+use crate::oauth::OAuth;
 use crate::state::{rfc3339, StateDir};
 use crate::supervisor::control;
 use axum::extract::{Path, Query, State};
@@ -42,6 +44,8 @@ pub struct ServeOptions {
     pub token_file: PathBuf,
     pub cmdline: PathBuf,
     pub netinit_state: PathBuf,
+    /// OAuth settings (`/etc/guest-agent/oauth.toml`; missing = built-in providers).
+    pub oauth_config: PathBuf,
 }
 
 /// What `/health` and `/ready` are computed from.
@@ -70,6 +74,7 @@ struct App {
     netinit_state: PathBuf,
     metrics: Arc<Metrics>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    oauth: Arc<OAuth>,
 }
 
 type Shared = Arc<App>;
@@ -109,15 +114,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// The OAuth session manager: a bad `oauth.toml` is reported and the built-in providers
+/// are used, so `/health` keeps answering. The shim's socket is bound when a runtime runs.
+fn oauth_manager(opts: &ServeOptions) -> Arc<OAuth> {
+    let cfg = OAuthConfig::load(&opts.oauth_config).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "OAuth config unusable; using the built-in providers");
+        OAuthConfig::defaults()
+    });
+    let oauth = OAuth::new(cfg, &opts.state_dir);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        if let Err(e) = oauth.listen_shim() {
+            tracing::error!(socket = %oauth.socket_path().display(), error = %e,
+                "cannot listen for the OAuth browser shim; URLs come from the CLI's output only");
+        }
+    }
+    oauth
+}
+
 /// The full route table (public for in-process tests).
 pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
     let metrics = Arc::new(Metrics::default());
+    let oauth = oauth_manager(opts);
     let app = Arc::new(App {
         started: Instant::now(),
         state_dir: StateDir(opts.state_dir.clone()),
         netinit_state: opts.netinit_state.clone(),
         metrics: metrics.clone(),
         snapshot: RwLock::new(None),
+        oauth: oauth.clone(),
     });
     let guarded = Router::new()
         .route("/metrics", get(metrics_text))
@@ -125,6 +149,7 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
         .route("/services/{name}/logs", get(logs))
         .route("/services/{name}/restart", post(restart))
         .merge(crate::webrtc::proxy::guarded())
+        .merge(crate::oauth::routes::router(oauth))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             auth::require_token,
@@ -233,6 +258,7 @@ async fn health(State(app): State<Shared>) -> Response {
     let body = health_body(
         &snap.health_tail,
         snap.degraded,
+        app.oauth.active_sessions(),
         SystemTime::now(),
         app.started.elapsed().as_secs_f64(),
     );
@@ -254,13 +280,18 @@ fn health_tail(
     }
 }
 
-fn health_body(tail: &str, degraded: bool, now: SystemTime, uptime: f64) -> String {
+fn health_body(
+    tail: &str,
+    degraded: bool,
+    active_sessions: u32,
+    now: SystemTime,
+    uptime: f64,
+) -> String {
     let head = format!(
         r#"{{"status":"{}","timestamp":"{}","activeSessions":{},"uptimeSeconds":{},"version":"{}""#,
         if degraded { "degraded" } else { "ok" },
         rfc3339(now),
-        // OAuth sessions arrive with the OAuth issue; none exist yet.
-        0,
+        active_sessions,
         uptime,
         env!("CARGO_PKG_VERSION"),
     );
@@ -379,11 +410,11 @@ mod tests {
             available_bytes: 5,
         });
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let body = health_body(&health_tail(&None, &services, &memory), true, now, 12.5);
+        let body = health_body(&health_tail(&None, &services, &memory), true, 3, now, 12.5);
         let typed = HealthResponse {
             status: "degraded".into(),
             timestamp: "2023-11-14T22:13:20.123Z".into(),
-            active_sessions: 0,
+            active_sessions: 3,
             uptime_seconds: Some(12.5),
             version: Some(env!("CARGO_PKG_VERSION").into()),
             network: None,
