@@ -241,8 +241,8 @@ fn gemini_style_consent_prompt_and_callback_relay() {
     let (code, body) = a.post("/auth/gemini_cli", json!({"sessionId": "g1"}));
     assert_eq!(code, 200, "{body}");
     // The prompt was answered (else the CLI exits 3); CI was removed and DISPLAY set
-    // (else it exits 5). (That the URL comes through the shim is oauth_browser's subject.)
-    let s = a.wait_session("g1", "the URL", |s| !s["oauthUrl"].is_null());
+    // (else it exits 5); the URL came through the BROWSER shim (`guest-agent open-url`).
+    let s = a.wait_session("g1", "url from the shim", |s| s["urlSource"] == "shim");
     let out = s["lastOutput"].as_str().unwrap();
     assert!(out.contains("Do you want to continue? [Y/n]"), "{out}");
     assert!(out.contains("ok, continuing"), "{out}");

@@ -114,9 +114,11 @@ required = true
             .exists()
             .then_some(())
     });
-    let _window = wait_for("the test window", Duration::from_secs(30), || {
-        x11rb::connect(Some(&display)).ok().map(|_| ())
-    });
+    wait_for(
+        "the X server to accept clients",
+        Duration::from_secs(30),
+        || x11rb::connect(Some(&display)).ok().map(|_| ()),
+    );
     let _window = start_window(&display);
     let auth = format!("Bearer {TOKEN}");
     let status = |auth: &str| {
