@@ -323,6 +323,22 @@ fn device_names_networkd_would_read_as_globs_are_refused() {
     assert!(e.to_string().contains("device: `eth?`"), "{e}");
 }
 
+/// Found by the `template` fuzz target: a device named like a placeholder went into the
+/// handoff file, which then did not read back (`__W__` is a placeholder to our reader).
+#[test]
+fn device_names_holding_an_unfilled_placeholder_are_refused() {
+    let e = plan("ip=:::::__W__\u{a3f2}'1", None).unwrap_err();
+    assert!(e.to_string().contains("device: `__W__"), "{e}");
+    assert!(e.to_string().contains("`__W__`, a placeholder"), "{e}");
+    let e = plan("ip=10.0.0.2::10.0.0.1:24::x__IFACE__:off", None).unwrap_err();
+    assert!(e.to_string().contains("`__IFACE__`"), "{e}");
+    // single or unbalanced underscores are ordinary names
+    for ok in ["eth_0", "__", "a__b", "x__y_"] {
+        let p = plan(&format!("ip=10.0.0.2::10.0.0.1:24::{ok}:off"), None).unwrap();
+        assert_eq!(p.config.unwrap().interface, ok);
+    }
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;

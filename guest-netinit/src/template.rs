@@ -418,9 +418,28 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}`: give exactly one interface name (at most 15 characters, no glob, no `!`)"
         ))
+    } else if let Some(p) = first_placeholder(name) {
+        // The handoff file names the interface; read back as a template, `__P__` would be a
+        // placeholder again. A name like this is a host-side template nobody filled in.
+        Err(format!(
+            "`{name}`: contains `__{p}__`, a placeholder nobody filled in (not an interface name)"
+        ))
     } else {
         Ok(())
     }
+}
+
+/// The first `__NAME__` placeholder in `s`, if any.
+fn first_placeholder(s: &str) -> Option<&str> {
+    let mut rest = s;
+    while let Some(at) = rest.find("__") {
+        let after = &rest[at + 2..];
+        if let Some(name) = placeholder_name(after) {
+            return Some(name);
+        }
+        rest = &rest[at + 1..];
+    }
+    None
 }
 
 fn parse_mtu(v: &str) -> Result<u32, String> {
