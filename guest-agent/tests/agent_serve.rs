@@ -290,3 +290,60 @@ fn dev_mode_runs_serve_on_loopback_with_a_temp_state_dir() {
     assert_eq!(status.code(), Some(0));
     assert!(!state_dir.exists(), "temp state dir left behind");
 }
+
+/// `webrtc` in `/health`: `null` when the VM has no streamer (no `webrtc` service, nothing on
+/// the socket); `down` when a required `webrtc` service runs but its socket never answers
+/// (here a listener that accepts and stays silent), which makes `/health` degraded and
+/// `/ready` say why — while `/health` itself keeps answering.
+#[test]
+fn health_webrtc_is_null_without_a_streamer_and_down_when_its_service_hangs() {
+    const SERVE: &str = r#"
+[services.serve]
+command = ["{bin}", "serve", "--listen", "127.0.0.1:0", "--token-file", "{dir}/none", "--cmdline", "{dir}/none", "--netinit-state", "{dir}/netinit.json"]
+env = { GUEST_AGENT_WEBRTC_SOCKET = "{dir}/webrtc.sock" }
+required = true
+"#;
+    let agent = Agent::start(SERVE);
+    let addr = agent.listening_addr();
+    let v: serde_json::Value = agent.wait("serve running in /health", |_| {
+        let (_, body) = http(&addr, "GET", "/health", None).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["services"][0]["state"] == "running").then_some(v)
+    });
+    assert!(v.get("webrtc").is_some_and(|w| w.is_null()), "{v}");
+    assert_eq!(v["status"], "ok", "{v}");
+    drop(agent);
+
+    let hung = format!(
+        r#"{SERVE}
+[services.webrtc]
+command = ["python3", "-c", "import socket, time; s = socket.socket(socket.AF_UNIX); s.bind('{{dir}}/webrtc.sock'); s.listen(); c = s.accept(); time.sleep(1000)"]
+required = true
+"#
+    );
+    let agent = Agent::start(&hung);
+    let addr = agent.listening_addr();
+    let h: HealthResponse = agent.wait("webrtc down in /health", |_| {
+        let (code, body) = http(&addr, "GET", "/health", None).ok()?;
+        assert_eq!(code, 200, "{body}");
+        let h: HealthResponse = serde_json::from_str(&body).unwrap();
+        h.webrtc
+            .as_ref()
+            .is_some_and(|w| {
+                w.state == guest_proto::api::WebrtcState::Down
+                    && w.error.as_deref().is_some_and(|e| e.contains("no answer"))
+            })
+            .then_some(h)
+    });
+    let w = h.webrtc.as_ref().expect("webrtc");
+    assert_eq!((w.viewers, w.fps), (0, None));
+    let svc = h.services.iter().find(|s| s.name == "webrtc").expect("svc");
+    assert_eq!(svc.state, ServiceState::Running, "the process itself runs");
+    assert_eq!(h.status, "degraded", "{h:?}");
+    let (code, body) = http(&addr, "GET", "/ready", None).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("required service webrtc is running but the streamer is down"),
+        "{body}"
+    );
+}

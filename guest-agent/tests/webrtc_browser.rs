@@ -1,7 +1,8 @@
 //! The streamer against a real browser: Xvfb with a window whose colour changes every frame,
 //! the streamer (in-process) capturing it, and headless chromium opening `/viewer` (the real
 //! page) as the viewer. Frames must arrive at the configured resolution, and a click and a key
-//! pressed in the viewer must arrive in the X display.
+//! pressed in the viewer must arrive in the X display. `serve` (the real binary, pointed at
+//! the streamer's socket) shows the viewer in `/health` while it watches, and 0 once it left.
 
 mod webrtc_common;
 
@@ -17,6 +18,13 @@ fn viewer_page_plays_the_display_and_sends_input_back() {
     let x = start_xvfb(W, H);
     let window = start_window(&x.display);
     let streamer = start_streamer(&x.display, W, H);
+    let serve = start_serve(&streamer.dir.path().join("webrtc.sock"));
+    let h = wait_for(
+        "the idle streamer in /health",
+        Duration::from_secs(30),
+        || health(serve.addr).filter(|h| h["webrtc"]["state"] == "running"),
+    );
+    assert_eq!(h["webrtc"]["viewers"], json!(0), "{h}");
 
     // The token guards WHEP; the page itself is static.
     let (code, _) = http(
@@ -61,6 +69,16 @@ fn viewer_page_plays_the_display_and_sends_input_back() {
     );
     assert_eq!(code, 200, "{status}");
     assert!(status.contains("\"viewers\":1"), "{status}");
+    // And serve's /health shows it, with frames flowing.
+    let h = wait_for("one viewer in /health", Duration::from_secs(30), || {
+        health(serve.addr).filter(|h| h["webrtc"]["viewers"] == json!(1))
+    });
+    assert_eq!(h["webrtc"]["state"], "running", "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    let h = wait_for("fps in /health", Duration::from_secs(30), || {
+        health(serve.addr).filter(|h| h["webrtc"]["fps"].as_f64().unwrap_or(0.0) > 0.0)
+    });
+    assert_eq!(h["webrtc"]["viewers"], json!(1), "{h}");
 
     // Input: the data channel must be open, then a real click and key press in the page.
     wait_for("the input data channel", Duration::from_secs(30), || {
@@ -115,4 +133,11 @@ fn viewer_page_plays_the_display_and_sends_input_back() {
         (x - ex).abs() <= 1 && (y - ey).abs() <= 1,
         "click at ({x},{y}), expected ({ex},{ey}); seen {seen:?}"
     );
+
+    // The viewer leaves (the page's pagehide sends the WHEP DELETE): 0 viewers in /health.
+    b.eval("location.href = 'about:blank', true");
+    let h = wait_for("0 viewers in /health", Duration::from_secs(60), || {
+        health(serve.addr).filter(|h| h["webrtc"]["viewers"] == json!(0))
+    });
+    assert_eq!(h["webrtc"]["state"], "running", "{h}");
 }

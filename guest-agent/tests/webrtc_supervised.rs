@@ -44,14 +44,6 @@ fn service<'a>(health: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|s| s["name"] == name)
 }
 
-fn health(addr: SocketAddr) -> Option<Value> {
-    let (code, text) = http(addr, "GET", "/health", &[], "");
-    if code != 200 {
-        return None;
-    }
-    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
-}
-
 fn frames(b: &mut Browser, at_least: u64) -> Value {
     wait_for("decoded frames", Duration::from_secs(60), || {
         let s = b.eval(STATS_JS);

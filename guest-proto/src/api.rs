@@ -26,6 +26,45 @@ pub struct HealthResponse {
     pub services: Vec<ServiceStatus>,
     #[serde(default)]
     pub memory: Option<MemoryInfo>,
+    /// The screen streamer (`guest-agent webrtc`) as `serve` last heard from it; `null` when
+    /// this VM has no streamer (no supervised service named `webrtc` and nothing answering on
+    /// its socket).
+    #[serde(default)]
+    pub webrtc: Option<WebrtcHealth>,
+}
+
+/// `webrtc` in `/health`: whether the streamer answers and who watches.
+///
+/// The streamer's process state (pid, restarts, crash-loop) is its entry in `services`; this
+/// says what only the streamer itself knows. `serve` asks it over its unix socket when it
+/// refreshes the `/health` snapshot and never waits more than a few tens of milliseconds: a
+/// hung streamer shows the last answer, then `down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebrtcHealth {
+    pub state: WebrtcState,
+    /// Connected viewers (WHEP and controller mode); 0 when `down`.
+    pub viewers: u32,
+    /// Encoded frames per second over the last second (unchanged screens are not encoded,
+    /// so a still picture shows ~0); `null` when `down`.
+    #[serde(default)]
+    pub fps: Option<f32>,
+    /// Why it is `down` ("no answer within 2 s", "connection refused"), or the capture
+    /// pipeline's last error while `running` ("cannot open display :1").
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `webrtc.state` in `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebrtcState {
+    /// It answered its status request.
+    Running,
+    /// It is configured (a supervised service named `webrtc`) but did not answer: not started
+    /// yet, restarting, or hung. When that service is `required` and the supervisor says it
+    /// is running, `/health` is `degraded` and `/ready` gives the reason.
+    Down,
 }
 
 /// `memory` in `/health`, from `/proc/meminfo` (failure F7: tiny VMs die of OOM).

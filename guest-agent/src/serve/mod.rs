@@ -5,10 +5,12 @@
 //!
 //! Service state comes from the supervisor's `state.json`; logs and restarts go through
 //! its control socket. `/health` and `/ready` use a snapshot at most 250 ms old, so a
-//! flood of health checks costs no file reads.
+//! flood of health checks costs no file reads. The snapshot also asks the screen streamer
+//! how it is ([`webrtc_health`]), waiting for it no more than 50 ms.
 
 pub mod auth;
 pub mod metrics;
+pub mod webrtc_health;
 
 use crate::oauth::config::OAuthConfig;
 use crate::oauth::OAuth;
@@ -21,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use guest_proto::api::{
     ErrorBody, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus, ServicesResponse,
+    WebrtcHealth,
 };
 use guest_proto::{Event, Level, NetinitReport};
 use metrics::Metrics;
@@ -55,7 +58,7 @@ struct Snapshot {
     /// Why readiness cannot be known or is not given; empty when ready.
     reasons: Vec<String>,
     degraded: bool,
-    /// `,"network":…,"services":[…],"memory":{…}}`: the part of `/health` that only
+    /// `,"network":…,"services":[…],"memory":{…},"webrtc":…}`: the part of `/health` that only
     /// changes with the snapshot, serialised once per snapshot instead of per request.
     health_tail: String,
 }
@@ -66,6 +69,7 @@ struct HealthTail<'a> {
     network: &'a Option<NetinitReport>,
     services: &'a [ServiceStatus],
     memory: &'a Option<MemoryInfo>,
+    webrtc: &'a Option<WebrtcHealth>,
 }
 
 struct App {
@@ -74,6 +78,9 @@ struct App {
     netinit_state: PathBuf,
     metrics: Arc<Metrics>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Held while a snapshot is taken, so concurrent requests take one, not one each.
+    refreshing: tokio::sync::Mutex<()>,
+    webrtc: Arc<webrtc_health::Probe>,
     oauth: Arc<OAuth>,
 }
 
@@ -141,6 +148,8 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
         netinit_state: opts.netinit_state.clone(),
         metrics: metrics.clone(),
         snapshot: RwLock::new(None),
+        refreshing: tokio::sync::Mutex::new(()),
+        webrtc: webrtc_health::Probe::from_env(),
         oauth: oauth.clone(),
     });
     let guarded = Router::new()
@@ -172,29 +181,30 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
 }
 
 impl App {
-    fn snapshot(&self) -> Arc<Snapshot> {
-        if let Some(s) = self
-            .snapshot
+    fn cached_snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-        {
-            if s.taken.elapsed() < SNAPSHOT_TTL {
-                return s.clone();
-            }
+            .filter(|s| s.taken.elapsed() < SNAPSHOT_TTL)
+            .cloned()
+    }
+
+    async fn snapshot(&self) -> Arc<Snapshot> {
+        if let Some(s) = self.cached_snapshot() {
+            return s;
         }
-        let mut cached = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = cached.as_ref() {
-            if s.taken.elapsed() < SNAPSHOT_TTL {
-                return s.clone();
-            }
+        let _one = self.refreshing.lock().await;
+        if let Some(s) = self.cached_snapshot() {
+            return s;
         }
-        let fresh = Arc::new(self.take_snapshot());
-        *cached = Some(fresh.clone());
+        let observed = self.webrtc.observe().await;
+        let fresh = Arc::new(self.take_snapshot(observed));
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
         fresh
     }
 
-    fn take_snapshot(&self) -> Snapshot {
+    fn take_snapshot(&self, webrtc: Option<webrtc_health::Observed>) -> Snapshot {
         let mut reasons = Vec::new();
         let services = match self.state_dir.read() {
             Ok(Some(st)) => st.services,
@@ -240,7 +250,13 @@ impl App {
                 available_bytes: m.mem_available.unwrap_or(m.mem_free),
             })
         };
-        let health_tail = health_tail(&network, &services, &memory);
+        let (webrtc, webrtc_reason) =
+            webrtc_health::health_field(webrtc, &services, &self.webrtc.service);
+        if let Some(r) = webrtc_reason {
+            degraded = true;
+            reasons.push(r);
+        }
+        let health_tail = health_tail(&network, &services, &memory, &webrtc);
         Snapshot {
             taken: Instant::now(),
             services,
@@ -254,7 +270,7 @@ impl App {
 /// `GET /health`: the same JSON as [`HealthResponse`] (a test holds them equal), built
 /// from a per-request head and the snapshot's pre-serialised tail.
 async fn health(State(app): State<Shared>) -> Response {
-    let snap = app.snapshot();
+    let snap = app.snapshot().await;
     let body = health_body(
         &snap.health_tail,
         snap.degraded,
@@ -269,11 +285,13 @@ fn health_tail(
     network: &Option<NetinitReport>,
     services: &[ServiceStatus],
     memory: &Option<MemoryInfo>,
+    webrtc: &Option<WebrtcHealth>,
 ) -> String {
     match serde_json::to_string(&HealthTail {
         network,
         services,
         memory,
+        webrtc,
     }) {
         Ok(j) => format!(",{}", &j[1..]),
         Err(e) => format!(",\"error\":{:?}}}", e.to_string()),
@@ -292,7 +310,8 @@ fn health_body(
         if degraded { "degraded" } else { "ok" },
         rfc3339(now),
         active_sessions,
-        uptime,
+        // serde's float form (`1.0`, not Display's `1`), as in `HealthResponse`.
+        serde_json::to_string(&uptime).unwrap_or_else(|_| "null".into()),
         env!("CARGO_PKG_VERSION"),
     );
     let mut body = String::with_capacity(head.len() + tail.len());
@@ -302,7 +321,7 @@ fn health_body(
 }
 
 async fn ready(State(app): State<Shared>) -> Response {
-    let snap = app.snapshot();
+    let snap = app.snapshot().await;
     let body = ReadyResponse {
         ready: snap.reasons.is_empty(),
         reasons: snap.reasons.clone(),
@@ -318,7 +337,7 @@ async fn ready(State(app): State<Shared>) -> Response {
 async fn metrics_text(State(app): State<Shared>) -> Response {
     let text = app.metrics.render(
         app.started.elapsed().as_secs_f64(),
-        &app.snapshot().services,
+        &app.snapshot().await.services,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -410,7 +429,14 @@ mod tests {
             available_bytes: 5,
         });
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let body = health_body(&health_tail(&None, &services, &memory), true, 3, now, 12.5);
+        let webrtc = Some(WebrtcHealth {
+            state: guest_proto::api::WebrtcState::Running,
+            viewers: 1,
+            fps: Some(29.5),
+            error: Some("a \"quoted\" error".into()),
+        });
+        let tail = health_tail(&None, &services, &memory, &webrtc);
+        let body = health_body(&tail, true, 3, now, 12.5);
         let typed = HealthResponse {
             status: "degraded".into(),
             timestamp: "2023-11-14T22:13:20.123Z".into(),
@@ -420,6 +446,19 @@ mod tests {
             network: None,
             services,
             memory,
+            webrtc,
+        };
+        assert_eq!(body, serde_json::to_string(&typed).unwrap());
+        // And with no streamer.
+        let body = health_body(&health_tail(&None, &[], &None, &None), false, 0, now, 1.0);
+        let typed = HealthResponse {
+            status: "ok".into(),
+            active_sessions: 0,
+            uptime_seconds: Some(1.0),
+            services: Vec::new(),
+            memory: None,
+            webrtc: None,
+            ..typed
         };
         assert_eq!(body, serde_json::to_string(&typed).unwrap());
     }

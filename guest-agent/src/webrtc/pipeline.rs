@@ -55,6 +55,8 @@ pub struct PipelineStats {
     pub bytes_encoded: u64,
     pub grab_us_total: u64,
     pub encode_us_total: u64,
+    /// Frames encoded per second over the last full second (0 while idle).
+    pub fps: f32,
     pub last_error: Option<String>,
 }
 
@@ -155,12 +157,19 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
     let mut detector = ChangeDetector::default();
     let mut seq = 0u64;
     let mut next = Instant::now();
+    let mut rate = FrameRate::new();
     while !shared.stop.load(Ordering::SeqCst) {
+        if let Some(fps) = rate.tick() {
+            record(&shared, |s| s.fps = fps);
+        }
         if shared.viewers.load(Ordering::SeqCst) == 0 {
             // Idle: release the X connection's SHM segment and the encoder state.
             if source.take().is_some() {
                 encoder = None;
-                record(&shared, |s| s.running = false);
+                record(&shared, |s| {
+                    s.running = false;
+                    s.fps = 0.0;
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
             next = Instant::now();
@@ -236,6 +245,7 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         match out {
             Ok(Some(ef)) => {
                 seq += 1;
+                rate.frames += 1;
                 let len = ef.data.len() as u64;
                 let key = ef.keyframe;
                 let _ = shared.tx.send(Arc::new(Frame {
@@ -267,6 +277,32 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 encoder = None;
             }
         }
+    }
+}
+
+/// Counts encoded frames per wall-clock second for the `fps` figure.
+struct FrameRate {
+    since: Instant,
+    frames: u32,
+}
+
+impl FrameRate {
+    fn new() -> Self {
+        FrameRate {
+            since: Instant::now(),
+            frames: 0,
+        }
+    }
+
+    /// The rate of the window just closed, once a second.
+    fn tick(&mut self) -> Option<f32> {
+        let dt = self.since.elapsed();
+        if dt < Duration::from_secs(1) {
+            return None;
+        }
+        let fps = self.frames as f32 / dt.as_secs_f32();
+        *self = FrameRate::new();
+        Some(fps)
     }
 }
 

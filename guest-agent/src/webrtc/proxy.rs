@@ -22,7 +22,8 @@ pub const SOCKET_ENV: &str = "GUEST_AGENT_WEBRTC_SOCKET";
 /// Largest request forwarded (an SDP offer is a few KiB).
 const MAX_BODY: usize = 256 * 1024;
 
-fn socket() -> PathBuf {
+/// The streamer's socket as `serve` sees it ([`SOCKET_ENV`], else the default).
+pub fn socket() -> PathBuf {
     std::env::var_os(SOCKET_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(super::DEFAULT_SOCKET))

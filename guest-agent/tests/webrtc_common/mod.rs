@@ -417,3 +417,55 @@ pub fn start_streamer_with(
     });
     StreamerInProc { addr, dir }
 }
+
+/// `guest-agent serve` (the real binary, no supervisor) on a free port, proxying to the
+/// streamer socket `socket`; killed on drop.
+pub struct ServeChild {
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    _proc: Proc,
+}
+
+pub fn start_serve(socket: &std::path::Path) -> ServeChild {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("token"), TOKEN).expect("token");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_guest-agent"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--state-dir")
+        .arg(d)
+        .arg("--token-file")
+        .arg(d.join("token"))
+        .arg("--cmdline")
+        .arg(d.join("no-cmdline"))
+        .arg("--netinit-state")
+        .arg(d.join("netinit.json"))
+        .arg("--oauth-config")
+        .arg(d.join("oauth.toml"))
+        .env("GUEST_AGENT_WEBRTC_SOCKET", socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let proc = Proc(child);
+    wait_for("serve's /health", Duration::from_secs(30), || {
+        (http(addr, "GET", "/health", &[], "").0 == 200).then_some(())
+    });
+    ServeChild {
+        addr,
+        _dir: dir,
+        _proc: proc,
+    }
+}
+
+/// serve's `/health` as JSON (None until it answers 200 with JSON).
+pub fn health(addr: SocketAddr) -> Option<Value> {
+    let (code, text) = http(addr, "GET", "/health", &[], "");
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+}
