@@ -1,13 +1,14 @@
 //! Findings from what the agent says about itself (`GET /health`): the other half of "what
 //! state is this VM in" (failure F5: the network worked, but nobody looked at the right thing).
 //! The console says how the boot went; `/health` says how the VM is now: netinit's report
-//! (failure, conflicts, a silent gateway), services down or crash-looping, memory running out.
+//! (failure, conflicts, a silent gateway), services down or crash-looping, a screen streamer
+//! that runs but does not answer, memory running out.
 //!
 //! Findings from here have `line` 0 and evidence starting with `GET /health:`.
 
 use crate::client::ClientError;
 use crate::diagnose::{Cause, Finding, Severity};
-use guest_proto::api::{HealthResponse, ServiceState};
+use guest_proto::api::{HealthResponse, ServiceState, WebrtcState};
 use guest_proto::Outcome;
 
 /// Below this share of total memory available, warn (the 256 MiB VMs of F7 died there).
@@ -31,7 +32,7 @@ fn finding(
     }
 }
 
-/// Findings in a `/health` answer, in the order: network, services, memory.
+/// Findings in a `/health` answer, in the order: network, services, streamer, memory.
 pub fn health_findings(h: &HealthResponse) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(n) = &h.network {
@@ -137,6 +138,25 @@ pub fn health_findings(h: &HealthResponse) -> Vec<Finding> {
             hint,
         ));
     }
+    // `webrtc.state = down` adds news only while its service is not already reported above
+    // (down because it is crash-looping or restarting is the service finding's story).
+    if let Some(w) = h.webrtc.as_ref().filter(|w| w.state == WebrtcState::Down) {
+        let svc = h.services.iter().find(|s| s.name == "webrtc");
+        if svc.is_none_or(|s| s.state == ServiceState::Running) {
+            let error = w.error.as_deref().unwrap_or("no error given");
+            out.push(finding(
+                Cause::ServiceDown,
+                if svc.is_some_and(|s| s.required) {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                Some("webrtc".into()),
+                format!("webrtc.state = down: {error}"),
+                "the screen streamer runs but does not answer on its socket, so nobody can see or use the VM's screen: read its output (GET /services/webrtc/logs) and restart it (POST /services/webrtc/restart)".into(),
+            ));
+        }
+    }
     if let Some(m) = &h.memory {
         if m.total_bytes > 0 && m.available_bytes * 100 < m.total_bytes * LOW_MEMORY_PERCENT {
             out.push(finding(
@@ -213,5 +233,30 @@ mod tests {
                 (Cause::OutOfMemory, Severity::Warning, "low memory".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_streamer_that_runs_but_does_not_answer_is_reported_once() {
+        let with = |state: &str, webrtc: &str| {
+            health(&format!(
+                r#"{{"status":"ok","timestamp":"t","activeSessions":0,"services":[{{"name":"webrtc","state":"{state}","required":true,"pid":null,"restarts":0,"lastExit":null,"since":"t","rssBytes":null,"cpuSeconds":null}}],"webrtc":{webrtc}}}"#
+            ))
+        };
+        let down = r#"{"state":"down","viewers":0,"fps":null,"error":"no answer within 2 s"}"#;
+        let f = health_findings(&with("running", down));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].cause, f[0].severity, f[0].subject.as_deref()),
+            (Cause::ServiceDown, Severity::Error, Some("webrtc"))
+        );
+        assert!(f[0].evidence.contains("no answer within 2 s"), "{f:?}");
+        // Crash-looping: the service finding alone.
+        let f = health_findings(&with("crash-loop", down));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].cause, Cause::ServiceCrashLoop);
+        // Running and answering, or no streamer at all: nothing.
+        let up = r#"{"state":"running","viewers":1,"fps":30.0,"error":null}"#;
+        assert!(health_findings(&with("running", up)).is_empty());
+        assert!(health_findings(&with("running", "null")).is_empty());
     }
 }
