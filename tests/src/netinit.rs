@@ -21,6 +21,8 @@ pub const STATE_FILE: &str = "run/guest-netinit/state.json";
 pub struct NetinitRun {
     work: TempDir,
     extra_args: Vec<String>,
+    /// A tmpfs is mounted on `work` (unmounted on drop).
+    tmpfs: bool,
 }
 
 impl NetinitRun {
@@ -33,11 +35,38 @@ impl NetinitRun {
         let run = Self {
             work,
             extra_args: Vec::new(),
+            tmpfs: false,
         };
+        run.populate(cmdline);
+        run
+    }
+
+    /// Like [`NetinitRun::new`], with the work dir (so `--root`) on a fresh tmpfs, as `/run`
+    /// is in a VM and everything is in the initramfs image: for benchmarks, where an ext4
+    /// journal commit per `rename` would be charged to guest-netinit. Needs root.
+    pub fn new_on_tmpfs(cmdline: &str) -> Self {
+        let mut run = Self::new(cmdline);
+        let dir = run.work.path().to_path_buf();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m,mode=0755", "guestkit-bench"])
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            status.success(),
+            "mount tmpfs on {} failed: {status}",
+            dir.display()
+        );
+        run.tmpfs = true;
+        run.populate(cmdline);
+        run
+    }
+
+    fn populate(&self, cmdline: &str) {
+        let run = self;
         std::fs::create_dir_all(run.root())
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", run.root().display()));
         run.set_cmdline(cmdline);
-        run
     }
 
     /// Replaces the kernel command line (e.g. between two runs).
@@ -243,6 +272,19 @@ fn collect_files(base: &Path, dir: &Path, found: &mut Vec<String>) {
             collect_files(base, &path, found);
         } else if let Ok(rel) = path.strip_prefix(base) {
             found.push(rel.display().to_string());
+        }
+    }
+}
+
+impl Drop for NetinitRun {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            // Lazy, so a file still open somewhere does not keep the mount (and TempDir's
+            // removal of the directory then finds it empty).
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.work.path())
+                .status();
         }
     }
 }
