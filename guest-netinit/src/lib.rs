@@ -20,6 +20,7 @@ pub mod files;
 pub mod init;
 pub mod modules;
 pub mod netlink;
+pub(crate) mod packet_socket;
 pub mod probe;
 pub mod report;
 pub mod run;

@@ -2,103 +2,33 @@
 //! adds the Ethernet header), carrying hand-built IPv4 + UDP headers. A UDP socket cannot be
 //! used before the interface has an address: the kernel does not deliver to it, and it
 //! would send from whatever address another interface has. Non-blocking, driven by tokio's
-//! `AsyncFd`. As in `probe/packet.rs`, the socket is opened with protocol 0 and bound to
-//! ETH_P_IP, which avoids a second RCU grace period at bind.
+//! `AsyncFd`; the socket is `packet_socket::PacketSocket`, shared with the ARP probe.
 
 use super::Transport;
+use crate::packet_socket::{PacketSocket, ETH_P_IP};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 
-const ETH_P_IP: u16 = 0x0800;
 pub const CLIENT_PORT: u16 = 68;
 pub const SERVER_PORT: u16 = 67;
 
 /// The packet-socket transport for one interface.
 pub struct PacketTransport {
-    fd: AsyncFd<Sock>,
-    index: u32,
+    fd: AsyncFd<PacketSocket>,
     mac: [u8; 6],
-}
-
-struct Sock(OwnedFd);
-
-impl AsRawFd for Sock {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-const SOCKADDR_LL_LEN: libc::socklen_t =
-    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-
-fn sockaddr(index: u32, dest: Option<[u8; 6]>) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ETH_P_IP.to_be();
-    sa.sll_ifindex = index as i32;
-    if let Some(mac) = dest {
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&mac);
-    }
-    sa
 }
 
 impl PacketTransport {
     /// Opens and binds the socket on interface `index`; needs CAP_NET_RAW. Must be called
     /// inside a tokio runtime with IO enabled.
     pub fn open(index: u32) -> io::Result<PacketTransport> {
-        // SAFETY: plain syscalls; the fd is owned right after creation.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let sock = Sock(unsafe { OwnedFd::from_raw_fd(fd) });
-        let sa = sockaddr(index, None);
-        // SAFETY: sa is a valid sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                SOCKADDR_LL_LEN,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut sa = sockaddr(0, None);
-        let mut len = SOCKADDR_LL_LEN;
-        // SAFETY: sa is a valid sockaddr_ll buffer of `len` bytes.
-        let rc = unsafe {
-            libc::getsockname(
-                sock.as_raw_fd(),
-                &mut sa as *mut libc::sockaddr_ll as *mut libc::sockaddr,
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if sa.sll_halen != 6 {
-            return Err(io::Error::other(format!(
-                "not an Ethernet interface (hardware address length {})",
-                sa.sll_halen
-            )));
-        }
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(&sa.sll_addr[..6]);
-        // SAFETY: `Sock` owns its fd, which stays open and unchanged until it drops.
+        let sock = PacketSocket::bind(index, ETH_P_IP)?;
+        let mac = sock.own_mac()?;
+        // SAFETY: `PacketSocket` owns its fd, which stays open and unchanged until it drops.
         let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
-        Ok(PacketTransport { fd, index, mac })
+        Ok(PacketTransport { fd, mac })
     }
 }
 
@@ -115,28 +45,9 @@ impl Transport for PacketTransport {
             SERVER_PORT,
             payload,
         );
-        let sa = sockaddr(self.index, Some([0xff; 6]));
         loop {
             let mut guard = self.fd.writable().await?;
-            let r = guard.try_io(|s| {
-                // SAFETY: frame and sa are valid for the lengths given.
-                let rc = unsafe {
-                    libc::sendto(
-                        s.as_raw_fd(),
-                        frame.as_ptr() as *const libc::c_void,
-                        frame.len(),
-                        0,
-                        &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                        SOCKADDR_LL_LEN,
-                    )
-                };
-                if rc < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-            match r {
+            match guard.try_io(|s| s.get_ref().send_broadcast(&frame)) {
                 Ok(res) => return res,
                 Err(_would_block) => continue,
             }
@@ -151,22 +62,7 @@ impl Transport for PacketTransport {
                 Ok(g) => g?,
                 Err(_) => return Ok(None),
             };
-            let r = guard.try_io(|s| {
-                // SAFETY: buf is valid for writes of its length.
-                let rc = unsafe {
-                    libc::recv(
-                        s.as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        0,
-                    )
-                };
-                if rc < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(rc as usize)
-                }
-            });
+            let r = guard.try_io(|s| s.get_ref().recv(&mut buf));
             match r {
                 Ok(Ok(n)) => {
                     if let Some(p) = udp_payload(&buf[..n], CLIENT_PORT) {

@@ -6,18 +6,16 @@
 //! packet socket costs an RCU grace period (`synchronize_net` in `packet_release`): 8–16 ms
 //! measured here, against a 3 ms budget for the whole run. It is kept for the one case the
 //! kernel will not re-resolve: a gateway with a permanent (static) neighbour entry.
-//! The socket is created with protocol 0 and bound to ETH_P_ARP afterwards, which avoids
-//! the second grace period a protocol change at bind time would cost.
+//! The socket is `packet_socket::PacketSocket`, shared with the DHCP client.
 
+use crate::packet_socket::{PacketSocket, ETH_P_ARP};
 use crate::system::Prober;
 use guest_proto::{MacAddr, ProbeResult};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 
-const ETH_P_ARP: u16 = 0x0806;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
 
@@ -66,7 +64,7 @@ pub async fn arp_probe(
     target: Ipv4Addr,
     timeout: Duration,
 ) -> io::Result<Option<(Duration, [u8; 6])>> {
-    let sock = PacketSocket::bind(index)?;
+    let sock = PacketSocket::bind(index, ETH_P_ARP)?;
     let own_mac = sock.own_mac()?;
     let request = arp_request(own_mac, source, target);
     // SAFETY: `PacketSocket` owns its fd, which stays open and unchanged until it drops.
@@ -75,7 +73,7 @@ pub async fn arp_probe(
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + timeout);
     let resend_at = tokio::time::Instant::from_std(start + timeout / 2);
-    fd.get_ref().send_broadcast(index, &request)?;
+    fd.get_ref().send_broadcast(&request)?;
     let mut resent = false;
     let mut buf = [0u8; 128];
     loop {
@@ -84,7 +82,7 @@ pub async fn arp_probe(
         let mut guard = match ready {
             Ok(guard) => guard?,
             Err(_) if !resent => {
-                fd.get_ref().send_broadcast(index, &request)?;
+                fd.get_ref().send_broadcast(&request)?;
                 resent = true;
                 continue;
             }
@@ -133,122 +131,6 @@ pub fn parse_reply(packet: &[u8], source: Ipv4Addr, target: Ipv4Addr) -> Option<
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&packet[8..14]);
     Some(mac)
-}
-
-/// A non-blocking AF_PACKET/SOCK_DGRAM socket for ARP, bound to one interface.
-struct PacketSocket(OwnedFd);
-
-impl AsRawFd for PacketSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-fn sockaddr(index: u32, dest: Option<[u8; 6]>) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ETH_P_ARP.to_be();
-    sa.sll_ifindex = index as i32;
-    if let Some(mac) = dest {
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&mac);
-    }
-    sa
-}
-
-const SOCKADDR_LL_LEN: libc::socklen_t =
-    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-
-impl PacketSocket {
-    fn bind(index: u32) -> io::Result<Self> {
-        // SAFETY: plain syscalls; the fd is owned right after creation. Protocol 0: no
-        // packets (and no hook to unregister) until bind names ETH_P_ARP and the interface.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let sock = PacketSocket(unsafe { OwnedFd::from_raw_fd(fd) });
-        let sa = sockaddr(index, None);
-        let rc = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                SOCKADDR_LL_LEN,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sock)
-    }
-
-    /// The interface's MAC, as the kernel reports it for the bound socket.
-    fn own_mac(&self) -> io::Result<[u8; 6]> {
-        let mut sa = sockaddr(0, None);
-        let mut len = SOCKADDR_LL_LEN;
-        // SAFETY: sa is a valid sockaddr_ll buffer of `len` bytes.
-        let rc = unsafe {
-            libc::getsockname(
-                self.as_raw_fd(),
-                &mut sa as *mut libc::sockaddr_ll as *mut libc::sockaddr,
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if sa.sll_halen != 6 {
-            return Err(io::Error::other(format!(
-                "not an Ethernet interface (hardware address length {})",
-                sa.sll_halen
-            )));
-        }
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(&sa.sll_addr[..6]);
-        Ok(mac)
-    }
-
-    fn send_broadcast(&self, index: u32, payload: &[u8]) -> io::Result<()> {
-        let sa = sockaddr(index, Some([0xff; 6]));
-        // SAFETY: payload and sa are valid for the lengths given.
-        let rc = unsafe {
-            libc::sendto(
-                self.as_raw_fd(),
-                payload.as_ptr() as *const libc::c_void,
-                payload.len(),
-                0,
-                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-                SOCKADDR_LL_LEN,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of its length.
-        let rc = unsafe {
-            libc::recv(
-                self.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
-    }
 }
 
 #[cfg(test)]
