@@ -10,7 +10,7 @@ use bytes::Bytes;
 use guest_proto::api::{
     HealthResponse, LogsResponse, ReadyResponse, RestartResponse, ServiceStatus, ServicesResponse,
 };
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -303,6 +303,16 @@ impl GuestClient {
 
     /// One request on a fresh connection, all of it within the timeout.
     pub async fn request(&self, method: Method, path: &str) -> Result<RawResponse, ClientError> {
+        self.request_json::<()>(method, path, None).await
+    }
+
+    /// [`GuestClient::request`] with `body`, when given, sent as JSON.
+    pub async fn request_json<B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<RawResponse, ClientError> {
         let start = Instant::now();
         let stream = match timeout(self.timeout, TcpStream::connect(self.addr)).await {
             Err(_) => {
@@ -335,11 +345,18 @@ impl GuestClient {
             .header(header::HOST, self.addr.to_string())
             .header(header::CONNECTION, "close")
             .header(header::ACCEPT, "application/json");
+        let bytes = match body {
+            Some(b) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(b).map_err(|e| http_err(Box::new(e)))?)
+            }
+            None => Bytes::new(),
+        };
         if let Some(t) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = builder
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(bytes))
             .map_err(|e| http_err(Box::new(e)))?;
         let exchange = async {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -383,14 +400,14 @@ impl GuestClient {
     }
 }
 
-fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
+pub(crate) fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|source| ClientError::Decode {
         path: path.to_string(),
         source,
     })
 }
 
-fn status_error(method: Method, path: &str, raw: &RawResponse) -> ClientError {
+pub(crate) fn status_error(method: Method, path: &str, raw: &RawResponse) -> ClientError {
     let text = String::from_utf8_lossy(&raw.body);
     let mut body: String = text.chars().take(500).collect();
     if let Ok(e) = serde_json::from_slice::<guest_proto::api::ErrorBody>(&raw.body) {

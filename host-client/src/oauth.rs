@@ -2,32 +2,22 @@
 //! cancel it, paste a code, fetch the credentials. The versioned `/v1/oauth/sessions` API
 //! for the state, the Node agent's `/credentials/get` for the credentials.
 //!
-//! [`OAuthClient`] carries its own token and a small HTTP/1 exchange because these calls
-//! send JSON bodies, which [`GuestClient::request`](crate::GuestClient::request) does not
-//! (yet): errors are the same [`ClientError`]s, classified the same way.
+//! [`OAuthClient`] sends through a [`GuestClient`] (same token, timeout and classified
+//! [`ClientError`]s); it adds the names check and the session types.
 
-use crate::client::{classify_io, AgentAddr, ClientError, Phase, DEFAULT_TIMEOUT};
-use bytes::Bytes;
+use crate::client::{decode, status_error, AgentAddr, ClientError, GuestClient, RawResponse};
 use guest_proto::oauth::{
     CredentialsResponse, PasteCode, SessionInfo, SessionState, SessionsResponse, StartSession,
 };
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{header, Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
-
-const BODY_LIMIT: usize = 4 << 20;
+use tokio::time::Instant;
 
 /// OAuth calls to one agent.
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
-    addr: SocketAddr,
-    token: Option<String>,
-    timeout: Duration,
+    http: GuestClient,
 }
 
 /// Session ids and provider names go into paths: checked before any request.
@@ -66,21 +56,19 @@ fn check(what: &'static str, value: &str) -> Result<(), BadName> {
 impl OAuthClient {
     pub fn new(addr: impl Into<AgentAddr>) -> Self {
         Self {
-            addr: addr.into().0,
-            token: None,
-            timeout: DEFAULT_TIMEOUT,
+            http: GuestClient::new(addr),
         }
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Self {
-        self.token = token.filter(|t| !t.is_empty());
+        self.http = self.http.with_token(token);
         self
     }
 
     /// Per-request timeout. Starting a session waits up to 5 s on the agent for the URL
     /// only on `/auth/:provider`; `start` here answers at once.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.http = self.http.with_timeout(timeout);
         self
     }
 
@@ -102,19 +90,19 @@ impl OAuthClient {
             .call(Method::POST, "/v1/oauth/sessions", Some(&body))
             .await?;
         // A CLI that cannot start is a failed session (500 with the session body).
-        if raw.0 == StatusCode::INTERNAL_SERVER_ERROR {
-            if let Ok(s) = serde_json::from_slice::<SessionInfo>(&raw.1) {
+        if raw.status == StatusCode::INTERNAL_SERVER_ERROR {
+            if let Ok(s) = serde_json::from_slice::<SessionInfo>(&raw.body) {
                 return Ok(s);
             }
         }
-        Ok(self.ok_json(Method::POST, "/v1/oauth/sessions", raw)?)
+        Ok(Self::ok_json(Method::POST, "/v1/oauth/sessions", &raw)?)
     }
 
     /// `GET /v1/oauth/sessions`.
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, OAuthClientError> {
         let path = "/v1/oauth/sessions";
         let raw = self.call::<()>(Method::GET, path, None).await?;
-        let r: SessionsResponse = self.ok_json(Method::GET, path, raw)?;
+        let r: SessionsResponse = Self::ok_json(Method::GET, path, &raw)?;
         Ok(r.sessions)
     }
 
@@ -123,7 +111,7 @@ impl OAuthClient {
         check("session id", id)?;
         let path = format!("/v1/oauth/sessions/{id}");
         let raw = self.call::<()>(Method::GET, &path, None).await?;
-        Ok(self.ok_json(Method::GET, &path, raw)?)
+        Ok(Self::ok_json(Method::GET, &path, &raw)?)
     }
 
     /// `DELETE /v1/oauth/sessions/ID`: kills the CLI; answers with the ended session.
@@ -131,7 +119,7 @@ impl OAuthClient {
         check("session id", id)?;
         let path = format!("/v1/oauth/sessions/{id}");
         let raw = self.call::<()>(Method::DELETE, &path, None).await?;
-        Ok(self.ok_json(Method::DELETE, &path, raw)?)
+        Ok(Self::ok_json(Method::DELETE, &path, &raw)?)
     }
 
     /// `POST /v1/oauth/sessions/ID/code`: types a pasted code into the CLI.
@@ -142,7 +130,7 @@ impl OAuthClient {
             code: code.to_string(),
         };
         let raw = self.call(Method::POST, &path, Some(&body)).await?;
-        Ok(self.ok_json(Method::POST, &path, raw)?)
+        Ok(Self::ok_json(Method::POST, &path, &raw)?)
     }
 
     /// `GET /credentials/get?sessionId=ID`: the credentials of an authenticated session.
@@ -150,7 +138,7 @@ impl OAuthClient {
         check("session id", id)?;
         let path = format!("/credentials/get?sessionId={id}");
         let raw = self.call::<()>(Method::GET, &path, None).await?;
-        Ok(self.ok_json(Method::GET, &path, raw)?)
+        Ok(Self::ok_json(Method::GET, &path, &raw)?)
     }
 
     /// Polls the session every `every` until it ends or `max` passes; `on_change` sees
@@ -178,106 +166,25 @@ impl OAuthClient {
         }
     }
 
+    /// The decoded answer of a successful call; the agent's error otherwise.
     fn ok_json<T: DeserializeOwned>(
-        &self,
         method: Method,
         path: &str,
-        (status, body): (StatusCode, Bytes),
+        raw: &RawResponse,
     ) -> Result<T, ClientError> {
-        if !status.is_success() {
-            let mut text: String = String::from_utf8_lossy(&body).chars().take(500).collect();
-            if let Ok(e) = serde_json::from_slice::<guest_proto::api::ErrorBody>(&body) {
-                text = e.error;
-            }
-            return Err(ClientError::Status {
-                method,
-                path: path.to_string(),
-                status,
-                body: text,
-            });
+        if !raw.status.is_success() {
+            return Err(status_error(method, path, raw));
         }
-        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
-            path: path.to_string(),
-            source,
-        })
+        decode(path, &raw.body)
     }
 
-    /// One request on a fresh connection, all within the timeout.
     async fn call<B: serde::Serialize>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        let start = Instant::now();
-        let http_err = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http {
-            method: method.clone(),
-            path: path.to_string(),
-            source: e,
-        };
-        let stream = match timeout(self.timeout, TcpStream::connect(self.addr)).await {
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    addr: self.addr,
-                    phase: Phase::Connect,
-                    after: self.timeout,
-                })
-            }
-            Ok(Err(source)) => {
-                return Err(ClientError::Connect {
-                    addr: self.addr,
-                    class: classify_io(&source),
-                    source,
-                })
-            }
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
-        let bytes = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| http_err(Box::new(e)))?),
-            None => Bytes::new(),
-        };
-        let mut builder = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(header::HOST, self.addr.to_string())
-            .header(header::CONNECTION, "close")
-            .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
-        }
-        if let Some(t) = &self.token {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = builder
-            .body(Full::new(bytes))
-            .map_err(|e| http_err(Box::new(e)))?;
-        let left = self.timeout.saturating_sub(start.elapsed());
-        let exchange = async {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| http_err(Box::new(e)))?;
-            tokio::spawn(conn);
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| http_err(Box::new(e)))?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, BODY_LIMIT)
-                .collect()
-                .await
-                .map_err(http_err)?
-                .to_bytes();
-            Ok((parts.status, body))
-        };
-        match timeout(left, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout {
-                addr: self.addr,
-                phase: Phase::Response,
-                after: self.timeout,
-            }),
-        }
+    ) -> Result<RawResponse, ClientError> {
+        self.http.request_json(method, path, body).await
     }
 }
 
@@ -285,6 +192,7 @@ impl OAuthClient {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::net::SocketAddr;
 
     /// One-shot server: records the raw request, answers `status` with `body`.
     fn serve_once(status: &str, body: &str) -> (SocketAddr, std::thread::JoinHandle<String>) {
