@@ -32,7 +32,7 @@ fn rootfs(cmdline: &str) -> tempfile::TempDir {
     write(
         r,
         "next-init",
-        "#!/bin/sh\n{ echo \"pid=$$\"; echo \"args=$*\"; cat /proc/self/mountinfo; } > /out/marker\n\
+        "#!/bin/sh\n{ echo \"pid=$$\"; echo \"args=$*\"; echo \"lo=$(cat /sys/class/net/lo/flags)\"; cat /proc/self/mountinfo; } > /out/marker\n\
          cp /run/guest-netinit/state.json /out/state.json\n",
         0o755,
     );
@@ -83,6 +83,15 @@ fn mounts_then_execs_the_next_init_with_its_arguments_as_pid_1() {
         "exec must keep PID 1\n{marker}"
     );
     assert_eq!(lines.next(), Some("args=single x y"), "{marker}");
+    // lo is up in the new network namespace (it starts down): IFF_UP is bit 0 of its flags
+    let lo = lines.next().and_then(|l| l.strip_prefix("lo=0x"));
+    let flags = lo.and_then(|f| u32::from_str_radix(f, 16).ok());
+    assert_eq!(
+        flags.map(|f| f & 1),
+        Some(1),
+        "lo not up: {lo:?}\n{marker}\n{out}"
+    );
+    assert!(out.contains("lo up ("), "{out}");
     let fs_at = |target: &str| {
         marker
             .lines()
