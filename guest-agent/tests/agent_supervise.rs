@@ -321,3 +321,49 @@ command = ["sleep", "1000"]
         "supervisor used {used} ticks in 0.5 s while a service waited"
     );
 }
+
+#[test]
+fn console_events_go_to_the_kernel_log_named_in_the_env_and_children_inherit_it() {
+    // In the initramfs the supervisor is PID 1 without a journal and picks /dev/kmsg itself;
+    // here the same path is taken through GUESTKIT_KMSG, pointed at a plain file.
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = dir.path().join("kmsg");
+    let mut agent = Agent::start_with_env(
+        r#"
+[services.serve]
+command = ["{bin}", "serve", "--listen", "127.0.0.1:0", "--token-file", "{dir}/token", "--cmdline", "{dir}/cmdline", "--netinit-state", "{dir}/netinit.json"]
+required = true
+"#,
+        &[("GUESTKIT_KMSG", kmsg.to_str().unwrap())],
+    );
+    // serve's stdout line still reaches the supervisor (its log and the console echo)
+    let addr = agent.listening_addr();
+    let text = agent.wait("the listening record in the kernel log file", |_| {
+        let t = std::fs::read_to_string(&kmsg).ok()?;
+        t.contains("\"ev\":\"listening\"").then_some(t)
+    });
+    let records: Vec<&str> = text.lines().collect();
+    let start = records
+        .iter()
+        .position(|l| l.starts_with("<14>GUESTKIT: ") && l.contains("\"ev\":\"start\""))
+        .unwrap_or_else(|| panic!("no start record from the supervisor:\n{text}"));
+    // notice (5), lowered below the console log level so the console prints it (`quiet`)
+    let console_level: u32 = std::fs::read_to_string("/proc/sys/kernel/printk")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(4);
+    let prefix = format!(
+        "<{}>GUESTKIT: ",
+        8 + 5.min(console_level.saturating_sub(1)).max(1)
+    );
+    let listening = records
+        .iter()
+        .position(|l| {
+            l.starts_with(&prefix)
+                && l.contains("\"src\":\"agent\"")
+                && l.contains(&format!("\"addr\":\"{addr}\""))
+        })
+        .unwrap_or_else(|| panic!("no listening record from serve (a child):\n{text}"));
+    assert!(start < listening, "{text}");
+    assert_eq!(agent.terminate(), Some(0));
+}

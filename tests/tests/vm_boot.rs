@@ -46,6 +46,25 @@ fn healthy_boot_is_ready_with_network_block_and_full_timeline_and_netinit_rerun_
     let mut sorted = stages.clone();
     sorted.sort();
     assert_eq!(stages, sorted, "milestones out of order");
+    // The agent (the initramfs's init, no journal) writes `listening` to the kernel log: it
+    // has a kernel time, on the same clock as netinit's `done`, and not before it.
+    let kernel_time = |m: Milestone| {
+        report
+            .ready
+            .timeline
+            .iter()
+            .find(|e| e.milestone == m)
+            .and_then(|e| e.kernel_time)
+    };
+    let (done, listening) = (
+        kernel_time(Milestone::NetinitDone),
+        kernel_time(Milestone::AgentListening),
+    );
+    assert!(
+        matches!((done, listening), (Some(d), Some(l)) if l >= d),
+        "netinit done {done:?}, agent listening {listening:?}: want both kernel times, in order\n{}",
+        t.vm.console()
+    );
 
     // /health carries netinit's report: eth0 configured from the cmdline.
     let health = t.vm.health().expect("GET /health");

@@ -1,5 +1,7 @@
-//! `cargo xtask bench boot [--runs N] [--no-systemd]`: N boots of each image, with the same
-//! kernel, QEMU (TCG) and network, and the median of each boot stage.
+//! `cargo xtask bench boot [--runs N] [--no-systemd] [--no-baseline] [--no-build]`: N boots of
+//! each image, with the same kernel, QEMU (TCG) and network, and the median of each boot stage.
+//! `--no-build` boots the binaries already built (static netinit, the images' agent) instead
+//! of building them first; the images are always rebuilt (seconds).
 //!
 //! Images: `initramfs` (guest-netinit as PID 1, agent as next init), `systemd` (debootstrap
 //! rootfs, our units), and `baseline` — the old way: a busybox init that loads the virtio
@@ -9,8 +11,14 @@
 //! - kernel → userspace: kernel clock of `Run /init as init process`;
 //! - userspace → network configured: kernel clock of netinit's `done` event (baseline: a
 //!   kmsg line written right after the script), minus the above;
-//! - userspace → agent listening, agent listening → host ready: host clock (the console is
-//!   read every 2 ms), since the agent's line has no kernel timestamp.
+//! - userspace → agent listening: kernel clock of the agent's `listening` line, which it writes
+//!   to the kernel log in the initramfs image (host clock, the console read every 2 ms, when
+//!   the line has no kernel timestamp: the baseline and systemd images);
+//! - agent listening → host ready: host clock.
+//!
+//! Then, per image, the median kernel time of each step line netinit and the agent print
+//! (`mounted`, `lo up`, each netinit step, `exec`, agent `start`, `listening`) since
+//! `Run /init`, and since the step before: where the boot time goes.
 
 use crate::image;
 use crate::sh::{banner, repo_root};
@@ -21,7 +29,7 @@ use guestkit_tests::vm::image::{Binaries, InitramfsSpec};
 use guestkit_tests::vm::{self, cmdline, default_boot_args, BootSpec, Kernel, Vm};
 use host_client::diagnose::kernel_timestamp;
 use host_client::Milestone;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -44,19 +52,47 @@ const BASELINE_MODULES: &[&str] = &[
     "drivers/net/virtio_net.ko",
 ];
 
+/// The lines whose kernel time the breakdown shows, in boot order: label, and what the
+/// line contains.
+const STEP_MARKS: &[(&str, &[&str])] = &[
+    ("init: mounted", &["guest-netinit init: mounted"]),
+    ("init: lo up", &["guest-netinit init: lo up"]),
+    (
+        "netinit start",
+        &["\"src\":\"netinit\"", "\"ev\":\"start\""],
+    ),
+    ("read-config", &["\"step\":\"read-config\""]),
+    ("load-modules", &["\"step\":\"load-modules\""]),
+    ("find-link", &["\"step\":\"find-link\""]),
+    ("apply", &["\"step\":\"apply\""]),
+    ("files+handoff", &["\"step\":\"handoff\""]),
+    ("probe", &["\"step\":\"probe\""]),
+    ("netinit done", &["\"src\":\"netinit\"", "\"ev\":\"done\""]),
+    ("init: exec agent", &["guest-netinit init: exec"]),
+    ("agent start", &["\"src\":\"agent\"", "\"ev\":\"start\""]),
+    (
+        "agent listening",
+        &["\"src\":\"agent\"", "\"ev\":\"listening\""],
+    ),
+];
+
 /// One boot's stages.
 struct Sample {
     kernel_to_user: Duration,
     user_to_network: Duration,
     user_to_listening: Duration,
+    /// Whether `user_to_listening` is kernel time (else host time).
+    listening_kernel_clock: bool,
     listening_to_ready: Duration,
     qemu_to_ready: Duration,
+    /// Kernel time since `Run /init` of each [`STEP_MARKS`] line seen.
+    steps: Vec<Option<Duration>>,
 }
 
 /// `cargo xtask bench boot ...`.
 pub fn cli(args: &[String]) -> Result<()> {
     let mut runs = 10usize;
-    let mut systemd = true;
+    let (mut systemd, mut baseline, mut build) = (true, true, true);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -67,36 +103,40 @@ pub fn cli(args: &[String]) -> Result<()> {
                     .with_context(|| format!("--runs: `{v}` is not a whole number"))?;
             }
             "--no-systemd" => systemd = false,
-            other => bail!("bench boot: unknown argument `{other}` (known: --runs N --no-systemd)"),
+            "--no-baseline" => baseline = false,
+            "--no-build" => build = false,
+            other => bail!(
+                "bench boot: unknown argument `{other}` \
+                 (known: --runs N --no-systemd --no-baseline --no-build)"
+            ),
         }
     }
     if runs == 0 {
         bail!("bench boot: --runs must be at least 1");
     }
-    let built = image::initramfs()?;
+    crate::deps::ensure(image::VM_PACKAGES)?;
+    let bins = image::binaries(build)?;
+    let built = image::initramfs_with(&bins)?;
     let kernel = built.kernel.clone();
-    let netinit = crate::static_build::static_dir().join("guest-netinit");
-    let agent = crate::static_build::static_dir().join("guest-agent");
-    let baseline = baseline_image(&kernel, &netinit, &agent)?;
 
-    let mut plan: Vec<(&str, PathBuf, String, u32)> = vec![
-        (
-            "initramfs",
-            built.image.clone(),
-            cmdline(&default_boot_args(), &[])?,
-            DEFAULT_MEMORY_MIB,
-        ),
-        (
+    let mut plan: Vec<(&str, PathBuf, String, u32)> = vec![(
+        "initramfs",
+        built.image.clone(),
+        cmdline(&default_boot_args(), &[])?,
+        DEFAULT_MEMORY_MIB,
+    )];
+    if baseline {
+        plan.push((
             "baseline",
-            baseline,
+            baseline_image(&kernel, &bins)?,
             default_boot_args()
                 .build()
                 .map_err(|e| anyhow::anyhow!("boot args: {e}"))?,
             DEFAULT_MEMORY_MIB,
-        ),
-    ];
+        ));
+    }
     if systemd {
-        let sys = image::systemd()?;
+        let sys = image::systemd_with(&bins)?;
         plan.push((
             "systemd",
             sys.image,
@@ -142,7 +182,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         results.push((*name, samples));
     }
 
-    banner("medians (TCG, no KVM; kernel clock for the first two, host clock for the rest)");
+    banner("medians (TCG, no KVM; kernel clock, except * = host clock, and listening->ready)");
     println!(
         "  {:<10} {:>14} {:>16} {:>18} {:>19} {:>13}",
         "image",
@@ -157,18 +197,68 @@ pub fn cli(args: &[String]) -> Result<()> {
             let v: Vec<Duration> = samples.iter().map(f).collect();
             summarize(&v).map(|s| ms(s.median)).unwrap_or_default()
         };
+        let clock = if samples.iter().all(|s| s.listening_kernel_clock) {
+            ""
+        } else {
+            "*"
+        };
         println!(
             "  {:<10} {:>14} {:>16} {:>18} {:>19} {:>13}",
             name,
             med(|s| s.kernel_to_user),
             med(|s| s.user_to_network),
-            med(|s| s.user_to_listening),
+            format!("{clock}{}", med(|s| s.user_to_listening)),
             med(|s| s.listening_to_ready),
             med(|s| s.qemu_to_ready)
         );
     }
+    for (name, samples) in &results {
+        print_steps(name, samples);
+    }
     println!("\ngoal: initramfs user->listening <= 150 ms");
     Ok(())
+}
+
+/// Median kernel time of each step line since `Run /init`, and since the previous step
+/// (steps missing from any boot of the image are left out).
+fn print_steps(name: &str, samples: &[Sample]) {
+    let mut rows = Vec::new();
+    let mut prev: Option<Vec<Duration>> = None;
+    for (i, (label, _)) in STEP_MARKS.iter().enumerate() {
+        let Some(at) = samples
+            .iter()
+            .map(|s| s.steps[i])
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        let since_prev: Vec<Duration> = match &prev {
+            Some(p) => at
+                .iter()
+                .zip(p)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            None => at.clone(),
+        };
+        let median = |v: &[Duration]| summarize(v).map(|s| ms(s.median)).unwrap_or_default();
+        rows.push(format!(
+            "  {label:<18} {:>12} {:>12}",
+            median(&at),
+            median(&since_prev)
+        ));
+        prev = Some(at);
+    }
+    if rows.is_empty() {
+        return;
+    }
+    banner(&format!("{name}: steps (median kernel time)"));
+    println!(
+        "  {:<18} {:>12} {:>12}",
+        "line", "since /init", "since prev"
+    );
+    for r in rows {
+        println!("{r}");
+    }
 }
 
 fn secs(d: f64) -> Duration {
@@ -196,18 +286,34 @@ fn measure(report: &BootReport, console: &str, baseline: bool) -> Result<Sample>
     };
     let user_h = host(Milestone::Userspace).context("host did not see userspace")?;
     let listen_h = host(Milestone::AgentListening).context("host did not see agent listening")?;
+    let listen_k = entry(Milestone::AgentListening).and_then(|e| e.kernel_time);
+    let steps = STEP_MARKS
+        .iter()
+        .map(|(_, needles)| {
+            console
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .and_then(kernel_timestamp)
+                .map(|t| secs(t - user_k))
+        })
+        .collect();
     Ok(Sample {
         kernel_to_user: secs(user_k),
         user_to_network: secs(net_k - user_k),
-        user_to_listening: listen_h.host_elapsed.saturating_sub(user_h.host_elapsed),
+        user_to_listening: match listen_k {
+            Some(k) => secs(k - user_k),
+            None => listen_h.host_elapsed.saturating_sub(user_h.host_elapsed),
+        },
+        listening_kernel_clock: listen_k.is_some(),
         listening_to_ready: report.ready_after.saturating_sub(listen_h.host_elapsed),
         qemu_to_ready: report.ready_after,
+        steps,
     })
 }
 
 /// The old way as an initramfs: busybox for mounts and insmod, the old script with real bash,
 /// ip and ping, then the same agent.
-fn baseline_image(kernel: &Kernel, netinit: &Path, agent: &Path) -> Result<PathBuf> {
+fn baseline_image(kernel: &Kernel, bins: &Binaries) -> Result<PathBuf> {
     crate::deps::ensure(&[crate::deps::SystemPackage {
         package: "busybox-static",
         why: "the baseline image's init (mount, insmod)",
@@ -245,16 +351,8 @@ fn baseline_image(kernel: &Kernel, netinit: &Path, agent: &Path) -> Result<PathB
         modules.join("\n")
     ));
     let out = vm::images_dir().join("baseline.cpio.gz");
-    let info = vm::image::build(
-        kernel,
-        &Binaries {
-            netinit: netinit.to_path_buf(),
-            agent: agent.to_path_buf(),
-        },
-        &spec,
-        &out,
-    )
-    .context("building the baseline image")?;
+    let info =
+        vm::image::build(kernel, bins, &spec, &out).context("building the baseline image")?;
     println!(
         "baseline image {}: {} bytes, {} files",
         info.path.display(),

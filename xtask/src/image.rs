@@ -1,14 +1,19 @@
 //! `cargo xtask image [initramfs]`: the bootable guestkit image (issue 5).
 //!
 //! Installs what it needs (QEMU for the boots that follow, iproute2), builds guest-netinit and
-//! guest-agent statically (`--profile static`, `+crt-static`: they run before anything is
-//! mounted and the initramfs has no libc), fetches Debian's cloud kernel into
-//! `target/vm-cache/` (once), and writes `target/vm-images/initramfs.cpio.gz`. The layout is
-//! in `tests/src/vm/image.rs`, shared with the VM tests.
+//! guest-agent statically (`+crt-static`: they run before anything is mounted and the
+//! initramfs has no libc), fetches Debian's cloud kernel into `target/vm-cache/` (once), and
+//! writes `target/vm-images/initramfs.cpio.gz`. The layout is in `tests/src/vm/image.rs`,
+//! shared with the VM tests.
+//!
+//! guest-netinit uses the size-tuned `static` profile (LTO, one codegen unit: it must stay
+//! small). The agent uses [`AGENT_PROFILE`], release without LTO and with 16 codegen units:
+//! the `static` profile took most of a CI run for the agent (webrtc, openh264, zbus), and
+//! the VM tests boot the agent that ships, so it has to be built in CI.
 
 use crate::deps::{self, SystemPackage};
-use crate::sh::{banner, cargo, run};
-use crate::static_build::{self, elf, static_dir, TARGET};
+use crate::sh::{banner, cargo, run, target_dir};
+use crate::static_build::{self, elf, TARGET};
 use anyhow::{bail, Context, Result};
 use guestkit_tests::vm::{self, image, Binaries, InitramfsSpec, Kernel};
 use std::path::PathBuf;
@@ -74,11 +79,39 @@ pub fn cli(args: &[String]) -> Result<()> {
     }
 }
 
+/// The binaries that go into the images: built now, or (`build == false`) the ones already
+/// built, which must exist. `GUESTKIT_VM_NETINIT` / `GUESTKIT_VM_AGENT` override either.
+pub fn binaries(build: bool) -> Result<Binaries> {
+    let (netinit, agent) = if build {
+        (static_build::build_netinit()?, build_agent()?)
+    } else {
+        let netinit = static_build::static_dir().join("guest-netinit");
+        let agent = agent_dir().join("guest-agent");
+        for p in [&netinit, &agent] {
+            if !p.is_file() {
+                bail!(
+                    "{} is not built (run once without --no-build, or `cargo xtask image`)",
+                    p.display()
+                );
+            }
+        }
+        (netinit, agent)
+    };
+    Ok(Binaries {
+        netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
+        agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
+    })
+}
+
 /// Everything up to a bootable initramfs: packages, static binaries, kernel, image.
 pub fn initramfs() -> Result<Built> {
     deps::ensure(VM_PACKAGES)?;
-    let netinit = static_build::build_netinit()?;
-    let agent = build_static_agent()?;
+    let bins = binaries(true)?;
+    initramfs_with(&bins)
+}
+
+/// The initramfs image from `bins`.
+pub fn initramfs_with(bins: &Binaries) -> Result<Built> {
     banner("guest kernel");
     let kernel = vm::kernel::ensure().context("fetching the guest kernel")?;
     println!(
@@ -89,16 +122,8 @@ pub fn initramfs() -> Result<Built> {
     );
     banner("initramfs image");
     let out = vm::images_dir().join("initramfs.cpio.gz");
-    let info = image::build(
-        &kernel,
-        &Binaries {
-            netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
-            agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
-        },
-        &InitramfsSpec::default(),
-        &out,
-    )
-    .context("building the initramfs")?;
+    let info = image::build(&kernel, bins, &InitramfsSpec::default(), &out)
+        .context("building the initramfs")?;
     println!(
         "{}: {} bytes ({:.1} MB), {} files",
         info.path.display(),
@@ -125,9 +150,13 @@ fn overridden(env: &str, path: PathBuf) -> PathBuf {
 /// `guest-netinit check --root` on the tree, packed as an initramfs with systemd as /init.
 pub fn systemd() -> Result<Built> {
     deps::ensure(VM_PACKAGES)?;
+    let bins = binaries(true)?;
+    systemd_with(&bins)
+}
+
+/// The systemd image from `bins`.
+pub fn systemd_with(bins: &Binaries) -> Result<Built> {
     deps::ensure(SYSTEMD_PACKAGES)?;
-    let netinit = static_build::build_netinit()?;
-    let agent = build_static_agent()?;
     banner("guest kernel");
     let kernel = vm::kernel::ensure().context("fetching the guest kernel")?;
     println!("{} from {}", kernel.release, kernel.deb.display());
@@ -137,10 +166,7 @@ pub fn systemd() -> Result<Built> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let info = vm::systemd_image::build(
         &kernel,
-        &Binaries {
-            netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
-            agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
-        },
+        bins,
         image::DEFAULT_AGENT_CONFIG,
         &crate::sh::repo_root().join("systemd-units"),
         &work,
@@ -160,21 +186,45 @@ pub fn systemd() -> Result<Built> {
     Ok(Built { kernel, image: out })
 }
 
-/// The static guest-agent (same profile and flags as guest-netinit), checked for linkage.
-pub fn build_static_agent() -> Result<PathBuf> {
-    banner("static guest-agent");
-    run(cargo()
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--profile",
-            "static",
-            "-p",
-            "guest-agent",
-            "--target",
-            TARGET,
-        ]))?;
-    let path = static_dir().join("guest-agent");
+/// The cargo profile of the agent in the images (defined by [`AGENT_PROFILE_CONFIG`]).
+/// (Same as `guestkit_tests::vm::fixture::AGENT_PROFILE`, which the VM tests search.)
+pub const AGENT_PROFILE: &str = vm::fixture::AGENT_PROFILE;
+
+/// `--config` values defining [`AGENT_PROFILE`]: release (opt-level 3, no debug info),
+/// without LTO and with 16 codegen units (both cost build time, not speed worth having in
+/// a VM), stripped (a smaller image to unpack).
+pub const AGENT_PROFILE_CONFIG: &[&str] = &[
+    "profile.vmagent.inherits=\"release\"",
+    "profile.vmagent.lto=false",
+    "profile.vmagent.codegen-units=16",
+    "profile.vmagent.strip=true",
+];
+
+/// Where [`build_agent`] puts the agent.
+pub fn agent_dir() -> PathBuf {
+    target_dir().join(TARGET).join(AGENT_PROFILE)
+}
+
+/// The guest-agent of the images: static (`+crt-static`, like guest-netinit), the
+/// [`AGENT_PROFILE`] profile, checked for linkage.
+pub fn build_agent() -> Result<PathBuf> {
+    banner(&format!("static guest-agent (profile {AGENT_PROFILE})"));
+    let mut cmd = cargo();
+    cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
+    for c in AGENT_PROFILE_CONFIG {
+        cmd.args(["--config", c]);
+    }
+    cmd.args([
+        "build",
+        "--profile",
+        AGENT_PROFILE,
+        "-p",
+        "guest-agent",
+        "--target",
+        TARGET,
+    ]);
+    run(&mut cmd)?;
+    let path = agent_dir().join("guest-agent");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let linkage = elf::linkage(&bytes).with_context(|| format!("inspecting {}", path.display()))?;
     println!("{}: {} bytes, {linkage}", path.display(), bytes.len());

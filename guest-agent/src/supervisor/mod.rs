@@ -76,9 +76,15 @@ impl Shared {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// The published view, with RSS/CPU from one scan of /proc.
+    /// The published view, with RSS/CPU from one scan of /proc (none while no service has a
+    /// process: the first state, written before anything starts, costs no /proc walk).
     pub fn state(&self) -> SupervisorState {
-        let groups = procinfo::scan_groups();
+        let any_pid = self.slots.iter().any(|s| s.snapshot().pid.is_some());
+        let groups = if any_pid {
+            procinfo::scan_groups()
+        } else {
+            Default::default()
+        };
         let services: Vec<ServiceStatus> = self
             .slots
             .iter()
@@ -123,6 +129,16 @@ pub struct Options {
 
 /// Runs until SIGTERM/SIGINT; then stops every child and returns.
 pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
+    if crate::console::kmsg_path().is_some() {
+        // The initramfs's init: a kernel-timestamped line, so the boot timeline shows when
+        // the agent started after netinit's exec (other images have the journal for that).
+        crate::console::emit(
+            guest_proto::Level::Info,
+            guest_proto::Event::Start {
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        );
+    }
     std::fs::create_dir_all(&opts.state_dir)?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -171,7 +187,7 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
         reaper,
         sink: Sink::detect(),
         state_dir: state_dir.clone(),
-        extra_env: vec![(STATE_DIR_ENV.into(), opts.state_dir.display().to_string())],
+        extra_env: child_env(&opts.state_dir, crate::console::kmsg_path()),
         systemd: systemd::Handle::default(),
         started_at: SystemTime::now(),
     });
@@ -214,6 +230,19 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(state_dir.control_socket());
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What every child is told: the state dir, and the kernel log to write console events to
+/// when we write there ourselves (children are not PID 1, so they would not choose it).
+pub fn child_env(
+    state_dir: &std::path::Path,
+    kmsg: Option<&std::path::Path>,
+) -> Vec<(String, String)> {
+    let mut env = vec![(STATE_DIR_ENV.into(), state_dir.display().to_string())];
+    if let Some(k) = kmsg {
+        env.push((crate::console::KMSG_ENV.into(), k.display().to_string()));
+    }
+    env
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

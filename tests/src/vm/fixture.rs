@@ -15,15 +15,17 @@ use tempfile::TempDir;
 /// Not a timed assert: a VM that fails is diagnosed from its console long before this.
 pub const TEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(240);
 
-/// The newest `name` among the binary search dirs and the static build dir: `cargo xtask test`
-/// rebuilds the debug binaries every run, while a static build may be older.
+/// The cargo profile of the agent the images ship (`cargo xtask image` builds it: release
+/// without LTO, static), whose build dir is searched too.
+pub const AGENT_PROFILE: &str = "vmagent";
+
+/// The newest `name` among the binary search dirs and the static and image-agent build dirs:
+/// `cargo xtask test` rebuilds the debug binaries every run, while another build may be older.
 fn newest(name: &str) -> PathBuf {
     let mut dirs = search_dirs();
-    dirs.push(
-        crate::bins::target_dir()
-            .join("x86_64-unknown-linux-gnu")
-            .join("static"),
-    );
+    let cross = crate::bins::target_dir().join("x86_64-unknown-linux-gnu");
+    dirs.push(cross.join("static"));
+    dirs.push(cross.join(AGENT_PROFILE));
     let mut best: Option<(SystemTime, PathBuf)> = None;
     for dir in dirs {
         let path = dir.join(name);
