@@ -8,6 +8,10 @@
 //!   new pid running (median of N).
 //!
 //! Goals (issue 3): ≥ 5× the Node req/s, ≤ 1/4 its RSS, restart ≤ 50 ms.
+//!
+//! A third server under the same load, the loopback floor (`bench_floor.rs`: answers without
+//! parsing anything), says how much of a server's cost is the machine's TCP stack: the req/s
+//! ratio no real server can pass here.
 
 use crate::deps::{ensure, SystemPackage};
 use crate::sh::{banner, cargo, on_path, repo_root, run, target_dir};
@@ -104,8 +108,17 @@ fn run_bench(o: &Opts) -> Result<()> {
         "load: wrk -t2 -c{} -d{}s GET /health",
         o.connections, o.seconds
     ));
+    // The floor runs optimized like the agent: a release build of this xtask.
+    run(cargo().args(["build", "--release", "-p", "xtask"]))?;
+    let floor_exe = target_dir().join("release/xtask");
+    let floor_cmd = |port: u16| {
+        let mut c = Command::new(&floor_exe);
+        c.arg("__bench-floor-server").arg(port.to_string());
+        c
+    };
     let node = load(o, "node", &node_cmd)?;
     let ours = load(o, "guest-agent", &agent_cmd)?;
+    let floor = load(o, "loopback floor", &floor_cmd)?;
 
     banner(&format!(
         "exec → first successful /health, {} runs each",
@@ -156,6 +169,15 @@ fn run_bench(o: &Opts) -> Result<()> {
         "server CPU per request, node / guest-agent: {:.2}× (user+system incl. the loopback TCP stack; \
          when neither server is near 100% busy, wrk is the limit and req/s understates the gap)",
         node.cpu_us_per_req / ours.cpu_us_per_req.max(1e-9)
+    );
+    println!(
+        "loopback floor (a server that only reads and writes): {:.0} req/s, {:.1} µs CPU/req = \
+         {:.2}× node: the highest req/s ratio any server can reach with this load on this machine; \
+         guest-agent reaches {:.0}% of the floor",
+        floor.rps,
+        floor.cpu_us_per_req,
+        floor.rps / node.rps.max(1.0),
+        100.0 * ours.rps / floor.rps.max(1.0)
     );
     println!(
         "RSS ratio idle: {:.3}",

@@ -13,6 +13,7 @@ mod test_cmd;
 // bench_agent: guest-agent; bench_wait: host-client; bench_boot: VM images; bench_stream: webrtc.
 mod bench_agent;
 mod bench_boot;
+mod bench_floor;
 mod bench_stream;
 mod bench_wait;
 // ---- end of bench modules ----
@@ -68,6 +69,8 @@ fn dispatch(args: &[String]) -> Result<()> {
         }
         "fuzz" => fuzz::cli(rest),
         "bench" => bench(rest),
+        // Internal: the loopback floor server `bench agent` starts (pinned) as a process.
+        "__bench-floor-server" => bench_floor::serve(rest),
         // ---- VM tasks (issue 5 helper) ----
         "image" => image::cli(rest),
         "demo" => demo::cli(rest),
