@@ -365,7 +365,7 @@ pub fn fill(value: &str, values: &BTreeMap<String, &str>) -> Result<String, Stri
 }
 
 /// If `s` starts with `NAME__` (NAME = alphanumeric words joined by single `_`), NAME.
-fn placeholder_name(s: &str) -> Option<&str> {
+pub(crate) fn placeholder_name(s: &str) -> Option<&str> {
     let b = s.as_bytes();
     let mut i = 0;
     loop {

@@ -168,7 +168,7 @@ pub fn sample_fill(text: &str) -> (String, Vec<String>) {
         while let Some(at) = rest.find("__") {
             let before = &rest[..at];
             let after = &rest[at + 2..];
-            match placeholder_name(after) {
+            match template::placeholder_name(after) {
                 Some(name) => {
                     out.push_str(before);
                     out.push_str(sample_for(key, before.ends_with('/')));
@@ -198,26 +198,6 @@ fn sample_for(key: &str, after_slash: bool) -> &'static str {
         "DHCP" => "no",
         _ if after_slash => "24",
         _ => "192.0.2.10",
-    }
-}
-
-/// `NAME__...` → `NAME` (alphanumeric words joined by single `_`), as in `template::fill`.
-fn placeholder_name(s: &str) -> Option<&str> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    loop {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_alphanumeric() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        match (b.get(i), b.get(i + 1)) {
-            (Some(b'_'), Some(b'_')) => return Some(&s[..i]),
-            (Some(b'_'), _) => i += 1,
-            _ => return None,
-        }
     }
 }
 
