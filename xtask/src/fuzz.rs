@@ -6,13 +6,33 @@
 //! stable toolchain, so on stable the build runs with `RUSTC_BOOTSTRAP=1`, which lets stable
 //! rustc accept them. A missing cargo-fuzz is installed from crates.io; when that fails the task
 //! fails, saying why: fuzzing is part of the suite, it is never skipped in silence.
+//!
+//! Two modes. `cargo xtask fuzz` explores: a random seed, the target's kept corpus, for as
+//! long as asked. `cargo xtask test` runs a bounded smoke pass: a fixed seed, an empty corpus,
+//! a fixed number of inputs (with a time cap for slow machines). It is not bit-for-bit
+//! repeatable (randomly seeded hash maps in the code under test steer the coverage feedback a
+//! little), but close: what the pass reaches here it reaches in CI. A crash the explorer finds
+//! becomes a unit test, so CI fails on that test rather than on a lucky seed.
 
 use crate::sh::{banner, capture, cargo, repo_root, run, run_logged, target_dir};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Seconds per target when `cargo xtask test` runs the fuzzers.
-pub const TEST_SECONDS: u64 = 20;
+/// Time cap per target when `cargo xtask test` runs the fuzzers.
+pub const TEST_SECONDS: u64 = 30;
+/// Inputs per target in the smoke pass (3-30 s per target on this 2-core machine).
+const SMOKE_RUNS: u64 = 500_000;
+/// The smoke pass's libFuzzer seed.
+const SMOKE_SEED: u64 = 20_261_122;
+
+/// How a fuzz run picks its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Random seed, kept corpus, `-max_total_time` seconds.
+    Explore { seconds: u64 },
+    /// Fixed seed, empty corpus, [`SMOKE_RUNS`] inputs, at most `seconds`.
+    Smoke { seconds: u64 },
+}
 
 /// One fuzz target and the fuzz directory that holds it.
 #[derive(Debug, Clone)]
@@ -21,29 +41,45 @@ pub struct Target {
     pub name: String,
 }
 
-/// Parses `cargo xtask fuzz` arguments and runs.
+/// Parses `cargo xtask fuzz [TARGET] [--seconds N] [--smoke]` and runs.
 pub fn cli(args: &[String]) -> Result<()> {
     let mut only: Option<String> = None;
-    let mut seconds = 60;
+    let mut seconds = None;
+    let mut smoke = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--seconds" => {
                 let value = it.next().context("--seconds needs a number")?;
-                seconds = value
-                    .parse()
-                    .with_context(|| format!("--seconds: `{value}` is not a whole number"))?;
+                seconds = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("--seconds: `{value}` is not a whole number"))?,
+                );
             }
-            flag if flag.starts_with('-') => bail!("fuzz: unknown flag `{flag}`"),
+            "--smoke" => smoke = true,
+            flag if flag.starts_with('-') => {
+                bail!("fuzz: unknown flag `{flag}` (known: --seconds N, --smoke)")
+            }
             name if only.is_none() => only = Some(name.to_owned()),
             extra => bail!("fuzz: unexpected argument `{extra}`"),
         }
     }
-    run_targets(only.as_deref(), seconds)
+    let mode = if smoke {
+        // Exactly what `cargo xtask test` runs.
+        Mode::Smoke {
+            seconds: seconds.unwrap_or(TEST_SECONDS),
+        }
+    } else {
+        Mode::Explore {
+            seconds: seconds.unwrap_or(60),
+        }
+    };
+    run_targets(only.as_deref(), mode)
 }
 
-/// Runs every target (or only `only`) for `seconds` each.
-pub fn run_targets(only: Option<&str>, seconds: u64) -> Result<()> {
+/// Runs every target (or only `only`) in `mode`.
+pub fn run_targets(only: Option<&str>, mode: Mode) -> Result<()> {
     banner("fuzz");
     ensure_cargo_fuzz()?;
     let targets = discover()?;
@@ -64,8 +100,14 @@ pub fn run_targets(only: Option<&str>, seconds: u64) -> Result<()> {
     let logs = target_dir().join("fuzz-logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     for target in chosen {
+        let what = match mode {
+            Mode::Explore { seconds } => format!("for {seconds} s"),
+            Mode::Smoke { seconds } => {
+                format!("smoke: {SMOKE_RUNS} inputs from seed {SMOKE_SEED}, at most {seconds} s")
+            }
+        };
         banner(&format!(
-            "fuzz {} ({}) for {seconds} s",
+            "fuzz {} ({}) {what}",
             target.name,
             target.fuzz_dir.display()
         ));
@@ -75,11 +117,24 @@ pub fn run_targets(only: Option<&str>, seconds: u64) -> Result<()> {
             .arg("run")
             .arg("--fuzz-dir")
             .arg(&target.fuzz_dir)
-            .arg(&target.name)
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}"))
-            .arg("-rss_limit_mb=2048")
-            .arg("-print_final_stats=1");
+            .arg(&target.name);
+        match mode {
+            Mode::Explore { seconds } => {
+                cmd.arg("--").arg(format!("-max_total_time={seconds}"));
+            }
+            Mode::Smoke { seconds } => {
+                let corpus = target_dir().join("fuzz-smoke-corpus").join(&target.name);
+                let _ = std::fs::remove_dir_all(&corpus);
+                std::fs::create_dir_all(&corpus)
+                    .with_context(|| format!("creating {}", corpus.display()))?;
+                cmd.arg(&corpus)
+                    .arg("--")
+                    .arg(format!("-seed={SMOKE_SEED}"))
+                    .arg(format!("-runs={SMOKE_RUNS}"))
+                    .arg(format!("-max_total_time={seconds}"));
+            }
+        }
+        cmd.arg("-rss_limit_mb=2048").arg("-print_final_stats=1");
         if let Some(dict) = dictionary(target) {
             cmd.arg(format!("-dict={}", dict.display()));
         }

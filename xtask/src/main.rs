@@ -29,9 +29,12 @@ usage: cargo xtask <task>
 
   test [--fuzz-seconds N]         install missing system packages, build the static guest-netinit
                                   (static, <= 2.5 MB), build all binaries, run the whole test
-                                  suite, run each fuzz target briefly (default 20 s)
+                                  suite, run each fuzz target's smoke pass (fixed seed,
+                                  500k inputs, at most N s each, default 30)
   build-static                    build the static guest-netinit, print its path and size
-  fuzz [TARGET] [--seconds N]     run cargo-fuzz targets (all, or TARGET), N s each (default 60)
+  fuzz [TARGET] [--seconds N] [--smoke]
+                                  run cargo-fuzz targets (all, or TARGET), N s each (default 60)
+                                  with a random seed; --smoke: the test suite's fixed-seed pass
   bench netinit [--runs N]        baseline bash script vs guest-netinit, N runs each (default 50)
   bench agent [--seconds N] [--connections N] [--runs N] [--no-pin]
                                   the Node baseline agent vs guest-agent serve under wrk: req/s,

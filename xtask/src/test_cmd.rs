@@ -65,7 +65,12 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
     }
 
     if fuzz_seconds > 0 {
-        fuzz::run_targets(None, fuzz_seconds)?;
+        fuzz::run_targets(
+            None,
+            fuzz::Mode::Smoke {
+                seconds: fuzz_seconds,
+            },
+        )?;
     } else {
         println!("\n(fuzzing turned off with --fuzz-seconds 0)");
     }
