@@ -58,6 +58,14 @@ fn viewer_page_plays_the_display_and_sends_input_back() {
         (s["framesDecoded"].as_u64().unwrap_or(0) >= n1 + 25).then_some(s)
     });
     assert_eq!(later["state"], json!("connected"));
+    // The answer negotiated the playout-delay extension Chromium offered (render on decode).
+    let answer = b.eval("viewer.pc.remoteDescription.sdp");
+    assert!(
+        answer
+            .as_str()
+            .is_some_and(|sdp| sdp.contains("rtp-hdrext/playout-delay")),
+        "{answer}"
+    );
 
     // Status shows one viewer.
     let (code, status) = http(

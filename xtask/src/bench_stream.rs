@@ -96,6 +96,7 @@ struct Collected {
     report: Option<Value>,
     cpu_start: Option<(u64, Instant)>,
     cpu_end: Option<(u64, Instant)>,
+    streamer_status: Option<Value>,
 }
 
 fn run_bench(o: &Opts) -> Result<()> {
@@ -285,6 +286,33 @@ fn run_bench(o: &Opts) -> Result<()> {
         pct(0.95),
         lat.len()
     );
+    // Where the time goes: the receiver's own figures (averages over the window) and the
+    // streamer's grab and encode times.
+    let avg = |sum: &str, n: &str, scale: f64| -> f64 {
+        let ds = report[sum].as_f64().unwrap_or(0.0) - start[sum].as_f64().unwrap_or(0.0);
+        let dn = report[n].as_f64().unwrap_or(0.0) - start[n].as_f64().unwrap_or(0.0);
+        if dn > 0.0 {
+            ds * scale / dn
+        } else {
+            f64::NAN
+        }
+    };
+    println!(
+        "receiver           jitter buffer {:.1} ms, decode {:.1} ms, processing {:.1} ms, packet received -> frame callback {:.1} ms (averages)",
+        avg("jbDelay", "jbCount", 1000.0),
+        avg("decodeTime", "framesDecoded", 1000.0),
+        avg("processingDelay", "framesDecoded", 1000.0),
+        avg("recvToFrame", "recvToFrameN", 1.0),
+    );
+    if let Some(st) = &d.streamer_status {
+        let p = &st["pipeline"];
+        let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
+        println!(
+            "streamer           grab {:.1} ms, convert+encode {:.1} ms per frame (averages since start)",
+            f("grab_us_total") / f("frames_grabbed").max(1.0) / 1000.0,
+            f("encode_us_total") / f("frames_encoded").max(1.0) / 1000.0,
+        );
+    }
     println!(
         "frame size         {}x{}, freezes {}",
         report["frameWidth"], report["frameHeight"], report["freezeCount"]
@@ -309,6 +337,19 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The streamer's `GET /webrtc/status` document.
+fn streamer_status(streamer: SocketAddr) -> Result<Value> {
+    let mut s = TcpStream::connect(streamer)?;
+    write!(
+        s,
+        "GET /webrtc/status HTTP/1.1\r\nHost: {streamer}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let body = resp.split("\r\n\r\n").nth(1).context("no body")?;
+    Ok(serde_json::from_str(body)?)
 }
 
 /// One HTTP/1.1 exchange (Connection: close).
@@ -377,6 +418,7 @@ fn handle(
         ("POST", "/report") => {
             if let Ok(mut d) = data.lock() {
                 d.cpu_end = cpu_ticks(pid).map(|t| (t, Instant::now()));
+                d.streamer_status = streamer_status(streamer).ok();
                 d.report = Some(json());
             }
             reply(&mut out, "204 No Content", "text/plain", b"")
@@ -427,13 +469,15 @@ const W = @W@, H = @H@, SECS = @SECS@;
 const v = document.getElementById('v');
 const cv = document.createElement('canvas'); cv.width = 8; cv.height = 8;
 const g = cv.getContext('2d', {willReadFrequently: true});
-const changes = []; let cur = -1, measuring = false;
+const changes = []; let cur = -1, measuring = false, recvToFrame = 0, recvToFrameN = 0;
 function nearest(p) {
   let best = -1, bd = 1e9;
   P.forEach((q, i) => { const d = (p[0]-q[0])**2 + (p[1]-q[1])**2 + (p[2]-q[2])**2; if (d < bd) { bd = d; best = i; } });
   return bd < 3 * 40 * 40 ? best : -1;
 }
-function onFrame() {
+function onFrame(now, meta) {
+  // First packet received -> this callback (decode, jitter buffer, render), same clock.
+  if (meta && meta.receiveTime) { recvToFrame += performance.now() - meta.receiveTime; recvToFrameN++; }
   g.drawImage(v, W / 2 - 4, H / 2 - 4, 8, 8, 0, 0, 8, 8);
   const d = g.getImageData(4, 4, 1, 1).data, k = nearest([d[0], d[1], d[2]]);
   if (k >= 0 && k !== cur) { cur = k; if (measuring) changes.push({k, t: Date.now()}); }
@@ -442,7 +486,10 @@ function onFrame() {
 async function stats() {
   let r = {}; (await pc.getStats()).forEach(x => { if (x.type === 'inbound-rtp' && x.kind === 'video') r = x; });
   return {t: Date.now(), framesDecoded: r.framesDecoded || 0, bytesReceived: r.bytesReceived || 0,
-          frameWidth: r.frameWidth, frameHeight: r.frameHeight, freezeCount: r.freezeCount || 0};
+          frameWidth: r.frameWidth, frameHeight: r.frameHeight, freezeCount: r.freezeCount || 0,
+          jbDelay: r.jitterBufferDelay || 0, jbCount: r.jitterBufferEmittedCount || 0,
+          decodeTime: r.totalDecodeTime || 0, processingDelay: r.totalProcessingDelay || 0,
+          recvToFrame: recvToFrame, recvToFrameN: recvToFrameN};
 }
 const post = (p, o) => fetch(p, {method: 'POST', body: JSON.stringify(o)});
 const pc = new RTCPeerConnection();

@@ -16,6 +16,7 @@ pub mod input;
 pub mod keyframe;
 pub mod peer;
 pub mod pipeline;
+pub mod playout;
 pub mod proxy;
 pub mod server;
 
@@ -45,6 +46,11 @@ pub struct WebrtcArgs {
     /// Frames between periodic keyframes; 0 = only on connect and PLI/FIR.
     #[arg(long, default_value_t = 0)]
     pub keyframe_interval: u32,
+    /// Most the browser may delay a frame to smooth playback, in ms (playout-delay header
+    /// extension; 0 = show every frame as soon as it is decoded, the lowest latency; raise it
+    /// for viewers on jittery links).
+    #[arg(long, default_value_t = 0)]
+    pub playout_delay_max_ms: u32,
     /// Unix socket for `serve` to proxy to.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -110,6 +116,12 @@ impl WebrtcArgs {
                 reason: format!("must be 50000..=50000000 bit/s, got {}", self.bitrate),
             });
         }
+        if self.playout_delay_max_ms > 40_950 {
+            return Err(WebrtcError::Config {
+                field: "playout-delay-max-ms",
+                reason: format!("must be 0..=40950, got {}", self.playout_delay_max_ms),
+            });
+        }
         if self.max_viewers == 0 {
             return Err(WebrtcError::Config {
                 field: "max-viewers",
@@ -164,6 +176,7 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
         ice_servers: Vec::new(),
         gather_timeout: Duration::from_millis(2500),
         fps: args.fps,
+        playout_delay_max: Duration::from_millis(u64::from(args.playout_delay_max_ms)),
     };
     tracing::info!(
         "webrtc streamer: {}x{}@{} {} bit/s, ICE on {}",

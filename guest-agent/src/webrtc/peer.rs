@@ -2,6 +2,8 @@
 //! answer carries our candidates once gathering completes, capped), sends the shared H.264
 //! stream on a `TrackLocalStaticSample`, turns PLI/FIR into forced keyframes, and feeds the
 //! `input` data channel into the injector.
+//! Video packets carry the playout-delay header extension when the browser offers it
+//! ([`super::playout`]).
 
 use super::inject_thread::InputSink;
 use super::input;
@@ -17,7 +19,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,6 +54,9 @@ pub struct PeerOptions {
     /// Longest wait for ICE gathering before answering with what we have.
     pub gather_timeout: Duration,
     pub fps: f32,
+    /// Upper bound of the receiver's playout delay (playout-delay extension), 10 ms steps,
+    /// at most 40.95 s; zero = render on decode.
+    pub playout_delay_max: Duration,
 }
 
 /// A STUN/TURN server as the controller hands it out.
@@ -186,8 +191,20 @@ pub async fn accept_offer(
         },
         RtpCodecKind::Video,
     )?;
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: super::playout::PLAYOUT_DELAY_URI.to_owned(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    let registry = registry
+        .with(Slot::from(14_000), KeyframeRequestForwarder::default())
+        .with(
+            Slot::from(13_000),
+            super::playout::PlayoutDelay::new(opts.playout_delay_max),
+        );
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(
             opts.ice_servers
