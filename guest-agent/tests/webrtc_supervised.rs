@@ -1,7 +1,7 @@
 //! The streamer as a supervised service behind `serve`: the real binary runs `supervise` with
 //! Xvfb, `serve` and `webrtc` as services; chromium opens serve's `/viewer`, WHEP goes through
 //! serve's proxy to the streamer's unix socket; the streamer is killed mid-stream, serve stays
-//! up, the supervisor restarts the streamer, and a new viewer connects.
+//! up, the supervisor restarts the streamer, a new viewer connects, and `/health` shows it.
 
 mod webrtc_common;
 
@@ -173,13 +173,20 @@ required = true
     );
 
     // A new viewer connects to the new streamer.
-    b.eval("location.reload(), true");
+    // The marker tells the reloaded page from the old one (which still has `viewer`).
+    b.eval("window.oldPage = true, location.reload(), true");
     wait_for("the reloaded viewer", Duration::from_secs(30), || {
-        (b.eval("typeof viewer") == json!("object")).then_some(())
+        (b.eval("typeof oldPage === 'undefined' && typeof viewer === 'object'") == json!(true))
+            .then_some(())
     });
     b.eval("viewer.ready.then(() => true)");
     let s = frames(&mut b, 25);
     assert_eq!(s["frameHeight"], json!(720));
+    // serve's /health hears the restarted streamer and its viewer.
+    let h = wait_for("the viewer in /health", Duration::from_secs(30), || {
+        health(addr).filter(|h| h["webrtc"]["viewers"] == json!(1))
+    });
+    assert_eq!(h["webrtc"]["state"], "running", "{h}");
 }
 
 fn toml_str(s: &str) -> String {

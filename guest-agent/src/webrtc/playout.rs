@@ -6,11 +6,11 @@
 //! (<http://www.webrtc.org/experiments/rtp-hdrext/playout-delay>) and is sent only when the
 //! browser offered it.
 //!
-//! Why an interceptor rather than webrtc-rs' `SampleWriter::with_extension`: a local track is
-//! bound when it is added, before the offer is applied, and keeps the header-extension ids of
-//! that moment; those are not the ids the browser negotiated (here it stamped the extension
-//! with the id Chromium uses for `mid`, and Chromium dropped every packet). Interceptors are
-//! bound with the negotiated ids, as the TWCC sender is.
+//! Why an interceptor rather than webrtc-rs' `SampleWriter::with_extension`: with that,
+//! Chromium received no video at all (no inbound-rtp stats). The track is bound when it is
+//! added, before the offer is applied, and looks the extension's id up in the parameters of
+//! that moment, which need not be the id the browser negotiated (we did not confirm which id
+//! it used). Interceptors are bound with the negotiated ids, as the TWCC sender is.
 
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
