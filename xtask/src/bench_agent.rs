@@ -154,6 +154,14 @@ fn run_bench(o: &Opts) -> Result<()> {
             ms(s)
         );
     }
+    println!(
+        "{:<14} {:>10.0} {:>10} {:>11} {:>10}",
+        "floor",
+        floor.rps,
+        floor.p99,
+        format!("{:.1} µs", floor.cpu_us_per_req),
+        format!("{:.0}%", floor.cpu_busy),
+    );
     let rps_ratio = ours.rps / node.rps.max(1.0);
     let rss_ratio = ours.rss_peak as f64 / node.rss_peak.max(1) as f64;
     let restart_med = restart.median;
