@@ -10,6 +10,7 @@ use openh264::encoder::{
 };
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use yuv::{
     bgra_to_yuv420, BufferStoreMut, YuvConversionMode, YuvPlanarImageMut, YuvRange,
     YuvStandardMatrix,
@@ -77,12 +78,28 @@ impl YUVSource for I420 {
     }
 }
 
+/// Encoders alive in this process. The pipeline shares one encoder between all viewers; this
+/// gauge is what `/webrtc/status` shows so a test can check that structurally (it would read
+/// one per viewer if each viewer's peer had its own).
+static LIVE_ENCODERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many [`H264Encoder`]s exist right now in this process.
+pub fn live_encoders() -> usize {
+    LIVE_ENCODERS.load(Ordering::SeqCst)
+}
+
 /// BGRA frames in, H.264 access units out.
 pub struct H264Encoder {
     settings: EncoderSettings,
     enc: Encoder,
     planes: I420,
     force_keyframe: bool,
+}
+
+impl Drop for H264Encoder {
+    fn drop(&mut self) {
+        LIVE_ENCODERS.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl H264Encoder {
@@ -111,6 +128,7 @@ impl H264Encoder {
             .num_threads(1);
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config)?;
         let (w, h) = (settings.width as usize, settings.height as usize);
+        LIVE_ENCODERS.fetch_add(1, Ordering::SeqCst);
         Ok(H264Encoder {
             settings,
             enc,

@@ -22,6 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -77,10 +78,22 @@ pub enum ViewerState {
     Gone,
 }
 
+/// Peer connections whose event handler still exists: webrtc-rs holds the handler for as long
+/// as the connection's internals live, so this falls back to 0 once every viewer's connection
+/// is really gone (a leak across reconnects shows here; webrtc-rs issue 906).
+static LIVE_PEERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many viewers' peer connections are still alive in this process.
+pub fn live_peers() -> usize {
+    LIVE_PEERS.load(Ordering::SeqCst)
+}
+
 /// A connected (or connecting) viewer; dropping it closes the connection.
 pub struct Viewer {
     pub pc: Arc<dyn PeerConnection>,
     pub state: watch::Receiver<ViewerState>,
+    /// Frames written to this viewer's track.
+    pub frames_sent: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -128,6 +141,12 @@ struct Handler {
     state: watch::Sender<ViewerState>,
     input: InputSink,
     pipeline: Pipeline,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        LIVE_PEERS.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[async_trait::async_trait]
@@ -219,6 +238,7 @@ pub async fn accept_offer(
         .build();
     let (gathered_tx, mut gathered_rx) = mpsc::channel(1);
     let (state_tx, state_rx) = watch::channel(ViewerState::Connecting);
+    LIVE_PEERS.fetch_add(1, Ordering::SeqCst);
     let handler = Arc::new(Handler {
         gathered: gathered_tx,
         state: state_tx,
@@ -280,8 +300,10 @@ pub async fn accept_offer(
         }));
     }
     // Video: once connected, subscribe and send.
+    let frames_sent = Arc::new(AtomicU64::new(0));
     {
         let pipeline = pipeline.clone();
+        let sent = Arc::clone(&frames_sent);
         let mut state = state_rx.clone();
         let frame_time = Duration::from_secs_f64(1.0 / f64::from(opts.fps.max(1.0)));
         tasks.push(tokio::spawn(async move {
@@ -327,8 +349,12 @@ pub async fn accept_offer(
                     duration,
                     ..Sample::new(frame.captured)
                 };
-                if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
-                    tracing::debug!("write_sample: {e}");
+                match track.sample_writer(ssrc, pt).write_sample(&sample).await {
+                    Ok(()) => {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        pipeline.frame_sent();
+                    }
+                    Err(e) => tracing::debug!("write_sample: {e}"),
                 }
             }
         }));
@@ -337,6 +363,7 @@ pub async fn accept_offer(
         Viewer {
             pc,
             state: state_rx,
+            frames_sent,
             tasks,
         },
         sdp,

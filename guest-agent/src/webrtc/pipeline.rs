@@ -6,7 +6,7 @@
 
 use super::encode::{ChangeDetector, EncoderSettings, H264Encoder};
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -57,6 +57,14 @@ pub struct PipelineStats {
     pub encode_us_total: u64,
     /// Frames encoded per second over the last full second (0 while idle).
     pub fps: f32,
+    /// Encoded frames written to viewers' tracks, summed over all viewers: with the shared
+    /// encoder this grows by one per viewer for each `frames_encoded`.
+    pub frames_sent: u64,
+    /// H.264 encoders alive in the process ([`super::encode::live_encoders`]): at most 1
+    /// however many viewers watch.
+    pub encoders: usize,
+    /// Viewers subscribed to the encoded frames.
+    pub subscribers: usize,
     pub last_error: Option<String>,
 }
 
@@ -64,6 +72,7 @@ struct Shared {
     viewers: AtomicUsize,
     keyframe: AtomicBool,
     stop: AtomicBool,
+    sent: AtomicU64,
     tx: broadcast::Sender<Arc<Frame>>,
     stats: Mutex<PipelineStats>,
 }
@@ -94,6 +103,7 @@ impl Pipeline {
             viewers: AtomicUsize::new(0),
             keyframe: AtomicBool::new(true),
             stop: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
             tx,
             stats: Mutex::new(PipelineStats::default()),
         });
@@ -130,12 +140,22 @@ impl Pipeline {
         self.shared.viewers.load(Ordering::SeqCst)
     }
 
+    /// Counts one frame written to a viewer's track (`frames_sent`).
+    pub fn frame_sent(&self) {
+        self.shared.sent.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn stats(&self) -> PipelineStats {
-        self.shared
+        let mut st = self
+            .shared
             .stats
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        st.frames_sent = self.shared.sent.load(Ordering::SeqCst);
+        st.encoders = super::encode::live_encoders();
+        st.subscribers = self.viewers();
+        st
     }
 
     /// Ends the loop thread (it exits at its next tick).

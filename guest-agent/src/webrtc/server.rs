@@ -38,8 +38,20 @@ pub struct Streamer {
 pub struct Status {
     pub viewers: usize,
     pub viewer_ids: Vec<String>,
+    /// Per viewer, sorted by id like `viewer_ids`.
+    pub viewer_stats: Vec<ViewerStat>,
+    /// Viewers' peer connections still alive in the process, including ones that left but
+    /// whose webrtc-rs internals have not been released yet; 0 after all left = no leak.
+    pub peers_alive: usize,
     pub pipeline: super::pipeline::PipelineStats,
     pub input: super::inject_thread::InputStats,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ViewerStat {
+    pub id: String,
+    pub connected: bool,
+    pub frames_sent: u64,
 }
 
 impl Streamer {
@@ -62,9 +74,22 @@ impl Streamer {
         let v = self.viewers.lock().await;
         let mut ids: Vec<String> = v.keys().cloned().collect();
         ids.sort();
+        let viewer_stats = ids
+            .iter()
+            .filter_map(|id| {
+                let viewer = v.get(id)?;
+                Some(ViewerStat {
+                    id: id.clone(),
+                    connected: *viewer.state.borrow() == ViewerState::Connected,
+                    frames_sent: viewer.frames_sent.load(std::sync::atomic::Ordering::SeqCst),
+                })
+            })
+            .collect();
         Status {
             viewers: v.len(),
             viewer_ids: ids,
+            viewer_stats,
+            peers_alive: peer::live_peers(),
             pipeline: self.pipeline.stats(),
             input: self.input.stats(),
         }

@@ -257,10 +257,64 @@ pub fn http(
 
 /// Headless chromium with a CDP connection to its first page.
 pub struct Browser {
-    ws: tungstenite::WebSocket<TcpStream>,
-    next_id: u64,
+    page: Page,
+    /// The DevTools HTTP endpoint (for more tabs).
+    pub devtools: SocketAddr,
     _proc: Proc,
     _profile: tempfile::TempDir,
+}
+
+/// A CDP connection to one page (tab).
+pub struct Page {
+    ws: tungstenite::WebSocket<TcpStream>,
+    next_id: u64,
+    /// The DevTools target id (to close the tab).
+    pub target: String,
+}
+
+impl Page {
+    fn connect(devtools: SocketAddr, ws_url: &str, target: String) -> Page {
+        let stream = TcpStream::connect(devtools).expect("connect CDP");
+        let (ws, _) = tungstenite::client(ws_url, stream).expect("CDP handshake");
+        Page {
+            ws,
+            next_id: 1,
+            target,
+        }
+    }
+
+    /// Sends a CDP command and returns its result (events in between are dropped).
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws
+            .send(tungstenite::Message::text(msg))
+            .expect("CDP send");
+        loop {
+            let m = self.ws.read().expect("CDP read");
+            let Ok(text) = m.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).expect("CDP JSON");
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates a JS expression (promises awaited) and returns its JSON value.
+    pub fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+        );
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "JS `{expr}` threw: {}",
+            r["exceptionDetails"]
+        );
+        r["result"]["value"].clone()
+    }
 }
 
 impl Browser {
@@ -297,7 +351,7 @@ impl Browser {
             },
         );
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let ws_url = wait_for("a page target", Duration::from_secs(30), || {
+        let (ws_url, target) = wait_for("a page target", Duration::from_secs(30), || {
             let (code, text) = http(addr, "GET", "/json/list", &[], "");
             if code != 200 {
                 return None;
@@ -307,49 +361,52 @@ impl Browser {
             list.as_array()?
                 .iter()
                 .find(|t| t["type"] == "page")
-                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(String::from))
+                .and_then(|t| {
+                    Some((
+                        t["webSocketDebuggerUrl"].as_str()?.to_string(),
+                        t["id"].as_str()?.to_string(),
+                    ))
+                })
         });
-        let stream = TcpStream::connect(addr).expect("connect CDP");
-        let (ws, _) = tungstenite::client(ws_url.as_str(), stream).expect("CDP handshake");
         Browser {
-            ws,
-            next_id: 1,
+            page: Page::connect(addr, &ws_url, target),
+            devtools: addr,
             _proc: proc,
             _profile: profile,
         }
     }
 
-    /// Sends a CDP command and returns its result (events in between are dropped).
+    /// Sends a CDP command to the first page and returns its result.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws
-            .send(tungstenite::Message::text(msg))
-            .expect("CDP send");
-        loop {
-            let m = self.ws.read().expect("CDP read");
-            let Ok(text) = m.to_text() else { continue };
-            let v: Value = serde_json::from_str(text).expect("CDP JSON");
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
-                return v["result"].clone();
-            }
-        }
+        self.page.call(method, params)
     }
 
-    /// Evaluates a JS expression (promises awaited) and returns its JSON value.
+    /// Evaluates a JS expression in the first page (promises awaited).
     pub fn eval(&mut self, expr: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+        self.page.eval(expr)
+    }
+
+    /// Opens `url` in a new tab of the same browser (`PUT /json/new`).
+    pub fn open_tab(&self, url: &str) -> Page {
+        let (code, text) = http(self.devtools, "PUT", &format!("/json/new?{url}"), &[], "");
+        assert_eq!(code, 200, "open a tab: {text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let t: Value = serde_json::from_str(body).expect("/json/new JSON");
+        let ws_url = t["webSocketDebuggerUrl"].as_str().expect("tab's CDP URL");
+        let target = t["id"].as_str().expect("tab's id").to_string();
+        Page::connect(self.devtools, ws_url, target)
+    }
+
+    /// Closes a tab opened with [`Browser::open_tab`] (its pagehide runs, as on a real close).
+    pub fn close_tab(&self, page: Page) {
+        let (code, text) = http(
+            self.devtools,
+            "GET",
+            &format!("/json/close/{}", page.target),
+            &[],
+            "",
         );
-        assert!(
-            r.get("exceptionDetails").is_none(),
-            "JS `{expr}` threw: {}",
-            r["exceptionDetails"]
-        );
-        r["result"]["value"].clone()
+        assert_eq!(code, 200, "close tab {}: {text}", page.target);
     }
 }
 
