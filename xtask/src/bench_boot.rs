@@ -83,6 +83,9 @@ struct Sample {
     user_to_listening: Duration,
     /// Whether `user_to_listening` is kernel time (else host time).
     listening_kernel_clock: bool,
+    /// The same on the host clock (console read every 2 ms), for comparing with images whose
+    /// line has no kernel time.
+    user_to_listening_host: Duration,
     listening_to_ready: Duration,
     qemu_to_ready: Duration,
     /// Kernel time since `Run /init` of each [`STEP_MARKS`] line seen.
@@ -169,10 +172,11 @@ pub fn cli(args: &[String]) -> Result<()> {
             let sample = measure(&report, &vm.console(), *name == "baseline")
                 .with_context(|| format!("{name} boot {i} (console {})", console.display()))?;
             println!(
-                "  #{i:<2} kernel->user {:>9}  user->net {:>9}  user->listening {:>9}  listening->ready {:>9}  qemu->ready {:>9}",
+                "  #{i:<2} kernel->user {:>9}  user->net {:>9}  user->listening {:>9} (host clock {:>9})  listening->ready {:>9}  qemu->ready {:>9}",
                 ms(sample.kernel_to_user),
                 ms(sample.user_to_network),
                 ms(sample.user_to_listening),
+                ms(sample.user_to_listening_host),
                 ms(sample.listening_to_ready),
                 ms(sample.qemu_to_ready)
             );
@@ -211,6 +215,15 @@ pub fn cli(args: &[String]) -> Result<()> {
             med(|s| s.listening_to_ready),
             med(|s| s.qemu_to_ready)
         );
+    }
+    for (name, samples) in &results {
+        let host: Vec<Duration> = samples.iter().map(|s| s.user_to_listening_host).collect();
+        if let Some(h) = summarize(&host) {
+            println!(
+                "  {name}: user->listening on the host clock {}",
+                ms(h.median)
+            );
+        }
     }
     for (name, samples) in &results {
         print_steps(name, samples);
@@ -305,6 +318,7 @@ fn measure(report: &BootReport, console: &str, baseline: bool) -> Result<Sample>
             None => listen_h.host_elapsed.saturating_sub(user_h.host_elapsed),
         },
         listening_kernel_clock: listen_k.is_some(),
+        user_to_listening_host: listen_h.host_elapsed.saturating_sub(user_h.host_elapsed),
         listening_to_ready: report.ready_after.saturating_sub(listen_h.host_elapsed),
         qemu_to_ready: report.ready_after,
         steps,
