@@ -1,4 +1,5 @@
-//! `cargo xtask bench stream [--seconds N] [--width W --height H --fps F] [--agent PATH]`: the WebRTC
+//! `cargo xtask bench stream [--seconds N] [--width W --height H --fps F] [--reconnects N]
+//! [--leave delete|close|mixed] [--agent PATH]`: the WebRTC
 //! streamer (`guest-agent webrtc`, release build) at 1280x720@30 on a changing screen, all on
 //! loopback, one clock:
 //! - the "VM screen": Xvfb with a kiosk chromium showing a page that repaints every frame
@@ -12,6 +13,10 @@
 //!
 //! Reports delivered fps, streamer CPU % of one core, bitrate, and glass-to-glass latency
 //! (colour painted → colour decoded) p50/p95. Goals (issue 8): ≥ 30 fps, ≤ 1 core, p50 ≤ 100 ms.
+//! Then the reconnect phase ([`reconnect`], `--reconnects N`, default 20, 0 = skip): the
+//! streamer's RSS, threads and live peers as viewers come and go.
+
+mod reconnect;
 
 use crate::deps::{ensure, SystemPackage};
 use crate::sh::{banner, cargo, on_path, run, target_dir};
@@ -41,6 +46,11 @@ struct Opts {
     width: u16,
     height: u16,
     fps: u32,
+    /// Rounds of the reconnect phase (0 = none).
+    reconnects: u64,
+    /// How reconnect-phase viewers leave: `delete` (WHEP DELETE, what the viewer page does on
+    /// pagehide), `close` (only `pc.close()`: a tab killed or a network gone) or `mixed`.
+    leave: String,
     /// A prebuilt guest-agent instead of building the release one.
     agent: Option<std::path::PathBuf>,
 }
@@ -52,6 +62,8 @@ pub fn cli(args: &[String]) -> Result<()> {
         width: 1280,
         height: 720,
         fps: 30,
+        reconnects: 20,
+        leave: "mixed".into(),
         agent: None,
     };
     let mut it = args.iter();
@@ -67,11 +79,19 @@ pub fn cli(args: &[String]) -> Result<()> {
             "--width" => o.width = val("--width")? as u16,
             "--height" => o.height = val("--height")? as u16,
             "--fps" => o.fps = val("--fps")? as u32,
+            "--reconnects" => o.reconnects = val("--reconnects")?,
+            "--leave" => {
+                let v = it.next().context("--leave needs delete, close or mixed")?;
+                if !["delete", "close", "mixed"].contains(&v.as_str()) {
+                    bail!("--leave: `{v}` is not delete, close or mixed");
+                }
+                o.leave = v.clone();
+            }
             "--agent" => {
                 o.agent = Some(it.next().context("--agent needs a path")?.into());
             }
             other => bail!(
-                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --agent PATH)"
+                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --agent PATH)"
             ),
         }
     }
@@ -97,6 +117,8 @@ struct Collected {
     cpu_start: Option<(u64, Instant)>,
     cpu_end: Option<(u64, Instant)>,
     streamer_status: Option<Value>,
+    reconnects: Vec<reconnect::Sample>,
+    reconnects_done: bool,
 }
 
 fn run_bench(o: &Opts) -> Result<()> {
@@ -166,12 +188,12 @@ fn run_bench(o: &Opts) -> Result<()> {
 
     {
         let data = Arc::clone(&data);
-        let (w, h, secs) = (o.width, o.height, o.seconds);
+        let page = (o.width, o.height, o.seconds, o.reconnects);
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let data = Arc::clone(&data);
                 std::thread::spawn(move || {
-                    let _ = handle(conn, &data, streamer_addr, streamer_pid, (w, h, secs));
+                    let _ = handle(conn, &data, streamer_addr, streamer_pid, page);
                 });
             }
         });
@@ -214,7 +236,7 @@ fn run_bench(o: &Opts) -> Result<()> {
             ])
             .arg(format!("--window-size={},{}", o.width, o.height))
             .arg(format!("--user-data-dir={}", viewer_profile.display()))
-            .arg(format!("http://{here}/viewer"))
+            .arg(format!("http://{here}/viewer?leave={}", o.leave))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -317,6 +339,21 @@ fn run_bench(o: &Opts) -> Result<()> {
         "frame size         {}x{}, freezes {}",
         report["frameWidth"], report["frameHeight"], report["freezeCount"]
     );
+    drop(d);
+    if o.reconnects > 0 {
+        banner(&format!(
+            "bench stream: {} reconnects (connect, decode 10 frames, leave: {})",
+            o.reconnects, o.leave
+        ));
+        let done = wait(
+            Duration::from_secs(60 + 40 * o.reconnects),
+            "the reconnect phase",
+            || data.lock().map(|d| d.reconnects_done).unwrap_or(false),
+        );
+        let d = data.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        reconnect::print(&d.reconnects, o.reconnects);
+        done?;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
@@ -358,7 +395,7 @@ fn handle(
     data: &Mutex<Collected>,
     streamer: SocketAddr,
     pid: u32,
-    (w, h, secs): (u16, u16, u64),
+    (w, h, secs, reconnects): (u16, u16, u64, u64),
 ) -> Result<()> {
     let mut r = BufReader::new(conn.try_clone()?);
     let mut first = String::new();
@@ -379,6 +416,7 @@ fn handle(
     r.read_exact(&mut body)?;
     let mut parts = first.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
     let mut out = conn;
     let reply = |out: &mut TcpStream, code: &str, ctype: &str, body: &[u8]| -> Result<()> {
         write!(
@@ -396,7 +434,9 @@ fn handle(
             let page = VIEWER_HTML
                 .replace("@W@", &w.to_string())
                 .replace("@H@", &h.to_string())
-                .replace("@SECS@", &secs.to_string());
+                .replace("@SECS@", &secs.to_string())
+                .replace("@RECONNECTS@", &reconnects.to_string())
+                .replace("@LOOP@", reconnect::LOOP_JS);
             reply(&mut out, "200 OK", "text/html", page.as_bytes())
         }
         ("POST", "/screen-event") => {
@@ -422,6 +462,33 @@ fn handle(
                 d.report = Some(json());
             }
             reply(&mut out, "204 No Content", "text/plain", b"")
+        }
+        ("POST", "/reconnect-sample") => {
+            let v = json();
+            let done = v["done"].as_u64().unwrap_or(0);
+            let frames = v["frames"].as_u64().unwrap_or(0);
+            let sample = reconnect::sample(done, frames, pid, || streamer_status(streamer).ok());
+            if let Ok(mut d) = data.lock() {
+                d.reconnects.push(sample);
+            }
+            reply(&mut out, "204 No Content", "text/plain", b"")
+        }
+        ("POST", "/reconnects-done") => {
+            if let Ok(mut d) = data.lock() {
+                d.reconnects_done = true;
+            }
+            reply(&mut out, "204 No Content", "text/plain", b"")
+        }
+        ("DELETE", p) if p.starts_with("/webrtc/whep/") => {
+            let mut s = TcpStream::connect(streamer)?;
+            write!(
+                s,
+                "DELETE {p} HTTP/1.1\r\nHost: {streamer}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut resp = Vec::new();
+            s.read_to_end(&mut resp)?;
+            out.write_all(&resp)?;
+            Ok(())
         }
         ("POST", "/whep") => {
             let mut s = TcpStream::connect(streamer)?;
@@ -465,7 +532,7 @@ requestAnimationFrame(frame);
 const VIEWER_HTML: &str = r#"<!doctype html><html><body style="margin:0">
 <video id="v" autoplay muted playsinline></video><script>
 const P = [[255,0,0],[0,255,0],[0,0,255],[255,255,0],[0,255,255],[255,0,255],[255,255,255],[0,0,0]];
-const W = @W@, H = @H@, SECS = @SECS@;
+const W = @W@, H = @H@, SECS = @SECS@, RECONNECTS = @RECONNECTS@, LEAVE = new URLSearchParams(location.search).get('leave') || 'delete';
 const v = document.getElementById('v');
 const cv = document.createElement('canvas'); cv.width = 8; cv.height = 8;
 const g = cv.getContext('2d', {willReadFrequently: true});
@@ -500,11 +567,14 @@ pc.ontrack = e => { v.srcObject = e.streams[0] || new MediaStream([e.track]); v.
   await new Promise(r => { if (pc.iceGatheringState === 'complete') r();
     pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); setTimeout(r, 2000); });
   const resp = await fetch('/whep', {method: 'POST', body: pc.localDescription.sdp});
+  const loc = resp.headers.get('Location');
   await pc.setRemoteDescription({type: 'answer', sdp: await resp.text()});
   while ((await stats()).framesDecoded < 10) await new Promise(r => setTimeout(r, 100));
   await new Promise(r => setTimeout(r, 2000));
   measuring = true; await post('/start', await stats());
   await new Promise(r => setTimeout(r, SECS * 1000));
   const s = await stats(); s.changes = changes; await post('/report', s);
+  if (RECONNECTS > 0) await reconnects({pc, loc, v}, RECONNECTS);
 })();
+@LOOP@
 </script></body></html>"#;
