@@ -1,8 +1,9 @@
-//! `cargo xtask bench agent [--seconds N] [--connections N] [--runs N]`: the Node agent
+//! `cargo xtask bench agent [--seconds N] [--connections N] [--runs N] [--rounds N]`: the Node agent
 //! (`shared/bench/baseline/node-agent.js`) against `guest-agent serve` (release build), in
 //! one run, on loopback:
-//! - the same `wrk` load on `GET /health` (256 connections, 2 threads, 10 s each): req/s,
-//!   p99 latency, RSS (idle and peak under load, from /proc), and the ratios;
+//! - the same `wrk` load on `GET /health` (256 connections, 2 threads, 10 s each, 3 rounds
+//!   alternating the servers, median round): req/s, p99 latency, RSS (idle and peak under
+//!   load, from /proc), and the ratios;
 //! - time from exec to the first successful `/health` (median of N);
 //! - supervisor restart latency after `kill -9` of a child, until `state.json` shows the
 //!   new pid running (median of N).
@@ -33,6 +34,8 @@ struct Opts {
     seconds: u32,
     connections: u32,
     runs: usize,
+    /// Load runs per server, alternating (the median is reported).
+    rounds: usize,
     /// Server on CPU 1, wrk on CPU 0 (when there are ≥ 2 CPUs), so neither steals the
     /// other's core and each server gets exactly one (Node uses one anyway).
     pin: bool,
@@ -44,6 +47,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         seconds: 10,
         connections: 256,
         runs: 20,
+        rounds: 3,
         pin: true,
     };
     let mut it = args.iter();
@@ -58,9 +62,10 @@ pub fn cli(args: &[String]) -> Result<()> {
             "--seconds" => o.seconds = val("--seconds")? as u32,
             "--connections" => o.connections = val("--connections")? as u32,
             "--runs" => o.runs = val("--runs")?.max(1) as usize,
+            "--rounds" => o.rounds = val("--rounds")?.max(1) as usize,
             "--no-pin" => o.pin = false,
             other => bail!(
-                "bench agent: unknown argument `{other}` (--seconds N --connections N --runs N --no-pin)"
+                "bench agent: unknown argument `{other}` (--seconds N --connections N --runs N --rounds N --no-pin)"
             ),
         }
     }
@@ -116,9 +121,16 @@ fn run_bench(o: &Opts) -> Result<()> {
         c.arg("__bench-floor-server").arg(port.to_string());
         c
     };
-    let node = load(o, "node", &node_cmd)?;
-    let ours = load(o, "guest-agent", &agent_cmd)?;
-    let floor = load(o, "loopback floor", &floor_cmd)?;
+    // Rounds alternate the three servers, so load from elsewhere on the machine drifts over
+    // all of them alike; each server's figures are the median round (by req/s).
+    let (mut node, mut ours, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=o.rounds {
+        println!("round {round}/{}", o.rounds);
+        node.push(load(o, "node", &node_cmd)?);
+        ours.push(load(o, "guest-agent", &agent_cmd)?);
+        floor.push(load(o, "loopback floor", &floor_cmd)?);
+    }
+    let (node, ours, floor) = (median_round(node), median_round(ours), median_round(floor));
 
     banner(&format!(
         "exec → first successful /health, {} runs each",
@@ -212,6 +224,13 @@ fn verdict(ok: bool) -> &'static str {
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// The round with the median req/s.
+fn median_round(mut rounds: Vec<Load>) -> Load {
+    rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let mid = rounds.len() / 2;
+    rounds.swap_remove(mid)
 }
 
 struct Load {

@@ -36,7 +36,7 @@ usage: cargo xtask <task>
                                   run cargo-fuzz targets (all, or TARGET), N s each (default 60)
                                   with a random seed; --smoke: the test suite's fixed-seed pass
   bench netinit [--runs N]        baseline bash script vs guest-netinit, N runs each (default 50)
-  bench agent [--seconds N] [--connections N] [--runs N] [--no-pin]
+  bench agent [--seconds N] [--connections N] [--runs N] [--rounds N] [--no-pin]
                                   the Node baseline agent vs guest-agent serve under wrk: req/s,
                                   p99, RSS; exec -> first /health; restart after kill -9
   bench wait [--runs N] [--max-delay-ms N]
