@@ -26,17 +26,23 @@ pub const KMSG: &str = "/dev/kmsg";
 /// Prints one event line and flushes (stdout may be a pipe to the supervisor); first to the
 /// kernel log when [`kmsg_path`] names one, so the timestamped line reaches the console
 /// before any copy the supervisor echoes. As PID 1 with the kernel log, stdout is the same
-/// console: the line is not printed twice.
+/// console: the line is not printed twice (but it is when the kernel log refused it, as in a
+/// container without `/dev/kmsg`).
 pub fn emit(lvl: Level, event: Event) {
     let ev = ConsoleEvent::new(Component::Agent, lvl, event);
+    let mut out = std::io::stdout().lock();
+    emit_to(&ev, kmsg_path(), std::process::id() == 1, &mut out);
+}
+
+/// [`emit`] with its outputs given: `kmsg` (the kernel log, if any), whether we are PID 1,
+/// and stdout.
+pub fn emit_to(ev: &ConsoleEvent, kmsg: Option<&Path>, pid1: bool, out: &mut dyn Write) {
     let line = ev.to_line();
-    if let Some(path) = kmsg_path() {
-        write_kmsg(path, &kmsg_record(&ev, &line, console_loglevel()));
-        if std::process::id() == 1 {
+    if let Some(path) = kmsg {
+        if write_kmsg(path, &kmsg_record(ev, &line, console_loglevel())) && pid1 {
             return;
         }
     }
-    let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
@@ -93,15 +99,16 @@ fn console_loglevel() -> u8 {
     })
 }
 
-/// One `write()` per record (one record per write on `/dev/kmsg`); errors are ignored: a
-/// lost timestamp is not worth failing the agent.
-fn write_kmsg(path: &Path, record: &str) {
+/// One `write()` per record (one record per write on `/dev/kmsg`); false when the file could
+/// not be opened or written (a lost timestamp is not worth failing the agent).
+fn write_kmsg(path: &Path, record: &str) -> bool {
     let file = std::fs::OpenOptions::new()
         .append(true)
         .create(!path.starts_with("/dev"))
         .open(path);
-    if let Ok(mut f) = file {
-        let _ = f.write_all(record.as_bytes());
+    match file {
+        Ok(mut f) => f.write_all(record.as_bytes()).is_ok(),
+        Err(_) => false,
     }
 }
 
@@ -166,11 +173,48 @@ mod tests {
     }
 
     #[test]
+    fn as_init_the_line_goes_to_stdout_only_when_the_kernel_log_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let kmsg = dir.path().join("kmsg");
+        let e = ev(Level::Info, listening());
+        let line = e.to_line();
+
+        let mut out = Vec::new();
+        emit_to(&e, Some(&kmsg), true, &mut out);
+        assert!(out.is_empty(), "PID 1 printed it twice");
+        assert!(std::fs::read_to_string(&kmsg).unwrap().contains(&line));
+
+        let mut out = Vec::new();
+        emit_to(
+            &e,
+            Some(&dir.path().join("no/such/dir/kmsg")),
+            true,
+            &mut out,
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{line}\n"));
+
+        let mut out = Vec::new();
+        emit_to(&e, Some(&kmsg), false, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{line}\n"));
+        assert_eq!(
+            std::fs::read_to_string(&kmsg)
+                .unwrap()
+                .matches(&line)
+                .count(),
+            2
+        );
+
+        let mut out = Vec::new();
+        emit_to(&e, None, true, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{line}\n"));
+    }
+
+    #[test]
     fn records_are_appended_one_per_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kmsg");
-        write_kmsg(&path, "<13>GUESTKIT: a\n");
-        write_kmsg(&path, "<13>GUESTKIT: b\n");
+        assert!(write_kmsg(&path, "<13>GUESTKIT: a\n"));
+        assert!(write_kmsg(&path, "<13>GUESTKIT: b\n"));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "<13>GUESTKIT: a\n<13>GUESTKIT: b\n"
