@@ -13,26 +13,11 @@
 mod webrtc_common;
 
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
 use webrtc_common::*;
 
 const W: u16 = 640;
 const H: u16 = 360;
-
-fn status(addr: SocketAddr) -> Option<Value> {
-    let (code, text) = http(
-        addr,
-        "GET",
-        "/webrtc/status",
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        "",
-    );
-    if code != 200 {
-        return None;
-    }
-    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
-}
 
 fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
@@ -68,7 +53,7 @@ fn two_viewers_share_one_encoder_and_leave_nothing_behind() {
     let _window = start_window(&x.display);
     let streamer = start_streamer(&x.display, W, H);
     let idle = wait_for("the streamer's status", Duration::from_secs(30), || {
-        status(streamer.addr)
+        streamer_status(streamer.addr)
     });
     assert_eq!(idle["viewers"], json!(0), "{idle}");
     assert_eq!(
@@ -93,10 +78,10 @@ fn two_viewers_share_one_encoder_and_leave_nothing_behind() {
         assert_eq!(s["frameHeight"], json!(H), "tab {i}: {s}");
     }
     let st = wait_for("2 viewers in status", Duration::from_secs(60), || {
-        status(streamer.addr).filter(|s| s["viewers"] == json!(2))
+        streamer_status(streamer.addr).filter(|s| s["viewers"] == json!(2))
     });
     let both = wait_for("both viewers connected", Duration::from_secs(30), || {
-        status(streamer.addr).filter(|s| {
+        streamer_status(streamer.addr).filter(|s| {
             s["viewers"] == json!(2)
                 && s["viewer_stats"]
                     .as_array()
@@ -119,7 +104,7 @@ fn two_viewers_share_one_encoder_and_leave_nothing_behind() {
         "30 frames sent to each viewer",
         Duration::from_secs(90),
         || {
-            let s = status(streamer.addr)?;
+            let s = streamer_status(streamer.addr)?;
             let now = sent_by_viewer(&s);
             let grown = before
                 .iter()
@@ -147,7 +132,7 @@ fn two_viewers_share_one_encoder_and_leave_nothing_behind() {
     let one = wait_for(
         "1 viewer after a tab closed",
         Duration::from_secs(60),
-        || status(streamer.addr).filter(|s| s["viewers"] == json!(1)),
+        || streamer_status(streamer.addr).filter(|s| s["viewers"] == json!(1)),
     );
     assert_eq!(one["pipeline"]["encoders"], json!(1), "{one}");
     let n = num(&tab1.eval(STATS_JS)["framesDecoded"]);
@@ -158,7 +143,7 @@ fn two_viewers_share_one_encoder_and_leave_nothing_behind() {
     // encoder (the pipeline idles without viewers).
     tab1.eval("location.href = 'about:blank', true");
     let zero = wait_for("0 viewers", Duration::from_secs(60), || {
-        status(streamer.addr).filter(|s| s["viewers"] == json!(0))
+        streamer_status(streamer.addr).filter(|s| s["viewers"] == json!(0))
     });
     assert!(
         zero["viewer_stats"]
@@ -170,7 +155,7 @@ fn two_viewers_share_one_encoder_and_leave_nothing_behind() {
         "no peer connection and no encoder left",
         Duration::from_secs(60),
         || {
-            status(streamer.addr)
+            streamer_status(streamer.addr)
                 .filter(|s| s["peers_alive"] == json!(0) && s["pipeline"]["encoders"] == json!(0))
         },
     );

@@ -526,3 +526,18 @@ pub fn health(addr: SocketAddr) -> Option<Value> {
     }
     serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
 }
+
+/// The streamer's `GET /webrtc/status` as JSON (None until it answers 200).
+pub fn streamer_status(addr: SocketAddr) -> Option<Value> {
+    let (code, text) = http(
+        addr,
+        "GET",
+        "/webrtc/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    );
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+}
