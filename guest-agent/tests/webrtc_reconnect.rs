@@ -4,7 +4,8 @@
 //! by reloading (the page's pagehide sends the WHEP DELETE) and, every other round, with the
 //! DELETE suppressed (a viewer that vanishes; the streamer must notice the connection end
 //! by itself). After each round the status shows the new viewer alone; after the last, 0
-//! viewers, an empty viewer map, no live peer connection and no encoder.
+//! viewers, an empty viewer map, no live peer connection and no encoder, and once the
+//! browser is gone, no more tasks on the streamer's runtime than before the first viewer.
 //! Memory growth is measured by `cargo xtask bench stream --reconnects N`, not here.
 
 mod webrtc_common;
@@ -34,9 +35,12 @@ fn viewers_reconnecting_leave_no_peer_behind() {
     let x = start_xvfb(W, H);
     let _window = start_window(&x.display);
     let streamer = start_streamer(&x.display, W, H);
-    wait_for("the streamer's status", Duration::from_secs(30), || {
+    let idle = wait_for("the streamer's status", Duration::from_secs(30), || {
         streamer_status(streamer.addr)
     });
+    // Tasks on the streamer's runtime before any viewer: the listeners and this request.
+    let idle_tasks = idle["tasks_alive"].as_u64().expect("tasks_alive");
+    assert!(idle_tasks > 0, "{idle}");
     let url = format!("http://{}/viewer#token={TOKEN}", streamer.addr);
     let mut b = Browser::launch("about:blank");
     let mut seen: HashSet<String> = HashSet::new();
@@ -110,4 +114,15 @@ fn viewers_reconnecting_leave_no_peer_behind() {
     assert!(ids(&st).is_empty(), "the viewer map is empty: {st}");
     assert_eq!(st["viewer_stats"], json!([]), "{st}");
     assert_eq!(st["pipeline"]["subscribers"], json!(0), "{st}");
+    // With the browser gone (its keep-alive HTTP connections with it), the runtime is back to
+    // the idle level: no task of any viewer's peer is left running.
+    drop(b);
+    wait_for(
+        &format!("the streamer's tasks back to the idle {idle_tasks}"),
+        Duration::from_secs(60),
+        || {
+            streamer_status(streamer.addr)
+                .filter(|st| st["tasks_alive"].as_u64().unwrap_or(u64::MAX) <= idle_tasks)
+        },
+    );
 }

@@ -43,6 +43,9 @@ pub struct Status {
     /// Viewers' peer connections still alive in the process, including ones that left but
     /// whose webrtc-rs internals have not been released yet; 0 after all left = no leak.
     pub peers_alive: usize,
+    /// Tasks alive on the streamer's tokio runtime (ours, webrtc-rs' and the HTTP
+    /// connections'); it must come back to its idle level once viewers left.
+    pub tasks_alive: usize,
     pub pipeline: super::pipeline::PipelineStats,
     pub input: super::inject_thread::InputStats,
 }
@@ -90,6 +93,9 @@ impl Streamer {
             viewer_ids: ids,
             viewer_stats,
             peers_alive: peer::live_peers(),
+            tasks_alive: tokio::runtime::Handle::try_current()
+                .map(|h| h.metrics().num_alive_tasks())
+                .unwrap_or(0),
             pipeline: self.pipeline.stats(),
             input: self.input.stats(),
         }

@@ -22,6 +22,8 @@ pub struct Sample {
     pub viewers: u64,
     /// Status `peers_alive` at that moment.
     pub peers_alive: u64,
+    /// Status `tasks_alive`: tasks on the streamer's tokio runtime.
+    pub tasks: u64,
     /// Frames the viewer decoded in this round.
     pub frames: u64,
 }
@@ -63,6 +65,7 @@ pub fn sample(done: u64, frames: u64, pid: u32, status: impl Fn() -> Option<Valu
         threads: proc_status_field(pid, "Threads").unwrap_or(0),
         viewers: last["viewers"].as_u64().unwrap_or(u64::MAX),
         peers_alive: last["peers_alive"].as_u64().unwrap_or(u64::MAX),
+        tasks: last["tasks_alive"].as_u64().unwrap_or(0),
         frames,
     }
 }
@@ -74,14 +77,15 @@ pub fn print(samples: &[Sample], wanted: u64) {
         return;
     };
     println!("reconnects         {} of {wanted}", samples.len() - 1);
-    println!("  after  RSS MiB  threads  viewers  peers_alive  frames decoded");
+    println!("  after  RSS MiB  threads  tasks  viewers  peers_alive  frames decoded");
     for (i, s) in samples.iter().enumerate() {
         if s.done % 5 == 0 || i + 1 == samples.len() {
             println!(
-                "  {:>5}  {:>7.1}  {:>7}  {:>7}  {:>11}  {:>14}",
+                "  {:>5}  {:>7.1}  {:>7}  {:>5}  {:>7}  {:>11}  {:>14}",
                 s.done,
                 s.rss_kb as f64 / 1024.0,
                 s.threads,
+                s.tasks,
                 s.viewers,
                 s.peers_alive,
                 s.frames
@@ -124,10 +128,13 @@ pub fn print(samples: &[Sample], wanted: u64) {
         println!("  NOT back to 0 viewers / 0 live peers after rounds {stuck:?}");
     }
     println!(
-        "  threads {} -> {} (max {})",
+        "  threads {} -> {} (max {}), runtime tasks {} -> {} (max {})",
         base.threads,
         last.threads,
-        samples.iter().map(|s| s.threads).max().unwrap_or(0)
+        samples.iter().map(|s| s.threads).max().unwrap_or(0),
+        base.tasks,
+        last.tasks,
+        samples.iter().map(|s| s.tasks).max().unwrap_or(0)
     );
 }
 
