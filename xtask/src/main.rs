@@ -41,10 +41,11 @@ usage: cargo xtask <task>
                                   p99, RSS; exec -> first /health; restart after kill -9
   bench wait [--runs N] [--max-delay-ms N]
                                   lag between the agent binding and wait_ready returning
-  bench stream [--seconds N] [--width W --height H --fps F]
+  bench stream [--seconds N] [--width W --height H --fps F] [--reconnects N] [--leave MODE]
                                   WebRTC streamer: delivered fps, CPU, bitrate, glass-to-glass latency
-  bench boot [--runs N]           N boots of each image (initramfs, systemd, old-way baseline),
-                                  median of each boot stage (default 10)
+  bench boot [--runs N] [--no-systemd] [--no-baseline] [--no-build]
+                                  N boots of each image (initramfs, systemd, old-way baseline),
+                                  median of each boot stage and of each step (default 10)
   image [initramfs|systemd]       build a bootable image (kernel cached in target/vm-cache)
   demo [--json] [--keep] [--image systemd] [--memory MIB] [--extra K=V]
                                   boot a real VM (QEMU, TAP on bridge fcbr0 in a namespace), wait

@@ -2,11 +2,12 @@
 //!
 //! 1. installs the system packages the tests need (only the missing ones);
 //! 2. builds the static guest-netinit and checks it is static and within budget;
-//! 3. builds every workspace binary, then runs the whole suite (nextest when installed, else
+//! 3. builds every workspace binary and the static agent of the VM images (the VM tests boot
+//!    it: `GUESTKIT_VM_AGENT`), then runs the whole suite (nextest when installed, else
 //!    `cargo test`), telling the tests where the binaries are through `GUESTKIT_BIN_DIR`
 //!    (static build first: the netns tests exercise the binary that ships); before the suite,
 //!    guest-netinit's module test runs against the Debian cloud kernel package;
-//! 4. runs each fuzz target briefly.
+//! 4. runs each fuzz target's bounded smoke pass.
 
 use crate::sh::{banner, capture, cargo, run, target_dir};
 use crate::{deps, fuzz, image, static_build};
@@ -43,12 +44,16 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
 
     banner("workspace binaries");
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    // The VM tests boot the agent that ships in the images (static, profile vmagent), not the
+    // debug build.
+    let vm_agent = image::build_agent()?;
 
     banner("test suite");
     let bin_dirs = std::env::join_paths([static_build::static_dir(), target_dir().join("debug")])
         .context("joining binary directories")?;
     let mut tests = cargo();
     tests.env("GUESTKIT_BIN_DIR", &bin_dirs);
+    tests.env("GUESTKIT_VM_AGENT", &vm_agent);
     if capture(cargo().args(["nextest", "--version"])).is_ok() {
         // nextest does not run doctests: run them first, so the suite's summary line is
         // nextest's and comes last.
