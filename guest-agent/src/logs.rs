@@ -6,7 +6,8 @@
 //! The journal gets the native protocol over `/run/systemd/journal/socket` directly:
 //! tracing-journald fixes one identifier per layer, and we need one per service.
 //! Lines carrying a console event (`GUESTKIT: `) are also echoed on our stdout, which the
-//! unit sends to the console (failure F4).
+//! unit sends to the console (failure F4), unless the children write them to the kernel log
+//! themselves (`GUESTKIT_KMSG`, see `console.rs`).
 
 use guest_proto::api::{LogLine, LogStream};
 use std::collections::VecDeque;
@@ -116,7 +117,10 @@ pub async fn pump<R: AsyncRead + Unpin>(
             buf.pop();
         }
         let line = String::from_utf8_lossy(&buf).into_owned();
-        if line.contains(guest_proto::EVENT_PREFIX) {
+        // With a kernel log, the supervisor hands it to its children (GUESTKIT_KMSG) and
+        // they write their events there themselves, with a kernel timestamp: echoing the
+        // stdout copy would print each event twice on the console.
+        if line.contains(guest_proto::EVENT_PREFIX) && crate::console::kmsg_path().is_none() {
             println!("{line}");
         }
         sink.emit(&service, pid, stream, &line);

@@ -336,12 +336,19 @@ required = true
 "#,
         &[("GUESTKIT_KMSG", kmsg.to_str().unwrap())],
     );
-    // serve's stdout line still reaches the supervisor (its log and the console echo)
-    let addr = agent.listening_addr();
     let text = agent.wait("the listening record in the kernel log file", |_| {
         let t = std::fs::read_to_string(&kmsg).ok()?;
         t.contains("\"ev\":\"listening\"").then_some(t)
     });
+    let addr = text
+        .lines()
+        .find_map(
+            |l| match guest_proto::ConsoleEvent::find_in_line(l)?.ok()?.event {
+                guest_proto::Event::Listening { addr } => Some(addr),
+                _ => None,
+            },
+        )
+        .unwrap_or_else(|| panic!("no parsable listening record:\n{text}"));
     let records: Vec<&str> = text.lines().collect();
     let start = records
         .iter()
@@ -366,4 +373,12 @@ required = true
         .unwrap_or_else(|| panic!("no listening record from serve (a child):\n{text}"));
     assert!(start < listening, "{text}");
     assert_eq!(agent.terminate(), Some(0));
+    // The child wrote its event to the kernel log itself: the supervisor did not echo the
+    // stdout copy to the console as well (it would print twice). Checked after exit, when
+    // everything the supervisor printed has been read.
+    let echoed = agent.stdout.lock().unwrap().join("\n");
+    assert!(
+        !echoed.contains("\"ev\":\"listening\""),
+        "listening echoed on the supervisor's stdout too:\n{echoed}"
+    );
 }
