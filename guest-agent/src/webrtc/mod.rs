@@ -18,6 +18,7 @@ pub mod peer;
 pub mod pipeline;
 pub mod playout;
 pub mod proxy;
+pub mod sdp;
 pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -42,6 +42,12 @@ pub enum PeerError {
     Webrtc(#[from] webrtc::error::Error),
     #[error("no local description after gathering")]
     NoAnswer,
+    #[error(
+        "the offer has no H.264 video, the only codec this streamer encodes (the browser \
+         offered: {})",
+        if offered.is_empty() { "no video".to_string() } else { offered.join(", ") }
+    )]
+    NoH264 { offered: Vec<String> },
 }
 
 /// Network settings of the peers.
@@ -199,6 +205,12 @@ pub async fn accept_offer(
     input: &InputSink,
     opts: &PeerOptions,
 ) -> Result<(Viewer, String), PeerError> {
+    if !super::sdp::offers_h264(&offer_sdp) {
+        let offered = super::sdp::offered_video_codecs(&offer_sdp);
+        // Not SDP at all is the parser's error; SDP without H.264 video is ours.
+        RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::Offer(e.to_string()))?;
+        return Err(PeerError::NoH264 { offered });
+    }
     let offer =
         RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::Offer(e.to_string()))?;
     let codec = h264_codec();
