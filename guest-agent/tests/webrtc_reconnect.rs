@@ -60,8 +60,9 @@ fn viewers_reconnecting_leave_no_peer_behind() {
             &format!("the viewer page of round {round}"),
             Duration::from_secs(30),
             || {
-                (b.eval("typeof viewer === 'object' && typeof oldPage === 'undefined'")
-                    == json!(true))
+                // try_eval: the poll may land while the old page is being torn down.
+                (b.try_eval("typeof viewer === 'object' && typeof oldPage === 'undefined'")
+                    == Some(json!(true)))
                 .then_some(())
             },
         );

@@ -176,8 +176,10 @@ required = true
     // The marker tells the reloaded page from the old one (which still has `viewer`).
     b.eval("window.oldPage = true, location.reload(), true");
     wait_for("the reloaded viewer", Duration::from_secs(30), || {
-        (b.eval("typeof oldPage === 'undefined' && typeof viewer === 'object'") == json!(true))
-            .then_some(())
+        // try_eval: the poll may land while the old page is being torn down.
+        (b.try_eval("typeof oldPage === 'undefined' && typeof viewer === 'object'")
+            == Some(json!(true)))
+        .then_some(())
     });
     b.eval("viewer.ready.then(() => true)");
     let s = frames(&mut b, 25);

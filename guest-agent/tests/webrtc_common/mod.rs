@@ -285,6 +285,13 @@ impl Page {
 
     /// Sends a CDP command and returns its result (events in between are dropped).
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|v| panic!("{method} failed: {v}"))
+    }
+
+    /// [`Page::call`], with the CDP error answer as `Err` (e.g. "Inspected target navigated
+    /// or closed" while the page reloads).
+    pub fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -296,10 +303,27 @@ impl Page {
             let Ok(text) = m.to_text() else { continue };
             let v: Value = serde_json::from_str(text).expect("CDP JSON");
             if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
-                return v["result"].clone();
+                if v.get("error").is_some() {
+                    return Err(v);
+                }
+                return Ok(v["result"].clone());
             }
         }
+    }
+
+    /// Evaluates `expr` for a poll while the page may be navigating: `None` when the
+    /// evaluation was cut by the navigation or threw (the old page going away).
+    pub fn try_eval(&mut self, expr: &str) -> Option<Value> {
+        let r = self
+            .try_call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            )
+            .ok()?;
+        if r.get("exceptionDetails").is_some() {
+            return None;
+        }
+        Some(r["result"]["value"].clone())
     }
 
     /// Evaluates a JS expression (promises awaited) and returns its JSON value.
@@ -384,6 +408,11 @@ impl Browser {
     /// Evaluates a JS expression in the first page (promises awaited).
     pub fn eval(&mut self, expr: &str) -> Value {
         self.page.eval(expr)
+    }
+
+    /// [`Page::try_eval`] on the first page.
+    pub fn try_eval(&mut self, expr: &str) -> Option<Value> {
+        self.page.try_eval(expr)
     }
 
     /// Opens `url` in a new tab of the same browser (`PUT /json/new`).
