@@ -4,7 +4,7 @@
 //! applied (an address in dnsmasq's range, the default route) and the gateway must answer.
 
 use crate::sh::banner;
-use crate::stats::{ms, summarize};
+use crate::stats::{print_table, summarize};
 use anyhow::{bail, Context, Result};
 use guestkit_tests::dnsmasq::Dnsmasq;
 use guestkit_tests::{NetinitRun, Topology, GUEST_NIC};
@@ -68,21 +68,7 @@ pub fn run(netinit: &Path, runs: usize) -> Result<()> {
     let (Some(wall), Some(step)) = (summarize(&wall), summarize(&step)) else {
         bail!("no samples");
     };
-    println!(
-        "{:<16} {:>6} {:>12} {:>12} {:>12} {:>12}",
-        "", "runs", "median", "p90", "min", "max"
-    );
-    for (name, s) in [("DHCP run", &wall), ("  dhcp step", &step)] {
-        println!(
-            "{:<16} {:>6} {:>12} {:>12} {:>12} {:>12}",
-            name,
-            s.runs,
-            ms(s.median),
-            ms(s.p90),
-            ms(s.min),
-            ms(s.max)
-        );
-    }
+    print_table(&[("DHCP run", &wall), ("  dhcp step", &step)]);
     println!("(exec → exit with the lease applied and the gateway probed; the dhcp step is DISCOVER → ACK)");
     Ok(())
 }

@@ -14,7 +14,7 @@
 //! Issue 2's goal: guest-netinit ≥ 500× faster than the baseline, median ≤ 3 ms.
 
 use crate::sh::{banner, repo_root};
-use crate::stats::{ms, summarize, Summary};
+use crate::stats::{ms, print_table, summarize, Summary};
 use crate::{deps, static_build};
 use anyhow::{bail, Context, Result};
 use guestkit_tests::{NetinitRun, NsSpawner, Topology, GUEST_NIC};
@@ -190,21 +190,7 @@ fn print_report(
     );
     println!("               probes the gateway once (one ARP request), result in state.json");
     println!();
-    println!(
-        "{:<16} {:>6} {:>12} {:>12} {:>12} {:>12}",
-        "", "runs", "median", "p90", "min", "max"
-    );
-    for (name, s) in [("baseline script", base), ("guest-netinit", ours)] {
-        println!(
-            "{:<16} {:>6} {:>12} {:>12} {:>12} {:>12}",
-            name,
-            s.runs,
-            ms(s.median),
-            ms(s.p90),
-            ms(s.min),
-            ms(s.max)
-        );
-    }
+    print_table(&[("baseline script", base), ("guest-netinit", ours)]);
     if let Some(rtt) = summarize(probe_rtts) {
         println!("guest-netinit ARP probe RTT: median {}", ms(rtt.median));
     }

@@ -54,6 +54,25 @@ pub fn ms(d: Duration) -> String {
     }
 }
 
+/// Prints a runs/median/p90/min/max table, one row per named summary.
+pub fn print_table(rows: &[(&str, &Summary)]) {
+    println!(
+        "{:<16} {:>6} {:>12} {:>12} {:>12} {:>12}",
+        "", "runs", "median", "p90", "min", "max"
+    );
+    for (name, s) in rows {
+        println!(
+            "{:<16} {:>6} {:>12} {:>12} {:>12} {:>12}",
+            name,
+            s.runs,
+            ms(s.median),
+            ms(s.p90),
+            ms(s.min),
+            ms(s.max)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
