@@ -8,6 +8,7 @@ pub use guest_proto::envfile;
 pub mod logs;
 pub mod notify;
 pub mod oauth;
+pub mod pid1;
 pub mod serve;
 pub mod state;
 pub mod supervisor;

@@ -59,7 +59,7 @@ enum Role {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     if let Role::OpenUrl { args } = &cli.role {
         // Run by a login CLI: no runtime, no logging set-up, xdg-open's exit status.
         return std::process::ExitCode::from(guest_agent::oauth::shim::open_url_main(args));
@@ -71,16 +71,37 @@ fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("guest-agent: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return guest_agent::pid1::end(&Err(anyhow::anyhow!("cannot start the runtime: {e}")));
         }
     };
-    match rt.block_on(run(cli.role)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("guest-agent: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    // As PID 1 (the initramfs image) `end` never returns: it says why and powers off.
+    let outcome = rt.block_on(run(cli.role));
+    guest_agent::pid1::end(&outcome)
+}
+
+/// The arguments; as PID 1, words the kernel passed that are not ours are dropped (with a
+/// console warning) instead of ending init with a usage error.
+fn parse_cli() -> Cli {
+    if !guest_agent::pid1::is_pid1() {
+        return Cli::parse();
+    }
+    guest_agent::pid1::install_panic_hook();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (args, dropped) =
+        guest_agent::pid1::supervise_args(&args, |a| Cli::try_parse_from(a).is_ok());
+    guest_agent::pid1::warn_dropped(&dropped);
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // supervise_args only returns parseable arguments or a bare `supervise`.
+        Err(_) => Cli {
+            role: Role::Supervise {
+                config: None,
+                dev: false,
+                state_dir: None,
+            },
+        },
     }
 }
 

@@ -84,29 +84,19 @@ pub enum Command {
     Help,
 }
 
-/// First arguments that are guest-netinit's own commands, even when running as PID 1.
-const COMMANDS: [&str; 9] = [
-    "run",
-    "parse",
-    "check",
-    "init",
-    "--version",
-    "-V",
-    "--help",
-    "-h",
-    "help",
-];
-
-/// [`parse_args`] for a process whose pid is `pid`: started by the kernel as PID 1
-/// (`init=/sbin/guest-netinit`), every argument is the kernel's init argument for the next init
-/// (init mode), unless the first one is one of our commands.
+/// [`parse_args`] for a process whose pid is `pid`. Started by the kernel as PID 1
+/// (`init=/sbin/guest-netinit`), every argument is the kernel's init argument for the next
+/// init (init mode): the kernel passes on any word of its command line it does not know, so
+/// `help`, `run` or `-h` there must not turn PID 1 into a subcommand that prints and exits
+/// (the kernel would panic). Only an explicit leading `init` (a test's or an initramfs
+/// script's `guest-netinit init FLAGS -- ARGS`) is read as ours.
 pub fn parse_args_for_pid<I: IntoIterator<Item = OsString>>(
     pid: u32,
     args: I,
 ) -> Result<Command, String> {
     let args: Vec<OsString> = args.into_iter().collect();
     let first = args.first().and_then(|a| a.to_str());
-    if pid == 1 && !first.is_some_and(|f| COMMANDS.contains(&f)) {
+    if pid == 1 && first != Some("init") {
         let mut init = vec!["--".to_string()];
         init.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
         return Ok(Command::Init(init));
@@ -309,9 +299,26 @@ mod tests {
             parse_args_for_pid(1, os(&[])).unwrap(),
             Command::Init(vec!["--".into()])
         );
+        // Stray kernel words that happen to be our subcommands are the next init's too.
+        for words in [
+            &["run", "--no-probe"][..],
+            &["help"],
+            &["-h"],
+            &["--version"],
+            &["parse", "ip=x"],
+            &["check"],
+        ] {
+            let mut expected = vec!["--".to_string()];
+            expected.extend(words.iter().map(|w| w.to_string()));
+            assert_eq!(
+                parse_args_for_pid(1, os(words)).unwrap(),
+                Command::Init(expected),
+                "{words:?}"
+            );
+        }
         assert_eq!(
-            parse_args_for_pid(1, os(&["run", "--no-probe"])).unwrap(),
-            p(&["run", "--no-probe"]).unwrap()
+            parse_args_for_pid(1, os(&["init", "--no-probe", "--", "x"])).unwrap(),
+            Command::Init(vec!["--no-probe".into(), "--".into(), "x".into()])
         );
         assert_eq!(
             parse_args_for_pid(7, os(&["init", "--", "x"])).unwrap(),

@@ -178,6 +178,28 @@ pub struct InitOptions {
     pub init_args: Vec<String>,
     /// `--console FILE` (default `/dev/console`).
     pub console: PathBuf,
+    /// Said on the console once it is mounted: why the arguments were not used ([`fallback`]).
+    pub notice: Option<String>,
+}
+
+/// As PID 1 with arguments [`parse_args`] refused: the default options, every argument after
+/// `--` (or all of them, when there is none) passed on to the next init, and `error` kept to
+/// be said on the console. PID 1 must not exit over a bad flag.
+pub fn fallback(args: &[String], error: &str) -> InitOptions {
+    let init_args = match args.iter().position(|a| a == "--") {
+        Some(i) => args[i + 1..].to_vec(),
+        None => args.to_vec(),
+    };
+    let mut run = RunOptions::default();
+    run.module_grace = Duration::ZERO;
+    InitOptions {
+        run,
+        init_args,
+        console: PathBuf::from(CONSOLE),
+        notice: Some(format!(
+            "ignoring init's arguments ({error}); booting with the defaults"
+        )),
+    }
 }
 
 /// Parses `guest-netinit init [RUN FLAGS] [--console FILE] [-- INIT ARGS]`.
@@ -208,6 +230,7 @@ pub fn parse_args(args: &[String]) -> Result<InitOptions, String> {
             },
             init_args,
             console,
+            notice: None,
         }),
         _ => Err("init: only run flags, --console and -- ARGS are accepted".into()),
     }
@@ -225,6 +248,9 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
     let t0 = Instant::now();
     let done = mount_all(&mut con);
     con.say(Level::Info, &format!("mounted {done} ({})", ms(t0)));
+    if let Some(notice) = &opts.notice {
+        con.say(Level::Error, notice);
+    }
 
     let t = Instant::now();
     match loopback_up() {

@@ -157,3 +157,20 @@ fn a_panic_execs_the_next_init() {
         "{kmsg}"
     );
 }
+
+#[test]
+fn pid1_fallback_keeps_the_next_inits_arguments_and_says_why() {
+    let args: Vec<String> = ["--bogus", "--", "single", "x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let err = parse_args(&args).unwrap_err();
+    let o = fallback(&args, &err);
+    assert_eq!(o.init_args, vec!["single".to_string(), "x".to_string()]);
+    assert_eq!(o.run.module_grace, Duration::ZERO);
+    let notice = o.notice.expect("a notice");
+    assert!(notice.contains("--bogus"), "{notice}");
+    let o = fallback(&["stray".to_string()], "bad");
+    assert_eq!(o.init_args, vec!["stray".to_string()]);
+    assert_eq!(parse_args(&[]).unwrap().notice, None);
+}

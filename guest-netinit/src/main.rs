@@ -48,6 +48,10 @@ fn main() {
         Ok(Command::Check(args)) => guest_netinit::check::main(&args),
         Ok(Command::Init(args)) => match init::parse_args(&args) {
             Ok(o) => init::main(&o, run_cmd),
+            // PID 1 must not exit over a bad flag: say so and boot with the defaults.
+            Err(msg) if std::process::id() == 1 => {
+                init::main(&init::fallback(&args, &msg), run_cmd)
+            }
             Err(msg) => {
                 eprintln!("guest-netinit: {msg}\n{USAGE}");
                 2
