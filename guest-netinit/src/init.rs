@@ -17,6 +17,8 @@
 //! sleeps forever rather than exit. In a PID namespace (the tests), power-off kills the
 //! namespace's init with SIGINT, which is what the namespace test observes.
 
+pub mod root;
+
 use crate::cli::{self, Command, RunOptions};
 use crate::modules::KernelModules;
 use guest_proto::KernelCmdline;
@@ -263,16 +265,17 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
         .cmdline
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
-    let params = match std::fs::read_to_string(&cmdline_path) {
-        Ok(text) => InitParams::from_cmdline(&KernelCmdline::parse(&text)),
+    let cmdline = match std::fs::read_to_string(&cmdline_path) {
+        Ok(text) => KernelCmdline::parse(&text),
         Err(e) => {
             con.say(
                 Level::Error,
                 &format!("reading {}: {e}; using defaults", cmdline_path.display()),
             );
-            InitParams::default()
+            KernelCmdline::default()
         }
     };
+    let params = InitParams::from_cmdline(&cmdline);
     exec_next_on_panic(
         params.clone(),
         opts.init_args.clone(),
@@ -280,6 +283,18 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
         con.console.clone(),
     );
     load_modules(&params.modules, &mut con);
+    // The initramfs role: with `root=` and `/` being the initramfs, mount the disk and switch
+    // to it; its own guest-netinit.service configures the network (root.rs).
+    if root::in_initramfs() {
+        match root::RootParams::from_cmdline(&cmdline) {
+            Ok(Some(r)) => root::switch(&r, &params, &opts.init_args, &mut con),
+            Ok(None) => {}
+            Err(e) => {
+                con.say(Level::Error, &format!("root switch: {e}"));
+                power_off(&mut con)
+            }
+        }
+    }
 
     let code = configure(&opts.run);
     if code != 0 {
@@ -485,9 +500,16 @@ fn exec_next(params: &InitParams, init_args: &[String], con: &mut Console) -> ! 
             std::thread::sleep(RETRY_DELAY);
         }
     }
+    con.say(Level::Error, "no init to start");
+    power_off(con)
+}
+
+/// Syncs and powers off with a last message; if that is refused, sleeps forever. PID 1 never
+/// exits (the kernel would panic with nothing useful on the console).
+fn power_off(con: &mut Console) -> ! {
     con.say(
         Level::Error,
-        "no init to start: powering off (guest-netinit does not exit as PID 1, which would panic the kernel)",
+        "powering off (guest-netinit does not exit as PID 1, which would panic the kernel)",
     );
     // SAFETY: plain syscalls; reboot only returns on failure.
     unsafe {
