@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod image;
 pub mod kernel;
 pub mod qemu;
+pub mod browser_image;
 pub mod systemd_image;
 
 pub use boot::{cmdline, default_boot_args, BootReport, BootSpec, Vm, VmNet, GUEST_IP};

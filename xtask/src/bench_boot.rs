@@ -161,6 +161,8 @@ pub fn cli(args: &[String]) -> Result<()> {
                 initrd: image.clone(),
                 cmdline: cmdline.clone(),
                 memory_mib: *memory,
+                cpus: 1,
+                disk: None,
                 nic: true,
                 console: console.clone(),
                 keep_after_exit: false,

@@ -143,6 +143,10 @@ pub struct BootSpec {
     pub initrd: PathBuf,
     pub cmdline: String,
     pub memory_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// The root disk (`/dev/vda`, opened read-only for the VM: `snapshot=on`).
+    pub disk: Option<PathBuf>,
     /// Attach the virtio-net NIC (false: the no-NIC fault).
     pub nic: bool,
     /// Where the console log goes.
@@ -197,6 +201,8 @@ impl Vm {
             initrd: spec.initrd.clone(),
             cmdline: spec.cmdline.clone(),
             memory_mib: spec.memory_mib,
+            cpus: spec.cpus,
+            disk: spec.disk.clone(),
             nic,
             console: spec.console.clone(),
             keep_after_exit: spec.keep_after_exit,

@@ -129,6 +129,8 @@ impl TestBoot {
             initrd,
             cmdline: self.cmdline.clone(),
             memory_mib: self.memory_mib,
+            cpus: 1,
+            disk: None,
             nic: self.nic,
             console: dir.path().join("console.log"),
             keep_after_exit: false,
@@ -171,6 +173,59 @@ pub fn boot_systemd(agent_config: &str) -> (TestVm, super::systemd_image::System
         initrd,
         cmdline: cmdline.clone(),
         memory_mib: super::systemd_image::MEMORY_MIB,
+        cpus: 1,
+        disk: None,
+        nic: true,
+        console: dir.path().join("console.log"),
+        keep_after_exit: false,
+    };
+    let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
+    (TestVm { vm, cmdline, dir }, image)
+}
+
+/// The browser image's boot args: [`super::boot::systemd_boot_args`] plus the root disk
+/// (`root=/dev/vda rw rootfstype=ext4`), the API token and `extra` per-VM settings.
+pub fn browser_boot_args(token: &str, extra: &[(&str, &str)]) -> host_client::BootArgs {
+    let mut args = super::boot::systemd_boot_args()
+        .extra("root", Some("/dev/vda".into()))
+        .extra("rw", None)
+        .extra("rootfstype", Some("ext4".into()))
+        .extra("guest_agent.token", Some(token.into()));
+    for (k, v) in extra {
+        args = args.extra(k, Some((*v).into()));
+    }
+    args
+}
+
+/// Builds (or takes from the cache) the browser image for `spec` and boots it with `args`:
+/// the ext4 disk on virtio-blk (`snapshot=on`: the image file is never written), the small
+/// initramfs that switches to it, 2 GiB and 2 vCPUs.
+pub fn boot_browser(
+    spec: &super::browser_image::BrowserImageSpec,
+    args: &host_client::BootArgs,
+) -> (TestVm, super::browser_image::BrowserImage) {
+    let dir = tempfile::Builder::new()
+        .prefix("guestkit-vm-browser-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let kernel = kernel();
+    let units = crate::bins::workspace_root().join("systemd-units");
+    let image = super::browser_image::build(
+        &kernel,
+        &binaries(),
+        &units,
+        spec,
+        &super::images_dir(),
+    )
+    .unwrap_or_else(|e| panic!("building the browser image: {e}"));
+    let cmdline = args.build().unwrap_or_else(|e| panic!("{e}"));
+    let spec = BootSpec {
+        kernel,
+        initrd: image.initrd.clone(),
+        cmdline: cmdline.clone(),
+        memory_mib: super::browser_image::MEMORY_MIB,
+        cpus: super::browser_image::CPUS,
+        disk: Some(image.disk.clone()),
         nic: true,
         console: dir.path().join("console.log"),
         keep_after_exit: false,

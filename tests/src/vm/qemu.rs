@@ -35,6 +35,11 @@ pub struct QemuSpec {
     /// The kernel command line (`-append`).
     pub cmdline: String,
     pub memory_mib: u32,
+    /// vCPUs (`-smp`; TCG runs one host thread per vCPU).
+    pub cpus: u32,
+    /// A root disk on virtio-blk (`/dev/vda`), opened with `snapshot=on`: the VM's writes go
+    /// to a temporary file and the image stays the same for every VM.
+    pub disk: Option<PathBuf>,
     /// `None`: no NIC at all (a fault variant).
     pub nic: Option<Nic>,
     /// Where the serial console goes.
@@ -52,7 +57,7 @@ impl QemuSpec {
             "-m",
             &self.memory_mib.to_string(),
             "-smp",
-            "1",
+            &self.cpus.max(1).to_string(),
             "-display",
             "none",
             "-monitor",
@@ -71,6 +76,13 @@ impl QemuSpec {
         args.push(self.initrd.display().to_string());
         args.push("-append".into());
         args.push(self.cmdline.clone());
+        if let Some(disk) = &self.disk {
+            args.push("-drive".into());
+            args.push(format!(
+                "file={},if=virtio,format=raw,snapshot=on,cache=unsafe",
+                disk.display().to_string().replace(',', ",,")
+            ));
+        }
         match &self.nic {
             Some(nic) => {
                 args.push("-netdev".into());
@@ -199,6 +211,8 @@ mod tests {
             initrd: "/k/initrd.gz".into(),
             cmdline: "console=ttyS0 ip=off".into(),
             memory_mib: 96,
+            cpus: 1,
+            disk: None,
             nic,
             console: "/tmp/c.log".into(),
             keep_after_exit: false,

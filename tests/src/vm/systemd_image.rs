@@ -84,21 +84,33 @@ fn is_debian_main(uri: &str) -> bool {
 
 /// The cached debootstrap tree, made when missing.
 pub fn ensure_rootfs() -> Result<PathBuf, VmError> {
+    ensure_rootfs_named(&format!("rootfs-{SUITE}"), INCLUDE)
+}
+
+/// A cached debootstrap tree `<cache>/NAME/` of `--variant=minbase` plus `include` (comma
+/// list), made when missing or when it was made from another package list (`.complete`
+/// holds the list).
+pub fn ensure_rootfs_named(name: &str, include: &str) -> Result<PathBuf, VmError> {
     let dir = cache_dir();
     std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
-    let _lock = super::kernel::Lock::take(&dir.join(".rootfs-lock"))?;
-    let tree = dir.join(format!("rootfs-{SUITE}"));
-    if tree.join(".complete").exists() {
-        return Ok(tree);
+    let _lock = super::kernel::Lock::take(&dir.join(format!(".{name}-lock")))?;
+    let tree = dir.join(name);
+    let marker = tree.join(".complete");
+    match std::fs::read_to_string(&marker) {
+        // The systemd image's older marker is empty: its list is INCLUDE.
+        Ok(list) if list == include || (list.is_empty() && include == INCLUDE) => {
+            return Ok(tree)
+        }
+        _ => {}
     }
     super::ensure_program("debootstrap", "debootstrap")?;
-    let partial = dir.join(format!("rootfs-{SUITE}.partial"));
+    let partial = dir.join(format!("{name}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     let mirror = mirror()?;
-    eprintln!("vm: debootstrap {SUITE} into {} (once)", partial.display());
+    eprintln!("vm: debootstrap {SUITE} ({include}) into {} (once)", partial.display());
     run_checked(
         Command::new("debootstrap")
-            .args(["--variant=minbase", &format!("--include={INCLUDE}"), SUITE])
+            .args(["--variant=minbase", &format!("--include={include}"), SUITE])
             .arg(&partial)
             .arg(&mirror),
     )?;
@@ -115,7 +127,7 @@ pub fn ensure_rootfs() -> Result<PathBuf, VmError> {
     }
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::rename(&partial, &tree).map_err(|e| VmError::io(&tree, e))?;
-    std::fs::write(tree.join(".complete"), b"").map_err(|e| VmError::io(&tree, e))?;
+    std::fs::write(&marker, include.as_bytes()).map_err(|e| VmError::io(&tree, e))?;
     Ok(tree)
 }
 
@@ -240,7 +252,7 @@ pub fn build(
     })
 }
 
-fn install(root: &Path, path: &str, data: &[u8], mode: u32) -> Result<(), VmError> {
+pub(crate) fn install(root: &Path, path: &str, data: &[u8], mode: u32) -> Result<(), VmError> {
     let dest = root.join(path.trim_start_matches('/'));
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| VmError::io(parent, e))?;
