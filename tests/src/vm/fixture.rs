@@ -192,7 +192,7 @@ pub fn browser_boot_args(token: &str, extra: &[(&str, &str)]) -> host_client::Bo
         .extra("rootfstype", Some("ext4".into()))
         .extra("guest_agent.token", Some(token.into()));
     for (k, v) in extra {
-        args = args.extra(k, Some((*v).into()));
+        args = args.extra(*k, Some((*v).into()));
     }
     args
 }
