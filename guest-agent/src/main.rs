@@ -38,11 +38,27 @@ enum Role {
         listen: SocketAddr,
         #[arg(long, env = state::STATE_DIR_ENV, default_value = state::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// The API token in clear (root-only file). Without it: `guest_agent.token_sha256=` or
+        /// `guest_agent.token=` from the kernel command line; without any, guarded routes
+        /// refuse every request (503) unless --insecure-no-auth.
         #[arg(long, default_value = "/run/guest-agent/token")]
         token_file: PathBuf,
-        /// Kernel command line to read `guest_agent.token=` from.
+        /// Kernel command line to read `guest_agent.token_sha256=`, `guest_agent.token=`,
+        /// `guest_agent.auth=none` and `guest_agent.allowed_hosts=` from.
         #[arg(long, default_value = "/proc/cmdline")]
         cmdline: PathBuf,
+        /// Serve the guarded routes to anyone, without a token (for a controller that has
+        /// none). Reported in /health as `auth: "none"` and warned about on the console.
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// A name the agent may be called by (Host header) besides this machine's addresses
+        /// and localhost; repeatable. Other names are refused (DNS rebinding).
+        #[arg(long = "allowed-host", value_name = "NAME")]
+        allowed_hosts: Vec<String>,
+        /// Most open connections; when full, the oldest connection of the peer holding the
+        /// most is closed. Lowered to fit the open-file limit.
+        #[arg(long, default_value_t = serve::listener::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         #[arg(long, default_value = "/run/guest-netinit/state.json")]
         netinit_state: PathBuf,
         /// OAuth settings and provider overrides (missing file: built-in providers).
@@ -115,6 +131,9 @@ async fn run(role: Role) -> anyhow::Result<()> {
             cmdline,
             netinit_state,
             oauth_config,
+            insecure_no_auth,
+            allowed_hosts,
+            max_connections,
         } => {
             serve::run(serve::ServeOptions {
                 listen,
@@ -123,6 +142,9 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 cmdline,
                 netinit_state,
                 oauth_config,
+                insecure_no_auth,
+                allowed_hosts,
+                max_connections,
             })
             .await
         }
@@ -162,9 +184,15 @@ async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> a
             config::parse(&dev_config(&exe, &dir, addr), "<built-in dev config>")?
         }
     };
+    let token = dir.join("token");
+    write_dev_token(&token)?;
     eprintln!(
         "guest-agent dev: http://{addr}/health  (state dir {})",
         dir.display()
+    );
+    eprintln!(
+        "guest-agent dev: API token in {} (Authorization: Bearer <its contents>)",
+        token.display()
     );
     let r = supervisor::run(
         cfg,
@@ -179,6 +207,29 @@ async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> a
         }
     }
     r
+}
+
+/// A random token (0600) for the dev agent, unless the file already has one: the agent fails
+/// closed without a token, and dev mode should not need `--insecure-no-auth`.
+fn write_dev_token(path: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::read_to_string(path).is_ok_and(|t| !t.trim().is_empty()) {
+        return Ok(());
+    }
+    let mut raw = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("reading /dev/urandom for the dev token")?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .with_context(|| format!("writing the dev token to {}", path.display()))
 }
 
 /// 127.0.0.1:8080 when free, else any free loopback port.

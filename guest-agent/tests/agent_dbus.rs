@@ -118,7 +118,7 @@ async fn unit_state_and_restart_over_a_real_bus() {
     let agent = Agent::start_with_env(
         r#"
 [services.serve]
-command = ["{bin}", "serve", "--listen", "127.0.0.1:0", "--token-file", "{dir}/none", "--cmdline", "{dir}/none"]
+command = ["{bin}", "serve", "--listen", "127.0.0.1:0", "--token-file", "{dir}/none", "--cmdline", "{dir}/none", "--insecure-no-auth"]
 
 [services.xvfb]
 systemd_unit = "xvfb.service"

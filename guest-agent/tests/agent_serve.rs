@@ -6,6 +6,9 @@ use guest_proto::api::{
     HealthResponse, LogsResponse, ReadyResponse, RestartResponse, ServiceState, ServicesResponse,
 };
 
+/// The token the tests' agents are given unless a test says otherwise.
+const TOKEN: &str = "s3cret-token";
+
 /// serve on a free port (it prints the address), a chatty service, a token file.
 fn agent_with(extra: &str, token: Option<&str>) -> (Agent, String) {
     let config = format!(
@@ -117,9 +120,10 @@ fn token_guards_everything_but_health_and_ready() {
 
 #[test]
 fn logs_show_child_output_and_restart_works() {
-    let (agent, addr) = agent_with("", None);
+    let (agent, addr) = agent_with("", Some(TOKEN));
+    let t = Some(TOKEN);
     let logs: LogsResponse = agent.wait("chatty's lines", |_| {
-        let (code, body) = http(&addr, "GET", "/services/chatty/logs?lines=10", None).ok()?;
+        let (code, body) = http(&addr, "GET", "/services/chatty/logs?lines=10", t).ok()?;
         assert_eq!(code, 200, "{body}");
         let l: LogsResponse = serde_json::from_str(&body).unwrap();
         (l.lines.len() >= 2).then_some(l)
@@ -133,11 +137,11 @@ fn logs_show_child_output_and_restart_works() {
             .any(|l| l.line == "oops" && l.stream == guest_proto::api::LogStream::Stderr),
         "{texts:?}"
     );
-    let (code, _) = http(&addr, "GET", "/services/nope/logs", None).unwrap();
+    let (code, _) = http(&addr, "GET", "/services/nope/logs", t).unwrap();
     assert_eq!(code, 404);
 
     let before = agent.wait("chatty pid", |a| a.service("chatty").and_then(|s| s.pid));
-    let (code, body) = http(&addr, "POST", "/services/chatty/restart", None).unwrap();
+    let (code, body) = http(&addr, "POST", "/services/chatty/restart", t).unwrap();
     assert_eq!(code, 200, "{body}");
     let r: RestartResponse = serde_json::from_str(&body).unwrap();
     assert_eq!(r.action, "restarted");
@@ -149,12 +153,12 @@ fn logs_show_child_output_and_restart_works() {
     assert_eq!(after.restarts, 1);
     assert_eq!(after.last_exit.as_deref(), Some("signal 15 (TERM)"));
 
-    let (code, body) = http(&addr, "GET", "/services", None).unwrap();
+    let (code, body) = http(&addr, "GET", "/services", t).unwrap();
     assert_eq!(code, 200);
     let s: ServicesResponse = serde_json::from_str(&body).unwrap();
     assert_eq!(s.services.len(), 2);
 
-    let (code, text) = http(&addr, "GET", "/metrics", None).unwrap();
+    let (code, text) = http(&addr, "GET", "/metrics", t).unwrap();
     assert_eq!(code, 200);
     assert!(
         text.contains("guest_agent_service_restarts_total{service=\"chatty\"}"),
@@ -175,6 +179,7 @@ fn logs_show_child_output_and_restart_works() {
 #[test]
 fn serve_alone_answers_health_without_a_supervisor() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let mut child = std::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
         .arg(dir.path())
@@ -205,8 +210,12 @@ fn serve_alone_answers_health_without_a_supervisor() {
     let (code, body) = http(&addr, "GET", "/ready", None).unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("no supervisor state"), "{body}");
-    let (code, body) = http(&addr, "GET", "/services/x/logs", None).unwrap();
+    let (code, body) = http(&addr, "GET", "/services/x/logs", Some(TOKEN)).unwrap();
     assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("control"),
+        "the supervisor is missing, not the token: {body}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -19,6 +19,9 @@ pub struct HealthResponse {
     pub uptime_seconds: Option<f64>,
     #[serde(default)]
     pub version: Option<String>,
+    /// How the guarded routes are protected (`null` from agents that predate the field).
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
     /// guest-netinit's state file, `null` when absent.
     #[serde(default)]
     pub network: Option<NetinitReport>,
@@ -53,6 +56,29 @@ pub struct WebrtcHealth {
     /// pipeline's last error while `running` ("cannot open display :1").
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// `auth` in `/health`: what the guarded routes (everything but `/health`, `/ready` and
+/// `/viewer`) ask of a caller. Never carries the token or its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// A bearer token from the token file or `guest_agent.token=`.
+    Token,
+    /// A bearer token whose SHA-256 is `guest_agent.token_sha256=` (the recommended form).
+    TokenSha256,
+    /// Explicitly opted out (`serve --insecure-no-auth` or `guest_agent.auth=none`): anyone
+    /// who reaches the agent may use every route.
+    #[serde(rename = "none")]
+    Disabled,
+    /// No token configured and no opt-out: the guarded routes refuse every caller (503).
+    Unconfigured,
+    /// The configuration is unusable (e.g. a malformed `guest_agent.token_sha256=`): the
+    /// guarded routes refuse every caller (503) with the reason.
+    Invalid,
+    /// A value from a newer agent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// `webrtc.state` in `/health`.

@@ -1,7 +1,10 @@
 //! `guest-agent serve`: the HTTP agent on :8080. Binds first (the host polls `/health`
 //! from the moment the VM boots), prints a `listening` console event, then answers:
 //! `/health` (the Node agent's fields, plus ours) and `/ready` open; `/metrics`,
-//! `/services`, `/services/{name}/logs`, `/services/{name}/restart` behind the token.
+//! `/services`, `/services/{name}/logs`, `/services/{name}/restart` (and the OAuth and WHEP
+//! routes) guarded: first [`guard`] (Host, Origin, Content-Type: browsers are not clients),
+//! then [`auth`] (the bearer token; no token configured = refused, unless explicitly opted
+//! out). Connections are bounded by [`listener`].
 //!
 //! Service state comes from the supervisor's `state.json`; logs and restarts go through
 //! its control socket. `/health` and `/ready` use a snapshot at most 250 ms old, so a
@@ -9,6 +12,8 @@
 //! how it is ([`webrtc_health`]), waiting for it no more than 50 ms.
 
 pub mod auth;
+pub mod guard;
+pub mod listener;
 pub mod metrics;
 pub mod webrtc_health;
 
@@ -22,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use guest_proto::api::{
-    ErrorBody, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus, ServicesResponse,
+    AuthMode, ErrorBody, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus, ServicesResponse,
     WebrtcHealth,
 };
 use guest_proto::{Event, Level, NetinitReport};
@@ -49,6 +54,12 @@ pub struct ServeOptions {
     pub netinit_state: PathBuf,
     /// OAuth settings (`/etc/guest-agent/oauth.toml`; missing = built-in providers).
     pub oauth_config: PathBuf,
+    /// Explicit opt-out of authentication (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
+    /// Names the agent may be called by besides its addresses and loopback (`--allowed-host`).
+    pub allowed_hosts: Vec<String>,
+    /// Connection cap (`--max-connections`), lowered to fit the open-file limit.
+    pub max_connections: usize,
 }
 
 /// What `/health` and `/ready` are computed from.
@@ -82,6 +93,8 @@ struct App {
     refreshing: tokio::sync::Mutex<()>,
     webrtc: Arc<webrtc_health::Probe>,
     oauth: Arc<OAuth>,
+    auth_mode: AuthMode,
+    conns: Arc<listener::ConnStats>,
 }
 
 type Shared = Arc<App>;
@@ -98,12 +111,33 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             addr: addr.to_string(),
         },
     );
-    let (token, source) = auth::load_token(&opts.token_file, &opts.cmdline);
-    tracing::info!(%addr, token = ?source, "serving");
-    let app = router(&opts, token);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let loaded = auth::load(&opts.token_file, &opts.cmdline, opts.insecure_no_auth);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+        crate::console::emit(
+            Level::Warn,
+            Event::Warning {
+                message: format!("serve: {w}"),
+            },
+        );
+    }
+    let nofile = match listener::raise_nofile() {
+        Ok((before, after)) => {
+            tracing::info!(before, after, "open-file limit (soft)");
+            after
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let cap = listener::effective_cap(opts.max_connections, nofile);
+    let stats = Arc::new(listener::ConnStats::default());
+    tracing::info!(%addr, auth = ?loaded.auth.mode(), from = %loaded.source, max_connections = cap,
+        header_timeout_s = listener::HEADER_TIMEOUT.as_secs(), "serving");
+    let app = router(&opts, loaded.auth, stats.clone());
+    let registry = listener::Registry::new(cap, stats);
+    listener::serve(listener, app, registry, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -138,8 +172,8 @@ fn oauth_manager(opts: &ServeOptions) -> Arc<OAuth> {
     oauth
 }
 
-/// The full route table (public for in-process tests).
-pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
+/// The full route table (public for in-process tests); `conns` feeds `/metrics`.
+pub fn router(opts: &ServeOptions, auth: auth::Auth, conns: Arc<listener::ConnStats>) -> Router {
     let metrics = Arc::new(Metrics::default());
     let oauth = oauth_manager(opts);
     let app = Arc::new(App {
@@ -151,7 +185,12 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
         refreshing: tokio::sync::Mutex::new(()),
         webrtc: webrtc_health::Probe::from_env(),
         oauth: oauth.clone(),
+        auth_mode: auth.mode(),
+        conns,
     });
+    let mut names = opts.allowed_hosts.clone();
+    names.extend(guard::Guard::names_from_cmdline(&opts.cmdline));
+    let guard = Arc::new(guard::Guard::new(names));
     let guarded = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/services", get(services))
@@ -160,9 +199,11 @@ pub fn router(opts: &ServeOptions, token: Option<String>) -> Router {
         .merge(crate::webrtc::proxy::guarded())
         .merge(crate::oauth::routes::router(oauth))
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
-            auth::require_token,
-        ));
+            Arc::new(auth),
+            auth::require_auth,
+        ))
+        // Added last, so it runs first: a page is refused whether or not it has the token.
+        .route_layer(axum::middleware::from_fn_with_state(guard, guard::check));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -274,6 +315,7 @@ async fn health(State(app): State<Shared>) -> Response {
     let body = health_body(
         &snap.health_tail,
         snap.degraded,
+        app.auth_mode,
         app.oauth.active_sessions(),
         SystemTime::now(),
         app.started.elapsed().as_secs_f64(),
@@ -301,18 +343,20 @@ fn health_tail(
 fn health_body(
     tail: &str,
     degraded: bool,
+    auth: AuthMode,
     active_sessions: u32,
     now: SystemTime,
     uptime: f64,
 ) -> String {
     let head = format!(
-        r#"{{"status":"{}","timestamp":"{}","activeSessions":{},"uptimeSeconds":{},"version":"{}""#,
+        r#"{{"status":"{}","timestamp":"{}","activeSessions":{},"uptimeSeconds":{},"version":"{}","auth":{}"#,
         if degraded { "degraded" } else { "ok" },
         rfc3339(now),
         active_sessions,
         // serde's float form (`1.0`, not Display's `1`), as in `HealthResponse`.
         serde_json::to_string(&uptime).unwrap_or_else(|_| "null".into()),
         env!("CARGO_PKG_VERSION"),
+        serde_json::to_string(&auth).unwrap_or_else(|_| "null".into()),
     );
     let mut body = String::with_capacity(head.len() + tail.len());
     body.push_str(&head);
@@ -335,11 +379,50 @@ async fn ready(State(app): State<Shared>) -> Response {
 }
 
 async fn metrics_text(State(app): State<Shared>) -> Response {
-    let text = app.metrics.render(
+    let mut text = app.metrics.render(
         app.started.elapsed().as_secs_f64(),
         &app.snapshot().await.services,
     );
+    connection_metrics(&mut text, &app.conns);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The listener's counters in Prometheus text.
+fn connection_metrics(out: &mut String, c: &listener::ConnStats) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, kind, help, v) in [
+        (
+            "guest_agent_http_connections_open",
+            "gauge",
+            "Open HTTP connections.",
+            &c.open,
+        ),
+        (
+            "guest_agent_http_connections_accepted_total",
+            "counter",
+            "HTTP connections accepted.",
+            &c.accepted,
+        ),
+        (
+            "guest_agent_http_connections_evicted_total",
+            "counter",
+            "Connections closed to make room under the cap (oldest of the peer holding the most).",
+            &c.evicted,
+        ),
+        (
+            "guest_agent_http_accept_errors_total",
+            "counter",
+            "accept() failures other than a dropped connection (EMFILE, ...).",
+            &c.accept_errors,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
 }
 
 async fn services(State(app): State<Shared>) -> Response {
@@ -436,13 +519,14 @@ mod tests {
             error: Some("a \"quoted\" error".into()),
         });
         let tail = health_tail(&None, &services, &memory, &webrtc);
-        let body = health_body(&tail, true, 3, now, 12.5);
+        let body = health_body(&tail, true, AuthMode::TokenSha256, 3, now, 12.5);
         let typed = HealthResponse {
             status: "degraded".into(),
             timestamp: "2023-11-14T22:13:20.123Z".into(),
             active_sessions: 3,
             uptime_seconds: Some(12.5),
             version: Some(env!("CARGO_PKG_VERSION").into()),
+            auth: Some(AuthMode::TokenSha256),
             network: None,
             services,
             memory,
@@ -450,7 +534,14 @@ mod tests {
         };
         assert_eq!(body, serde_json::to_string(&typed).unwrap());
         // And with no streamer.
-        let body = health_body(&health_tail(&None, &[], &None, &None), false, 0, now, 1.0);
+        let body = health_body(
+            &health_tail(&None, &[], &None, &None),
+            false,
+            AuthMode::Disabled,
+            0,
+            now,
+            1.0,
+        );
         let typed = HealthResponse {
             status: "ok".into(),
             active_sessions: 0,
@@ -458,6 +549,7 @@ mod tests {
             services: Vec::new(),
             memory: None,
             webrtc: None,
+            auth: Some(AuthMode::Disabled),
             ..typed
         };
         assert_eq!(body, serde_json::to_string(&typed).unwrap());

@@ -30,6 +30,13 @@ pub const DEFAULT_MEMORY_MIB: u32 = 256;
 /// The arguments the kernel passes to init (after `--`), which netinit hands on to the agent.
 pub const INIT_ARGS: &[&str] = &["supervise"];
 
+/// The API token of test VMs: the agent fails closed without one. The command line carries
+/// only its hash ([`TEST_TOKEN_SHA256`], `guest_agent.token_sha256=`), the client the token.
+pub const TEST_TOKEN: &str = "guestkit-vm-test-token";
+/// `printf %s guestkit-vm-test-token | sha256sum`.
+pub const TEST_TOKEN_SHA256: &str =
+    "b3f6e5cc1e24e696265c41ced222ac3c849189b0bff12d351bc91e023ad58257";
+
 /// The agent's address.
 pub fn agent_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(GUEST_IP), AGENT_PORT)
@@ -52,6 +59,7 @@ pub fn default_boot_args() -> BootArgs {
         .ip(ip)
         .extra("panic", Some("-1".into()))
         .extra("guest_netinit.next", Some(AGENT_PATH.into()))
+        .extra("guest_agent.token_sha256", Some(TEST_TOKEN_SHA256.into()))
 }
 
 /// The full kernel command line: `args`, then `raw` parameters taken as given (to play a
@@ -273,7 +281,9 @@ impl Vm {
         Fut: Future<Output = T>,
     {
         self.net
-            .run(move || async move { call(GuestClient::new(agent_addr())).await })
+            .run(move || async move {
+                call(GuestClient::new(agent_addr()).with_token(Some(TEST_TOKEN.into()))).await
+            })
     }
 
     /// The console log so far.
