@@ -7,6 +7,7 @@
 //! failed test, never a skipped one (we are root, CI is root; see DESIGN.md §7).
 
 pub mod bins;
+pub mod cdp;
 pub mod dnsmasq;
 pub mod netinit;
 pub mod netns;

@@ -15,7 +15,7 @@
 //! Parameters: `root=/dev/NAME` (only device paths: there is no udev here to make
 //! `/dev/disk/by-uuid`), `rootfstype=` (default ext4), `rootflags=`, `ro`/`rw` (the last one
 //! wins; read-only by default, like the kernel), `guest_netinit.root_modules=` (comma list,
-//! default `virtio_blk`; `rd.driver.pre=` modules are loaded too), and
+//! default `virtio_pci,virtio_blk`; `rd.driver.pre=` modules are loaded too), and
 //! `guest_netinit.root_timeout=` (how long to wait for the device, default 30 s).
 
 use super::{ms, Console, Level};
@@ -26,8 +26,11 @@ use std::time::{Duration, Instant};
 
 /// Where the root disk is mounted before it becomes `/`.
 pub const NEW_ROOT: &str = "/newroot";
-/// The driver loaded by default: virtio-blk (the fleet's `/dev/vda`).
-pub const DEFAULT_MODULES: [&str; 1] = ["virtio_blk"];
+/// The drivers loaded by default: the virtio PCI transport (QEMU's `virtio-blk-pci`; the
+/// block driver does not depend on it, it only binds through it) and virtio-blk (the
+/// fleet's `/dev/vda`). Firecracker's virtio-mmio disks: `guest_netinit.root_modules=
+/// virtio_mmio,virtio_blk` (its kernels usually have both built in and need no initramfs).
+pub const DEFAULT_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
 /// How long to wait for the root device by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Mounts carried over into the new root.
@@ -367,7 +370,7 @@ mod tests {
         assert_eq!(r.fstype, "ext4");
         assert!(!r.read_only);
         assert_eq!(r.flags(), 0);
-        assert_eq!(r.modules, vec!["virtio_blk".to_string()]);
+        assert_eq!(r.modules, vec!["virtio_pci".to_string(), "virtio_blk".to_string()]);
         assert_eq!(r.timeout, DEFAULT_TIMEOUT);
     }
 

@@ -148,10 +148,21 @@ pub fn build(
     let mut units = Vec::new();
     for unit in UNITS {
         let src = units_dir.join(unit);
-        units.push((*unit, std::fs::read(&src).map_err(|e| VmError::io(&src, e))?));
+        units.push((
+            *unit,
+            std::fs::read(&src).map_err(|e| VmError::io(&src, e))?,
+        ));
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (BUILD_VERSION, INCLUDE, &kernel.release, &netinit, &agent, &units).hash(&mut h);
+    (
+        BUILD_VERSION,
+        INCLUDE,
+        &kernel.release,
+        &netinit,
+        &agent,
+        &units,
+    )
+        .hash(&mut h);
     (&spec.agent_config, &spec.oauth_config).hash(&mut h);
     for f in &spec.extra_files {
         (&f.path, f.mode, &f.data).hash(&mut h);
@@ -205,8 +216,18 @@ pub fn build(
             install(&root, &lib.to_string_lossy(), &data, 0o755)?;
         }
     }
-    install(&root, AGENT_CONFIG_PATH, spec.agent_config.as_bytes(), 0o644)?;
-    install(&root, OAUTH_CONFIG_PATH, spec.oauth_config.as_bytes(), 0o644)?;
+    install(
+        &root,
+        AGENT_CONFIG_PATH,
+        spec.agent_config.as_bytes(),
+        0o644,
+    )?;
+    install(
+        &root,
+        OAUTH_CONFIG_PATH,
+        spec.oauth_config.as_bytes(),
+        0o644,
+    )?;
     for (unit, data) in &units {
         install(&root, &format!("/etc/systemd/system/{unit}"), data, 0o644)?;
     }
@@ -276,8 +297,9 @@ pub fn build(
     )?;
     std::fs::rename(&partial, &disk).map_err(|e| VmError::io(&disk, e))?;
     let _ = std::fs::remove_dir_all(&root);
-    write_initrd(kernel, &netinit, &initrd)?;
+    write_initrd(kernel, &bins.netinit, &netinit, &initrd)?;
     std::fs::write(dir.join(".complete"), SUITE).map_err(|e| VmError::io(&dir, e))?;
+    prune(images_dir, KEEP_IMAGES);
     Ok(BrowserImage {
         disk_bytes: std::fs::metadata(&disk).map(|m| m.len()).unwrap_or(0),
         disk,
@@ -287,25 +309,79 @@ pub fn build(
     })
 }
 
+/// Built images kept (the golden image and the test variant, plus one); older ones go.
+const KEEP_IMAGES: usize = 3;
+
+/// Removes all but the `keep` most recent `browser-*` images (2 GB each).
+fn prune(images_dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(images_dir) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("browser-"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in dirs.into_iter().skip(keep) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
 /// Bytes in the tree's regular files (`du -sb` without the dependency).
 fn tree_bytes(root: &Path) -> Result<u64, VmError> {
     let out = run_checked(Command::new("du").arg("-sb").arg(root))?;
     out.split_whitespace()
         .next()
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| VmError::Other(format!("du -sb {}: unexpected output {out:?}", root.display())))
+        .ok_or_else(|| {
+            VmError::Other(format!(
+                "du -sb {}: unexpected output {out:?}",
+                root.display()
+            ))
+        })
 }
 
 /// The initramfs: `/init` is guest-netinit (init mode, initramfs role), the virtio block
-/// modules and the index files it resolves them with.
-fn write_initrd(kernel: &Kernel, netinit: &[u8], out: &Path) -> Result<(), VmError> {
+/// modules and the index files it resolves them with (and the loader and libraries of a
+/// dynamic netinit, a developer's debug build: the shipped one is static).
+fn write_initrd(
+    kernel: &Kernel,
+    netinit_path: &Path,
+    netinit: &[u8],
+    out: &Path,
+) -> Result<(), VmError> {
     let io = |e| VmError::io(out, e);
     let mut w = Writer::new(Vec::new());
-    for d in ["/", "/dev", "/proc", "/sys", "/run", "/sbin", "/newroot", "/lib", "/lib/modules"] {
+    for d in [
+        "/",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/run",
+        "/sbin",
+        "/newroot",
+        "/lib",
+        "/lib/modules",
+    ] {
         w.dir(d, 0o755).map_err(io)?;
     }
     w.file(NETINIT_PATH, 0o755, netinit).map_err(io)?;
     w.symlink("/init", "sbin/guest-netinit").map_err(io)?;
+    let mut made = std::collections::BTreeSet::new();
+    for lib in super::image::shared_libraries(netinit_path)? {
+        let mut parents: Vec<PathBuf> = lib.ancestors().skip(1).map(Path::to_path_buf).collect();
+        parents.reverse();
+        for p in parents {
+            let name = p.display().to_string();
+            if name != "/" && made.insert(name.clone()) && name != "/lib" {
+                w.dir(&name, 0o755).map_err(io)?;
+            }
+        }
+        let data = std::fs::read(&lib).map_err(|e| VmError::io(&lib, e))?;
+        w.file(&lib.display().to_string(), 0o755, &data)
+            .map_err(io)?;
+    }
     let base = format!("/lib/modules/{}", kernel.release);
     w.dir(&base, 0o755).map_err(io)?;
     let mut dirs = std::collections::BTreeSet::new();
@@ -317,7 +393,8 @@ fn write_initrd(kernel: &Kernel, netinit: &[u8], out: &Path) -> Result<(), VmErr
         }
     }
     for d in &dirs {
-        w.dir(&format!("{base}/{}", d.display()), 0o755).map_err(io)?;
+        w.dir(&format!("{base}/{}", d.display()), 0o755)
+            .map_err(io)?;
     }
     for rel in INITRD_MODULES.iter().chain(MODULE_INDEXES) {
         let src = kernel.modules_dir.join(rel);

@@ -187,7 +187,7 @@ pub fn boot_systemd(agent_config: &str) -> (TestVm, super::systemd_image::System
 /// (`root=/dev/vda rw rootfstype=ext4`), the API token and `extra` per-VM settings.
 pub fn browser_boot_args(token: &str, extra: &[(&str, &str)]) -> host_client::BootArgs {
     let mut args = super::boot::systemd_boot_args()
-        .extra("root", Some("/dev/vda".into()))
+        .root("/dev/vda")
         .extra("rw", None)
         .extra("rootfstype", Some("ext4".into()))
         .extra("guest_agent.token", Some(token.into()));
@@ -210,14 +210,9 @@ pub fn boot_browser(
         .unwrap_or_else(|e| panic!("temp dir: {e}"));
     let kernel = kernel();
     let units = crate::bins::workspace_root().join("systemd-units");
-    let image = super::browser_image::build(
-        &kernel,
-        &binaries(),
-        &units,
-        spec,
-        &super::images_dir(),
-    )
-    .unwrap_or_else(|e| panic!("building the browser image: {e}"));
+    let image =
+        super::browser_image::build(&kernel, &binaries(), &units, spec, &super::images_dir())
+            .unwrap_or_else(|e| panic!("building the browser image: {e}"));
     let cmdline = args.build().unwrap_or_else(|e| panic!("{e}"));
     let spec = BootSpec {
         kernel,
