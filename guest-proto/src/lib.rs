@@ -11,6 +11,7 @@ pub mod event;
 pub mod ipconfig;
 pub mod oauth;
 pub mod report;
+pub mod vm_settings;
 
 pub use cmdline::{CmdlineError, KernelCmdline, RdRoute};
 pub use event::{Component, ConsoleEvent, Event, Level, EVENT_PREFIX};

@@ -187,7 +187,11 @@ pub async fn run(config: Config, opts: Options) -> anyhow::Result<()> {
         reaper,
         sink: Sink::detect(),
         state_dir: state_dir.clone(),
-        extra_env: child_env(&opts.state_dir, crate::console::kmsg_path()),
+        extra_env: {
+            let mut env = child_env(&opts.state_dir, crate::console::kmsg_path());
+            env.extend(vm_settings_env());
+            env
+        },
         systemd: systemd::Handle::default(),
         started_at: SystemTime::now(),
     });
@@ -243,6 +247,34 @@ pub fn child_env(
         env.push((crate::console::KMSG_ENV.into(), k.display().to_string()));
     }
     env
+}
+
+/// Names the kernel command line file the per-VM settings are read from (tests point it at a
+/// file; default `/proc/cmdline`).
+pub const CMDLINE_ENV: &str = "GUESTKIT_CMDLINE";
+
+/// The per-VM settings of the kernel command line (display size, controller-mode signaling:
+/// `guest_proto::vm_settings`) as environment for every service, so the golden image's
+/// config needs no per-VM edit. A bad value is said on the console, naming the parameter,
+/// and its default is used.
+fn vm_settings_env() -> Vec<(String, String)> {
+    let path = std::env::var_os(CMDLINE_ENV)
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/proc/cmdline".into());
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let (settings, errors) = guest_proto::vm_settings::VmSettings::from_cmdline(
+        &guest_proto::KernelCmdline::parse(&text),
+    );
+    for e in errors {
+        crate::console::emit(
+            guest_proto::Level::Error,
+            guest_proto::Event::Warning {
+                message: format!("kernel command line: {e}"),
+            },
+        );
+    }
+    settings.env()
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

@@ -35,9 +35,10 @@ pub struct WebrtcArgs {
     /// X display to capture and inject into (default `$DISPLAY`).
     #[arg(long)]
     pub display: Option<String>,
-    #[arg(long, default_value_t = 1280)]
+    /// Encoded width (default: `guest_agent.display=` through the supervisor, else 1280).
+    #[arg(long, env = "GUESTKIT_DISPLAY_WIDTH", default_value_t = 1280)]
     pub width: u16,
-    #[arg(long, default_value_t = 720)]
+    #[arg(long, env = "GUESTKIT_DISPLAY_HEIGHT", default_value_t = 720)]
     pub height: u16,
     #[arg(long, default_value_t = 30.0)]
     pub fps: f32,
@@ -71,11 +72,12 @@ pub struct WebrtcArgs {
     pub cmdline: PathBuf,
     #[arg(long, default_value_t = 4)]
     pub max_viewers: usize,
-    /// Controller-mode signaling: the host controller's base URL (http://host:port).
-    #[arg(long, requires = "session_id")]
+    /// Controller-mode signaling: the host controller's base URL (http://host:port); per VM
+    /// from `guest_agent.webrtc_controller=` through the supervisor.
+    #[arg(long, env = "GUESTKIT_WEBRTC_CONTROLLER", requires = "session_id")]
     pub controller: Option<String>,
-    /// Controller-mode session id.
-    #[arg(long, requires = "controller")]
+    /// Controller-mode session id (`guest_agent.webrtc_session=`).
+    #[arg(long, env = "GUESTKIT_WEBRTC_SESSION", requires = "controller")]
     pub session_id: Option<String>,
 }
 
