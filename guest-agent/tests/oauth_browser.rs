@@ -16,6 +16,8 @@ fn login_through_chromium_on_a_virtual_display() {
     let x = Xvfb::start();
     let fake = FakeOAuthServer::start();
     let profile = tempfile::tempdir().unwrap();
+    // Chromium runs as the login user (as root; see oauth_support): its profile is its own.
+    give_to_login_user(profile.path());
     let browser: Vec<String> = chromium(profile.path())
         .iter()
         .map(|a| format!("{a:?}"))
@@ -120,4 +122,15 @@ url_patterns = ['http://127\.0\.0\.1:\d+/authorize\?[^\s]+']
     wait_group_gone(pid);
     wait_group_gone(browser_pid);
     assert_eq!(a.oauth.active_sessions(), 0);
+    if is_root() {
+        // It ran as the login user, and so did the CLI (issue 12 item 2): checked from the
+        // files they wrote, whose owner is who they ran as.
+        use std::os::unix::fs::MetadataExt;
+        let (uid, _) = ensure_login_user();
+        let creds = std::fs::metadata(a.home().join(".fake/creds.json")).unwrap();
+        assert_eq!(creds.uid(), uid, "the CLI did not run as {LOGIN_USER}");
+        assert_eq!(creds.mode() & 0o777, 0o600);
+        let prefs = std::fs::metadata(profile.path().join("Default")).unwrap();
+        assert_eq!(prefs.uid(), uid, "Chromium did not run as {LOGIN_USER}");
+    }
 }

@@ -1,35 +1,75 @@
 //! Opens a URL in the VM's browser (Chromium by default) on the virtual display the user
-//! watches through the stream. The browser gets its own process group so a session's end
-//! closes it with everything it forked. A browser that is not installed or dies at once is
-//! reported in the session, never fatal to the agent.
+//! watches through the stream. It renders arbitrary pages, so it runs as the login user
+//! ([`super::user`]) with that user's HOME and the agent's environment scrubbed; it leads
+//! its own session and is a [`ProcGroup`], so a session's end (or `serve`'s) closes it with
+//! everything it forked. A browser that is not installed or dies at once is reported in the
+//! session, never fatal to the agent.
+//!
+//! The display: Xvfb started without `-auth` (as the images and tests do) accepts local
+//! clients of any user; an X server with a cookie file must also let the login user in
+//! (`xhost +si:localuser:guestkit-login`).
 
+use super::procs::{self, ProcGroup};
+use super::pty::Track;
+use super::user::LoginUser;
 use guest_proto::oauth::BrowserInfo;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A started browser.
 pub struct Browser {
-    pub pgid: i32,
+    /// It and what it forked; dropping it kills what is left.
+    pub group: ProcGroup,
     /// Set by the waiter thread when it exits: `"exit 21"`, `"signal 11"`.
     pub exit: Arc<Mutex<Option<String>>>,
 }
 
+/// Where and as whom a browser runs.
+pub struct Launch<'a> {
+    pub display: &'a str,
+    pub user: &'a LoginUser,
+    pub home: &'a Path,
+    pub track: Track<'a>,
+}
+
 /// Starts `command URL` with `DISPLAY=display`. `Err` is the reason for the session.
-pub fn open(command: &[String], display: &str, url: &str) -> (BrowserInfo, Option<Browser>) {
+pub fn open(command: &[String], url: &str, l: &Launch) -> (BrowserInfo, Option<Browser>) {
     let name = command.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&name);
     cmd.args(&command[1.min(command.len())..])
         .arg(url)
-        .env("DISPLAY", display)
+        .env_clear()
+        .envs(super::user::child_env(l.user, l.home))
+        .env("DISPLAY", l.display)
+        .env(procs::MARK_ENV, l.track.marker)
+        .current_dir(l.home)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    match cmd.spawn() {
+        .stderr(Stdio::null());
+    l.user.apply(&mut cmd);
+    let parent = std::process::id() as i32;
+    // SAFETY: setsid, prctl and getppid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            procs::die_with_parent(parent)
+        });
+    }
+    match procs::spawn(cmd) {
         Ok(mut child) => {
             let pid = child.id();
+            let group = ProcGroup::adopt(
+                pid,
+                l.user.uid,
+                l.track.marker,
+                l.track.what,
+                l.track.records,
+            );
             let exit = Arc::new(Mutex::new(None));
             let e2 = exit.clone();
             let _ = std::thread::Builder::new()
@@ -47,10 +87,7 @@ pub fn open(command: &[String], display: &str, url: &str) -> (BrowserInfo, Optio
                     pid: Some(pid),
                     error: None,
                 },
-                Some(Browser {
-                    pgid: pid as i32,
-                    exit,
-                }),
+                Some(Browser { group, exit }),
             )
         }
         Err(e) => {
@@ -83,12 +120,7 @@ fn describe(st: std::process::ExitStatus) -> String {
 impl Browser {
     /// Closes the browser and what it started: TERM, then KILL after `grace`.
     pub async fn close(&self, grace: Duration) {
-        let _ = super::pty::kill_group(self.pgid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + grace;
-        while super::pty::group_alive(self.pgid) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = super::pty::kill_group(self.pgid, nix::sys::signal::Signal::SIGKILL);
+        self.group.close(grace).await;
     }
 
     /// How it ended, when it has.
@@ -103,7 +135,18 @@ mod tests {
 
     #[test]
     fn a_missing_browser_is_a_reason_not_a_crash() {
-        let (info, b) = open(&["/nonexistent/chromium".to_string()], ":99", "https://x/");
+        let user = LoginUser::current();
+        let l = Launch {
+            display: ":99",
+            user: &user,
+            home: Path::new("/"),
+            track: Track {
+                marker: "t",
+                what: "browser",
+                records: None,
+            },
+        };
+        let (info, b) = open(&["/nonexistent/chromium".to_string()], "https://x/", &l);
         assert!(b.is_none());
         assert_eq!(
             info.error.as_deref(),

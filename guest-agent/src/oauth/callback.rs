@@ -1,7 +1,10 @@
 //! `GET /auth/callback`: when the OAuth redirect reaches the agent instead of the CLI
 //! (the host relays it), it is passed to the CLI's localhost listener, whose port and path
 //! come from the login URL's `redirect_uri` (gemini picks a random port) or the provider's
-//! fixed port (codex: 1455).
+//! fixed port (codex: 1455). It goes to the live session whose login URL carried the same
+//! OAuth `state` (issue 12 item 6): with two logins under way, the newest one is not
+//! necessarily the one the redirect belongs to, and a redirect nobody asked for goes
+//! nowhere.
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -11,6 +14,31 @@ use std::time::Duration;
 
 /// Largest answer relayed back.
 const LIMIT: usize = 1 << 20;
+
+/// Why a callback is not relayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("the callback has no `state` parameter: it cannot be matched to a login")]
+    NoState,
+    #[error("no live OAuth session is waiting for this `state` ({live} live session(s); a finished, cancelled or replaced login no longer takes its redirect)")]
+    NoMatch { live: usize },
+    #[error("session `{0}` has no localhost callback to relay to (its CLI takes a pasted code)")]
+    NoListener(String),
+}
+
+/// The decoded value of `name` in a query string (`a=1&b=2`), the first one.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .map(percent_decode)
+}
+
+/// The decoded value of query parameter `name` of `url`.
+pub fn url_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query_param(query.split('#').next().unwrap_or(query), name)
+}
 
 fn unhex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
@@ -136,6 +164,18 @@ mod tests {
             None
         );
         assert_eq!(target("https://x/"), None);
+    }
+
+    #[test]
+    fn state_is_read_from_the_login_url_and_the_callback() {
+        let url = "https://a/authorize?client_id=x&xstate=no&state=ab%2Bc&redirect_uri=http%3A%2F%2Flocalhost%3A1%2Fcb#state=frag";
+        assert_eq!(url_param(url, "state").as_deref(), Some("ab+c"));
+        assert_eq!(
+            query_param("code=1&state=s1", "state").as_deref(),
+            Some("s1")
+        );
+        assert_eq!(query_param("code=1&mystate=s1", "state"), None);
+        assert_eq!(url_param("https://a/authorize", "state"), None);
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! strict config stays as it is). Missing file = built-in defaults. Every key optional:
 //!
 //! ```toml
-//! home = "/root"                 # HOME of the login CLIs (where credentials land)
+//! run_as = "guestkit-login"     # user the login CLIs and the browser run as when serve is
+//!                                # root (must exist in the image; never root); not root: the
+//!                                # current user
+//! home = "/var/lib/guestkit-login"  # HOME of the login CLIs and the browser (credentials land
+//!                                # here): owned by run_as, 0700, outside the state directory.
+//!                                # Default: this when serve is root, else $HOME
 //! display = ":99"                # DISPLAY for the CLI and the browser
 //! browser = ["chromium", "--no-sandbox", "--no-first-run"]   # the URL is appended
 //! deadline_secs = 600            # a session not done by then is `expired`
@@ -25,6 +30,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 /// The merged settings.
 #[derive(Debug, Clone)]
 pub struct OAuthConfig {
+    /// The user login CLIs and the browser run as (see [`super::user`]).
+    pub run_as: String,
     pub home: PathBuf,
     pub display: String,
     /// Browser command line; the URL is appended.
@@ -48,11 +55,14 @@ pub enum OAuthConfigError {
     Provider { file: String, error: ProviderError },
     #[error("{file}: {field} must not be empty")]
     Empty { file: String, field: &'static str },
+    #[error("{file}: run_as must be a user name (not empty, no `:`), got {value:?}")]
+    RunAs { file: String, value: String },
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    run_as: Option<String>,
     home: Option<PathBuf>,
     display: Option<String>,
     browser: Option<Vec<String>>,
@@ -63,16 +73,20 @@ struct Raw {
 }
 
 impl OAuthConfig {
-    /// Built-ins only, with `home` from `$HOME` (else `/root`) and DISPLAY from the
-    /// environment (else `:99`, the image's Xvfb).
+    /// Built-ins only, with `home` [`super::user::DEFAULT_LOGIN_HOME`] when root, else
+    /// `$HOME`, and DISPLAY from the environment (else `:99`, the image's Xvfb).
     pub fn defaults() -> OAuthConfig {
         let shim = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "/usr/bin/guest-agent".into());
+        // SAFETY: plain getter.
+        let root = unsafe { libc::geteuid() } == 0;
         OAuthConfig {
-            home: std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/root")),
+            run_as: super::user::DEFAULT_RUN_AS.to_string(),
+            home: match std::env::var_os("HOME") {
+                Some(h) if !root => PathBuf::from(h),
+                _ => PathBuf::from(super::user::DEFAULT_LOGIN_HOME),
+            },
             display: std::env::var("DISPLAY").unwrap_or_else(|_| ":99".into()),
             browser: vec![
                 "chromium".into(),
@@ -116,6 +130,15 @@ impl OAuthConfig {
             file: file.to_string(),
             field,
         };
+        if let Some(u) = raw.run_as {
+            if u.is_empty() || u.contains([':', '\n']) {
+                return Err(OAuthConfigError::RunAs {
+                    file: file.to_string(),
+                    value: u,
+                });
+            }
+            c.run_as = u;
+        }
         if let Some(h) = raw.home {
             c.home = h;
         }
@@ -170,6 +193,7 @@ mod tests {
         let c = OAuthConfig::parse(
             r#"
 home = "/home/u"
+run_as = "someone"
 browser = ["firefox"]
 deadline_secs = 5
 [providers.codex]
@@ -184,6 +208,8 @@ required_keys = ["token"]
         )
         .unwrap();
         assert_eq!(c.home, PathBuf::from("/home/u"));
+        assert_eq!(c.run_as, "someone");
+        assert_eq!(OAuthConfig::defaults().run_as, "guestkit-login");
         assert_eq!(c.browser, vec!["firefox"]);
         assert_eq!(c.providers["codex"].command, vec!["/opt/codex", "login"]);
         assert_eq!(c.providers["codex"].callback_ports, vec![1455, 1457]);

@@ -6,15 +6,25 @@
 //! checked ([`creds`]) and handed to the host over the token-guarded API ([`routes`]).
 //!
 //! [`OAuth`] owns the sessions: one live session per provider, a deadline for each,
-//! cancel kills the CLI's process group. Each session's CLI is driven by a task in
-//! [`runner`]; the record and its state machine are in [`session`]; providers are data
-//! ([`provider`], overridable in [`config`]).
+//! cancel kills the CLI and what it started ([`procs`]). Each session's CLI is driven by a
+//! task in [`runner`]; the record and its state machine are in [`session`]; providers are
+//! data ([`provider`], overridable in [`config`]).
+//!
+//! The CLIs and the browser run as the login user ([`user`]), which can reach neither the
+//! state directory (root, 0700) nor the token. What they need of the agent lives in the
+//! *login directory*, a sibling of the state directory (`/run/guest-agent-login` for
+//! `/run/guest-agent`), root-owned, 0750 with the login user's group: the shim's socket
+//! (0660) and each session's shim scripts. Every session has a generation (`seq`): its
+//! directory and records carry it, and a task touches its session only while the
+//! generation matches, so a session started again with the same id is never torn down by
+//! the old one (issue 12 item 6).
 
 pub mod browser;
 pub mod callback;
 pub mod config;
 pub mod creds;
 pub mod output;
+pub mod procs;
 pub mod provider;
 pub mod pty;
 pub mod routes;
@@ -22,6 +32,7 @@ mod runner;
 pub mod session;
 pub mod shim;
 pub mod status;
+pub mod user;
 
 use config::OAuthConfig;
 use guest_proto::oauth::{OpenUrlRequest, OpenUrlResponse, SessionInfo, SessionState};
@@ -69,13 +80,24 @@ pub enum OAuthError {
     #[error("writing to the CLI: {0}")]
     Write(String),
     #[error("{0}")]
+    User(#[from] user::UserError),
+    #[error("{0}")]
+    Callback(callback::CallbackError),
+    #[error("session `{0}` was started again; this request was for the earlier one")]
+    Stale(String),
+    #[error("{0}")]
     Io(String),
 }
 
 /// What a session's runner is told.
 enum Control {
     Cancel(String),
-    Write(String, oneshot::Sender<Result<(), String>>),
+    /// Text for the PTY; `secret`: a pasted code, never shown in the output.
+    Write {
+        text: String,
+        secret: Option<String>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 struct Entry {
@@ -87,14 +109,19 @@ struct Entry {
     opened: Option<String>,
     /// Where the CLI waits for the redirect: port and path.
     callback: Option<(u16, String)>,
+    /// The `state` parameter of the login URL: `/auth/callback` goes to the session whose
+    /// `state` it carries.
+    oauth_state: Option<String>,
     required_keys: Vec<String>,
 }
 
 /// The session manager (one per `serve`).
 pub struct OAuth {
     cfg: OAuthConfig,
-    /// Per-session directories (the shim) and `oauth.sock`.
+    /// The state directory (root only): the process records.
     dir: PathBuf,
+    /// The login directory (see the module doc): `oauth.sock` and `s/<id>.<seq>/bin`.
+    login_dir: PathBuf,
     sessions: Mutex<BTreeMap<String, Entry>>,
     next_seq: Mutex<u64>,
     /// Woken on every session change (for requests that wait for a URL).
@@ -102,11 +129,34 @@ pub struct OAuth {
 }
 
 impl OAuth {
-    /// `state_dir` holds `oauth.sock` and `oauth/<session>/`.
+    /// `state_dir` holds the records of the sessions' processes; what an earlier `serve`
+    /// left running (it crashed, was killed) is killed here, before any session starts,
+    /// and its shim directories are removed. The state directory is made 0700.
     pub fn new(cfg: OAuthConfig, state_dir: &Path) -> Arc<OAuth> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir);
+        if let Ok(m) = std::fs::symlink_metadata(state_dir) {
+            // SAFETY: plain getter.
+            if m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.mode() & 0o077 != 0 {
+                let _ = std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        let killed = procs::sweep(&state_dir.join(procs::RECORDS_DIR));
+        let login_dir = login_dir_of(state_dir);
+        let _ = std::fs::remove_dir_all(login_dir.join("s"));
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "OAuth: killed what an earlier serve's sessions left running"
+            );
+        }
         Arc::new(OAuth {
             cfg,
             dir: state_dir.to_path_buf(),
+            login_dir,
             sessions: Mutex::new(BTreeMap::new()),
             next_seq: Mutex::new(0),
             changed: Notify::new(),
@@ -119,7 +169,46 @@ impl OAuth {
 
     /// The shim's socket.
     pub fn socket_path(&self) -> PathBuf {
-        self.dir.join("oauth.sock")
+        self.login_dir.join("oauth.sock")
+    }
+
+    /// Where the records of live sessions' processes are.
+    pub fn records_dir(&self) -> PathBuf {
+        self.dir.join(procs::RECORDS_DIR)
+    }
+
+    /// The user the CLIs and the browser run as, with their HOME and the login directory
+    /// made ready for it. Fails closed (see [`user`]).
+    pub fn login_user(&self) -> Result<user::LoginUser, OAuthError> {
+        let u = user::LoginUser::resolve(&self.cfg.run_as)?;
+        u.prepare_home(&self.cfg.home, &self.dir)?;
+        self.prepare_login_dir(&u)
+            .map_err(|e| OAuthError::Io(format!("{}: {e}", self.login_dir.display())))?;
+        Ok(u)
+    }
+
+    /// The login directory: root's, 0750 with `u`'s group (0700 when not switching), and
+    /// the socket in it 0660 (0600).
+    fn prepare_login_dir(&self, u: &user::LoginUser) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.login_dir)?;
+        let (dmode, smode) = if u.switch {
+            (0o750, 0o660)
+        } else {
+            (0o700, 0o600)
+        };
+        let gid = u.switch.then_some(u.gid);
+        std::os::unix::fs::lchown(&self.login_dir, None, gid)?;
+        std::fs::set_permissions(&self.login_dir, std::fs::Permissions::from_mode(dmode))?;
+        let sock = self.socket_path();
+        if std::fs::symlink_metadata(&sock).is_ok() {
+            std::os::unix::fs::lchown(&sock, None, gid)?;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(smode))?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -172,7 +261,8 @@ impl OAuth {
             });
         }
         let path = PathBuf::from(info.credentials_path.clone().unwrap_or_default());
-        let found = creds::check(&path, &keys).map_err(|e| OAuthError::Io(e.to_string()))?;
+        let found = creds::check(&path, &self.cfg.home, &keys)
+            .map_err(|e| OAuthError::Io(e.to_string()))?;
         Ok((info, found))
     }
 
@@ -234,8 +324,12 @@ impl OAuth {
                 return Err(not_live(&e.session));
             }
             let ctl = e.ctl.as_ref().ok_or_else(|| not_live(&e.session))?;
-            ctl.send(Control::Write(format!("{code}\r"), tx))
-                .map_err(|_| not_live(&e.session))?;
+            ctl.send(Control::Write {
+                text: format!("{code}\r"),
+                secret: Some(code.to_string()),
+                done: tx,
+            })
+            .map_err(|_| not_live(&e.session))?;
         }
         rx.await
             .map_err(|_| OAuthError::Write("the session ended".into()))?
@@ -250,6 +344,17 @@ impl OAuth {
         req: &OpenUrlRequest,
         source: UrlSource,
     ) -> Result<OpenUrlResponse, OAuthError> {
+        self.open_url_for(req, source, None).await
+    }
+
+    /// [`Self::open_url`] for generation `seq` of the session only (from its runner or its
+    /// shim), when given.
+    async fn open_url_for(
+        self: &Arc<Self>,
+        req: &OpenUrlRequest,
+        source: UrlSource,
+        seq: Option<u64>,
+    ) -> Result<OpenUrlResponse, OAuthError> {
         if !(req.url.starts_with("https://") || req.url.starts_with("http://")) {
             return Err(OAuthError::BadUrl(req.url.clone()));
         }
@@ -263,19 +368,23 @@ impl OAuth {
                 .map(|e| e.session.id.clone())
                 .ok_or(OAuthError::NoLiveSession)?,
         };
-        let fresh = {
+        let (fresh, seq) = {
             let mut map = self.lock();
             let e = map
                 .get_mut(&id)
                 .ok_or_else(|| OAuthError::NoSession(id.clone()))?;
+            if seq.is_some_and(|s| s != e.seq) {
+                return Err(OAuthError::Stale(id));
+            }
             if !e.session.is_live() {
                 return Err(not_live(&e.session));
             }
             let fresh = e.session.record_url(&req.url, source, SystemTime::now());
             if fresh {
                 e.callback = callback::target(&req.url).or_else(|| e.callback.clone());
+                e.oauth_state = callback::url_param(&req.url, "state");
             }
-            fresh
+            (fresh, e.seq)
         };
         self.changed.notify_waiters();
         let mut resp = OpenUrlResponse {
@@ -285,7 +394,7 @@ impl OAuth {
             browser_error: None,
         };
         if fresh && source != UrlSource::Output {
-            let info = self.open_in_browser(&id, &req.url).await;
+            let info = self.open_in_browser(&id, seq, &req.url).await;
             resp.opened = info.error.is_none();
             resp.browser_error = info.error;
         } else if fresh {
@@ -295,25 +404,60 @@ impl OAuth {
             tokio::spawn(async move {
                 tokio::time::sleep(SHIM_GRACE).await;
                 let still = me.lock().get(&id).is_some_and(|e| {
-                    e.session.is_live()
+                    e.seq == seq
+                        && e.session.is_live()
                         && e.session.url.as_deref() == Some(url.as_str())
                         && e.opened.is_none()
                 });
                 if still {
-                    me.open_in_browser(&id, &url).await;
+                    me.open_in_browser(&id, seq, &url).await;
                 }
             });
         }
         Ok(resp)
     }
 
-    /// Opens `url` for session `id`, closing a browser it had open; `awaiting_user` on success.
-    async fn open_in_browser(&self, id: &str, url: &str) -> guest_proto::oauth::BrowserInfo {
-        let old = self.lock().get_mut(id).and_then(|e| e.browser.take());
+    /// Opens `url` for generation `seq` of session `id`, closing a browser it had open;
+    /// `awaiting_user` on success. The browser runs as the login user.
+    async fn open_in_browser(
+        &self,
+        id: &str,
+        seq: u64,
+        url: &str,
+    ) -> guest_proto::oauth::BrowserInfo {
+        let old = self
+            .lock()
+            .get_mut(id)
+            .filter(|e| e.seq == seq)
+            .and_then(|e| e.browser.take());
         if let Some(b) = old {
             b.close(Duration::from_secs(2)).await;
         }
-        let (info, b) = browser::open(&self.cfg.browser, &self.cfg.display, url);
+        let (info, b) = match self.login_user() {
+            Ok(user) => {
+                let name = format!("{id}.{seq}.browser-{:08x}", fastrand::u32(..));
+                let records = self.records_dir();
+                let launch = browser::Launch {
+                    display: &self.cfg.display,
+                    user: &user,
+                    home: &self.cfg.home,
+                    track: pty::Track {
+                        marker: &name,
+                        what: "browser",
+                        records: Some((&records, &name)),
+                    },
+                };
+                browser::open(&self.cfg.browser, url, &launch)
+            }
+            Err(e) => (
+                guest_proto::oauth::BrowserInfo {
+                    command: self.cfg.browser.first().cloned().unwrap_or_default(),
+                    pid: None,
+                    error: Some(e.to_string()),
+                },
+                None,
+            ),
+        };
         match &info.error {
             Some(e) => tracing::warn!(session = id, error = %e, "browser did not start"),
             None => {
@@ -321,7 +465,7 @@ impl OAuth {
             }
         }
         let mut map = self.lock();
-        if let Some(e) = map.get_mut(id) {
+        if let Some(e) = map.get_mut(id).filter(|e| e.seq == seq) {
             e.session.browser = Some(info.clone());
             e.opened = Some(url.to_string());
             e.browser = b.map(Arc::new);
@@ -347,28 +491,50 @@ impl OAuth {
         }
     }
 
-    /// Where `GET /auth/callback` goes: the newest live session's CLI callback.
-    pub fn callback_target(&self) -> Option<(String, u16, String)> {
-        self.lock()
+    /// Where `GET /auth/callback?…&state=S` goes: the CLI callback of the live session
+    /// whose login URL carried `state=S`, never a guess.
+    pub fn callback_target(
+        &self,
+        query: Option<&str>,
+    ) -> Result<(String, u16, String), OAuthError> {
+        use callback::CallbackError;
+        let state = query
+            .and_then(|q| callback::query_param(q, "state"))
+            .filter(|s| !s.is_empty())
+            .ok_or(OAuthError::Callback(CallbackError::NoState))?;
+        let map = self.lock();
+        let e = map
             .values()
-            .filter(|e| e.session.is_live() && e.callback.is_some())
-            .max_by_key(|e| e.seq)
-            .and_then(|e| {
-                e.callback
-                    .clone()
-                    .map(|(port, path)| (e.session.id.clone(), port, path))
-            })
+            .find(|e| e.session.is_live() && e.oauth_state.as_deref() == Some(state.as_str()))
+            .ok_or_else(|| {
+                OAuthError::Callback(CallbackError::NoMatch {
+                    live: map.values().filter(|e| e.session.is_live()).count(),
+                })
+            })?;
+        let (port, path) = e
+            .callback
+            .clone()
+            .ok_or_else(|| OAuthError::Callback(CallbackError::NoListener(e.session.id.clone())))?;
+        Ok((e.session.id.clone(), port, path))
     }
 
     /// Serves the shim's socket until the runtime stops (call inside the runtime). Binding
-    /// replaces a stale socket.
+    /// replaces a stale socket. Only root and the login user's group may connect.
     pub fn listen_shim(self: &Arc<Self>) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let path = self.socket_path();
-        std::fs::create_dir_all(&self.dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.login_dir)?;
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        match user::LoginUser::resolve(&self.cfg.run_as) {
+            Ok(u) => self.prepare_login_dir(&u)?,
+            // Said when a login is started; the socket stays root's until then.
+            Err(e) => tracing::warn!(error = %e, "OAuth logins cannot start"),
+        }
         let me = self.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -387,10 +553,23 @@ impl OAuth {
         let mut r = BufReader::new(r.take(shim::MAX_LINE as u64));
         r.read_line(&mut line).await?;
         let resp = match serde_json::from_str::<OpenUrlRequest>(line.trim()) {
-            Ok(req) => match self.open_url(&req, UrlSource::Shim).await {
-                Ok(r) => r,
-                Err(e) => refused(e.to_string()),
-            },
+            Ok(mut req) => {
+                // The shim says `id/generation` (see `shim::SESSION_ENV`).
+                let seq = req.session_id.as_deref().and_then(|s| {
+                    let (id, seq) = s.rsplit_once('/')?;
+                    Some((id.to_string(), seq.parse::<u64>().ok()?))
+                });
+                if let Some((id, _)) = &seq {
+                    req.session_id = Some(id.clone());
+                }
+                match self
+                    .open_url_for(&req, UrlSource::Shim, seq.map(|s| s.1))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => refused(e.to_string()),
+                }
+            }
             Err(e) => refused(format!("bad request line: {e}")),
         };
         let mut out = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
@@ -422,6 +601,18 @@ fn refused(why: String) -> OpenUrlResponse {
         session_id: None,
         opened: false,
         browser_error: Some(why),
+    }
+}
+
+/// The login directory beside `state_dir`: `/run/guest-agent` → `/run/guest-agent-login`.
+pub fn login_dir_of(state_dir: &Path) -> PathBuf {
+    match (state_dir.parent(), state_dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let mut n = name.to_os_string();
+            n.push("-login");
+            parent.join(n)
+        }
+        _ => state_dir.join("login"),
     }
 }
 

@@ -1,6 +1,10 @@
 //! What the CLI prints, made searchable: escape sequences removed as the bytes stream in
 //! (a sequence may be split across reads), the last few KiB kept for "failed with its last
 //! output", prompts matched once per appearance, and the fallback URL regexes applied.
+//! Pasted codes are secrets: the terminal echoes what is typed (or the CLI draws it), so
+//! every code pasted is replaced by `[redacted]` in what leaves this module (`lastOutput`
+//! and failure reasons, which are also logged), including a code cut by the window's
+//! start or still arriving at its end.
 //! Pure: no I/O, so every rule has a unit test.
 
 use super::provider::PromptAnswer;
@@ -106,7 +110,15 @@ pub struct Output {
     prompt_from: Vec<usize>,
     prompts: Vec<PromptAnswer>,
     patterns: Vec<Regex>,
+    /// Pasted codes, never shown.
+    secrets: Vec<String>,
 }
+
+/// What a secret is shown as.
+pub const REDACTED: &str = "[redacted]";
+/// A secret's beginning at the end of the text is hidden from this many bytes on (shorter
+/// ones are not the code, only its first characters).
+const PARTIAL: usize = 3;
 
 /// What a chunk of output asks the session to do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -127,7 +139,37 @@ impl Output {
             prompt_from: vec![0; prompts.len()],
             prompts: prompts.to_vec(),
             patterns: patterns.iter().filter_map(|p| Regex::new(p).ok()).collect(),
+            secrets: Vec::new(),
         }
+    }
+
+    /// A code about to be typed into the CLI: never shown from now on.
+    pub fn add_secret(&mut self, code: &str) {
+        let code = code.trim();
+        if !code.is_empty() && !self.secrets.iter().any(|s| s == code) {
+            self.secrets.push(code.to_string());
+            // The longest first, so one inside another leaves nothing of itself.
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// `text` with every secret replaced, and a secret's beginning at its end hidden.
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for sec in &self.secrets {
+            out = out.replace(sec.as_str(), REDACTED);
+        }
+        for sec in &self.secrets {
+            let longest = (PARTIAL.min(sec.len())..sec.len())
+                .rev()
+                .find(|n| sec.is_char_boundary(*n) && out.ends_with(&sec[..*n]));
+            if let Some(n) = longest {
+                out.truncate(out.len() - n);
+                out.push_str(REDACTED);
+                break;
+            }
+        }
+        out
     }
 
     /// Takes a chunk of raw PTY bytes.
@@ -172,8 +214,12 @@ impl Output {
 
     /// The last lines printed (for `lastOutput` and failure reasons).
     pub fn tail(&self) -> String {
-        let start = floor_char(&self.text, self.text.len().saturating_sub(SHOW));
-        self.text[start..].trim().to_string()
+        // From far enough back that a secret reaching into the shown part is whole.
+        let longest = self.secrets.first().map_or(0, |s| s.len());
+        let from = floor_char(&self.text, self.text.len().saturating_sub(SHOW + longest));
+        let text = self.redact(&self.text[from..]);
+        let start = floor_char(&text, text.len().saturating_sub(SHOW));
+        text[start..].trim().to_string()
     }
 }
 
@@ -269,6 +315,28 @@ mod tests {
             proptest::prop_assert_eq!(f1.answers.len(), answers.len());
             proptest::prop_assert_eq!(f1.url.is_some(), url.is_some());
         }
+    }
+
+    #[test]
+    fn pasted_codes_never_leave_even_when_split() {
+        let mut o = Output::new(&[], &[]);
+        o.feed(b"Paste code here if prompted > ");
+        o.add_secret("PASTED-123#st4te");
+        // The echo comes in pieces; between them, no piece of the code is shown.
+        o.feed(b"PASTED-1");
+        assert!(!o.tail().contains("PASTED"), "{}", o.tail());
+        assert!(o.tail().ends_with(REDACTED), "{}", o.tail());
+        o.feed(b"23#st4te\r\nerror: code PASTED-123#st4te rejected\n");
+        let t = o.tail();
+        assert!(!t.contains("PASTED") && !t.contains("23#st4te"), "{t}");
+        assert!(t.ends_with("error: code [redacted] rejected"), "{t}");
+        // A code cut by the start of the shown window is still hidden.
+        let mut o = Output::new(&[], &[]);
+        o.add_secret("SECRETCODE");
+        o.feed(b"SECRETCODE");
+        o.feed(&vec![b'x'; SHOW - 4]);
+        let t = o.tail();
+        assert!(!t.contains("CODE") && !t.contains("ODE"), "{}", &t[..20]);
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Runs a login CLI on a pseudo-terminal: CLIs print their login URL (and ask their
 //! first-run questions) only to a terminal, and wrap long lines at its width, so the PTY is
 //! 500 columns wide. The CLI leads its own session and process group (`setsid`, the PTY as
-//! controlling terminal), so cancelling kills it and everything it started with one
-//! `killpg`.
+//! controlling terminal), runs as the login user ([`super::user`]) and is a
+//! [`ProcGroup`]: cancelling kills it and everything it started, through pidfds.
 //!
 //! `openpty(3)` from libc plus std's `Command` rather than `portable-pty`: we need exactly
 //! one platform, one size, `setsid` + `TIOCSCTTY` and the group id, and a blocking reader
 //! thread; that is forty lines, where portable-pty adds its own process and reader
 //! abstractions we would work around.
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use super::procs::{self, ProcGroup};
+use super::user::LoginUser;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -27,8 +27,8 @@ pub const ROWS: u16 = 50;
 /// A running CLI.
 pub struct PtyChild {
     pub pid: u32,
-    /// Its process group (= pid).
-    pub pgid: i32,
+    /// It and what it forks; dropping it kills what is left.
+    pub group: ProcGroup,
     /// The PTY master, for answers and pasted codes.
     pub writer: File,
     /// Chunks of output; closed when the terminal closes.
@@ -69,41 +69,61 @@ fn openpty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((m, s))
 }
 
-/// Starts `argv` with exactly `env` (nothing inherited) in `cwd`.
+/// How a child is tracked: [`procs::MARK_ENV`]'s value, and where its record goes
+/// (`(dir, name)`), for the sweep after a crash.
+pub struct Track<'a> {
+    pub marker: &'a str,
+    pub what: &'a str,
+    pub records: Option<(&'a Path, &'a str)>,
+}
+
+/// Starts `argv` with exactly `env` (nothing inherited) in `cwd`, as `user`.
 pub fn spawn(
     argv: &[String],
     env: &BTreeMap<String, String>,
     cwd: &Path,
+    user: &LoginUser,
+    track: &Track,
 ) -> std::io::Result<PtyChild> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
     let (master, slave) = openpty()?;
+    if user.switch {
+        // Like login(1): the terminal belongs to its user (a CLI may reopen it by name).
+        std::os::unix::fs::fchown(&slave, Some(user.uid), None)?;
+        // SAFETY: fchmod on a descriptor we own.
+        unsafe { libc::fchmod(slave.as_raw_fd(), 0o600) };
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
         .envs(env)
+        .env(procs::MARK_ENV, track.marker)
         .current_dir(cwd)
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
-    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+    user.apply(&mut cmd);
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls (setsid, ioctl, prctl, getppid) between fork and
+    // exec; std switched uid/gid before this runs.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            procs::die_with_parent(parent)
         });
     }
-    let mut child = cmd.spawn()?;
-    // Our copies of the slave were moved into `cmd`; drop it so EOF/EIO comes when the
-    // CLI's side closes.
-    drop(cmd);
+    // `cmd` (with our copies of the slave) is dropped by the spawner, so EOF/EIO comes
+    // when the CLI's side closes.
+    let mut child = procs::spawn(cmd)?;
     let pid = child.id();
+    let group = ProcGroup::adopt(pid, user.uid, track.marker, track.what, track.records);
     let mut reader = File::from(master);
     let writer = reader.try_clone()?;
     let (out_tx, output) = mpsc::channel(64);
@@ -131,7 +151,7 @@ pub fn spawn(
         })?;
     Ok(PtyChild {
         pid,
-        pgid: pid as i32,
+        group,
         writer,
         output,
         exited,
@@ -145,34 +165,18 @@ pub fn write(writer: &File, text: &str) -> std::io::Result<()> {
     w.flush()
 }
 
-/// Signals the whole process group; `Ok` also when it is already gone.
-pub fn kill_group(pgid: i32, sig: Signal) -> std::io::Result<()> {
-    match killpg(Pid::from_raw(pgid), sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(std::io::Error::from(e)),
-    }
-}
-
-/// `true` while any process of group `pgid` is alive (not a zombie), read from /proc.
+/// `true` while any process of group `pgid` is alive (not a zombie), read from /proc (for
+/// tests; the agent itself asks its [`ProcGroup`]s).
 pub fn group_alive(pgid: i32) -> bool {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return false;
     };
     dir.flatten().any(|e| {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // "pid (comm) S ppid pgrp ...": comm may hold spaces and parens; split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            return false;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next();
-        let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
-        pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
+        e.file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            .and_then(procs::stat)
+            .is_some_and(|s| (s.pgrp == pgid || s.session == pgid) && !matches!(s.state, 'Z' | 'X'))
     })
 }
 
@@ -191,7 +195,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut c = spawn(&argv, &env, Path::new("/")).unwrap();
+        let mut c = spawn(&argv, &env, Path::new("/"), &LoginUser::current(), &track()).unwrap();
         let mut text = String::new();
         while !text.contains(&format!("pgid:{}", c.pid)) {
             let chunk = c.output.recv().await.expect("output before pgid");
@@ -207,7 +211,15 @@ mod tests {
         }
         let st = (&mut c.exited).await.unwrap().unwrap();
         assert!(st.success());
-        assert!(!group_alive(c.pgid));
+        assert!(!c.group.alive());
+    }
+
+    fn track() -> Track<'static> {
+        Track {
+            marker: "pty-test",
+            what: "test",
+            records: None,
+        }
     }
 
     #[tokio::test]
@@ -217,21 +229,17 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mut c = spawn(&argv, &env, Path::new("/")).unwrap();
+        let mut c = spawn(&argv, &env, Path::new("/"), &LoginUser::current(), &track()).unwrap();
         let mut text = String::new();
         while !text.contains("started") {
             let chunk = c.output.recv().await.expect("output");
             text.push_str(&String::from_utf8_lossy(&chunk));
         }
-        assert!(group_alive(c.pgid));
-        kill_group(c.pgid, Signal::SIGKILL).unwrap();
+        assert!(c.group.alive());
+        c.group.signal(libc::SIGKILL);
         let _ = (&mut c.exited).await;
         // The sleeps are reparented and reaped by init; wait for that without timing it.
-        let mut n = 0;
-        while group_alive(c.pgid) && n < 3000 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            n += 1;
-        }
-        assert!(!group_alive(c.pgid), "processes of group {} left", c.pgid);
+        let gone = c.group.wait_gone(std::time::Duration::from_secs(30)).await;
+        assert!(gone, "processes of group {} left", c.pid);
     }
 }

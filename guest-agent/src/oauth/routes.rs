@@ -61,6 +61,14 @@ fn oauth_error(e: OAuthError) -> Response {
         OAuthError::CredentialPath { .. } | OAuthError::Spawn { .. } | OAuthError::Io(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
+        // The image lacks the login user (or HOME is unusable): nothing to retry.
+        OAuthError::User(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::Stale(_) => StatusCode::CONFLICT,
+        OAuthError::Callback(c) => match c {
+            super::callback::CallbackError::NoState => StatusCode::BAD_REQUEST,
+            super::callback::CallbackError::NoMatch { .. } => StatusCode::NOT_FOUND,
+            super::callback::CallbackError::NoListener(_) => StatusCode::CONFLICT,
+        },
     };
     err(code, e.to_string())
 }
@@ -210,13 +218,12 @@ async fn open_url(State(o): State<Shared>, Json(req): Json<OpenUrlRequest>) -> R
     }
 }
 
-/// `GET /auth/callback?…`: relayed to the newest live session's CLI listener.
+/// `GET /auth/callback?…&state=S`: relayed to the CLI listener of the live session whose
+/// login URL carried `state=S`; 400 without `state`, 404 when no live session has it.
 async fn auth_callback(State(o): State<Shared>, RawQuery(q): RawQuery) -> Response {
-    let Some((id, port, path)) = o.callback_target() else {
-        return err(
-            StatusCode::NOT_FOUND,
-            "no live OAuth session with a localhost callback",
-        );
+    let (id, port, path) = match o.callback_target(q.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return oauth_error(e),
     };
     match callback::forward(port, &path, q.as_deref()).await {
         Ok(r) => {
@@ -258,7 +265,11 @@ async fn provider_status(State(o): State<Shared>, Path(name): Path<String>) -> R
                 .join(", "),
         });
     };
-    match super::status::run(o.config(), p).await {
+    let user = match o.login_user() {
+        Ok(u) => u,
+        Err(e) => return oauth_error(e),
+    };
+    match super::status::run(o.config(), p, &user).await {
         Some(s) => Json(s).into_response(),
         None => err(
             StatusCode::NOT_FOUND,

@@ -1,11 +1,16 @@
 //! Starting a session and the task that drives it: the CLI's output (answers to prompts,
 //! the fallback URL), credential events, the deadline, cancel and pasted codes, the CLI's
-//! exit. When the session ends, the CLI's process group and the browser are closed.
+//! exit. When the session ends, the CLI with what it started and the browser are closed.
+//!
+//! A task belongs to one generation (`seq`) of its session id: it reads and changes the
+//! session only while the map holds that generation, and removes only its own shim
+//! directory, so a session started again with the same id is never ended, written to or
+//! left without its shim by the old one's teardown.
 
 use super::session::{self, Session, UrlSource};
+use super::user::LoginUser;
 use super::{creds, provider, pty, shim, Control, Entry, OAuth, OAuthError};
 use guest_proto::oauth::{OpenUrlRequest, SessionInfo, SessionState};
-use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,8 +66,14 @@ pub(super) async fn start(
     }
 
     prune(oauth);
+    let user = oauth.login_user()?;
 
-    let sdir = oauth.dir.join("oauth").join(&id);
+    let seq = {
+        let mut n = oauth.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    };
+    let sdir = oauth.login_dir.join("s").join(format!("{id}.{seq}"));
     let bin = sdir.join("bin");
     let browser_shim = shim::install(&bin, &cfg.shim_command).map_err(|e| {
         OAuthError::Io(format!(
@@ -70,16 +81,18 @@ pub(super) async fn start(
             bin.display()
         ))
     })?;
-    let env = session_env(oauth, &p, &id, &bin, &browser_shim);
+    let env = session_env(oauth, &p, (&id, seq), &user, &bin, &browser_shim);
     let cred_path = provider::credential_path(&p, &env)
         .filter(|path| provider::is_usable(path))
-        .ok_or_else(|| OAuthError::CredentialPath {
-            provider: p.name.clone(),
-            template: p.credential_paths.join(" | "),
+        .ok_or_else(|| {
+            let _ = std::fs::remove_dir_all(&sdir);
+            OAuthError::CredentialPath {
+                provider: p.name.clone(),
+                template: p.credential_paths.join(" | "),
+            }
         })?;
-    let _ = std::fs::create_dir_all(&cfg.home);
-    let baseline = creds::baseline(&cred_path);
-    let watch = match creds::watch(&cred_path) {
+    let baseline = creds::baseline(&cred_path, &cfg.home);
+    let watch = match creds::watch(&cred_path, &cfg.home, &user) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(session = %id, error = %e, "no inotify on the credentials directory; polling");
@@ -90,12 +103,14 @@ pub(super) async fn start(
     let now = SystemTime::now();
     let mut s = Session::new(&id, &p.name, now, cfg.deadline_for(&p.name));
     s.credentials_path = Some(cred_path.clone());
-    let seq = {
-        let mut n = oauth.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-        *n += 1;
-        *n
+    let name = format!("{id}.{seq}.cli");
+    let records = oauth.records_dir();
+    let track = pty::Track {
+        marker: &name,
+        what: "cli",
+        records: Some((&records, &name)),
     };
-    let child = pty::spawn(&p.command, &env, &cfg.home);
+    let child = pty::spawn(&p.command, &env, &cfg.home, &user, &track);
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let mut entry = Entry {
         session: s,
@@ -107,6 +122,7 @@ pub(super) async fn start(
             .callback_ports
             .first()
             .map(|port| (*port, "/auth/callback".to_string())),
+        oauth_state: None,
         required_keys: p.required_keys.clone(),
     };
     let child = match child {
@@ -138,10 +154,13 @@ pub(super) async fn start(
     let info = entry.session.info();
     oauth.lock().insert(id.clone(), entry);
     oauth.changed.notify_waiters();
-    tracing::info!(session = %id, provider = %p.name, pid = child.pid, "OAuth session started");
+    tracing::info!(session = %id, provider = %p.name, pid = child.pid, user = %user.name,
+        "OAuth session started");
     let task = Task {
         oauth: oauth.clone(),
         id,
+        seq,
+        home: cfg.home.clone(),
         output: super::output::Output::new(&p.prompts, &p.url_patterns),
         required: p.required_keys.clone(),
         cred_path,
@@ -171,17 +190,19 @@ fn prune(oauth: &OAuth) {
     }
 }
 
-/// The CLI's environment: the agent's own, then HOME/TERM/DISPLAY/BROWSER/PATH and the
-/// shim's variables, then the provider's, minus the provider's removals.
+/// The CLI's environment: the agent's own (scrubbed: [`super::user::scrub_env`]), then
+/// HOME/USER/TERM/DISPLAY/BROWSER/PATH and the shim's variables, then the provider's,
+/// minus the provider's removals.
 fn session_env(
     oauth: &OAuth,
     p: &provider::Provider,
-    id: &str,
+    (id, seq): (&str, u64),
+    user: &LoginUser,
     bin: &std::path::Path,
     browser_shim: &std::path::Path,
 ) -> BTreeMap<String, String> {
     let cfg = &oauth.cfg;
-    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut env = super::user::child_env(user, &cfg.home);
     let path = env
         .get("PATH")
         .cloned()
@@ -189,7 +210,6 @@ fn session_env(
     let set = |env: &mut BTreeMap<String, String>, k: &str, v: String| {
         env.insert(k.to_string(), v);
     };
-    set(&mut env, "HOME", cfg.home.display().to_string());
     set(&mut env, "TERM", "xterm-256color".into());
     set(&mut env, "COLUMNS", pty::COLUMNS.to_string());
     set(&mut env, "LINES", pty::ROWS.to_string());
@@ -201,8 +221,7 @@ fn session_env(
         shim::SOCKET_ENV,
         oauth.socket_path().display().to_string(),
     );
-    set(&mut env, shim::SESSION_ENV, id.to_string());
-    env.remove(crate::state::STATE_DIR_ENV);
+    set(&mut env, shim::SESSION_ENV, format!("{id}/{seq}"));
     for (k, v) in &p.env {
         env.insert(k.clone(), v.clone());
     }
@@ -215,6 +234,10 @@ fn session_env(
 struct Task {
     oauth: Arc<OAuth>,
     id: String,
+    /// The generation of `id` this task drives.
+    seq: u64,
+    /// The login HOME (credentials are read below it without following symlinks).
+    home: PathBuf,
     output: super::output::Output,
     required: Vec<String>,
     cred_path: PathBuf,
@@ -261,7 +284,7 @@ impl Task {
                         Err(_) => "ended".into(),
                     };
                     let success = how == "exit 0";
-                    match creds::check(&self.cred_path, &self.required) {
+                    match creds::check(&self.cred_path, &self.home, &self.required) {
                         // A successful exit with a valid file is a login, even an old one
                         // ("already logged in").
                         Ok(f) if success || Some(f.digest) != self.baseline => {
@@ -303,7 +326,11 @@ impl Task {
                     Some(Control::Cancel(why)) => {
                         break End { state: SessionState::Cancelled, reason: Some(why), found: None };
                     }
-                    Some(Control::Write(text, done)) => {
+                    Some(Control::Write { text, secret, done }) => {
+                        // Before it is typed: the echo may come at once.
+                        if let Some(code) = &secret {
+                            self.output.add_secret(code);
+                        }
                         let _ = done.send(pty::write(&child.writer, &text).map_err(|e| e.to_string()));
                     }
                     None => {
@@ -318,7 +345,7 @@ impl Task {
 
     /// Valid credentials that differ from what was there when the session started.
     fn fresh_credentials(&self) -> Option<creds::Found> {
-        creds::check(&self.cred_path, &self.required)
+        creds::check(&self.cred_path, &self.home, &self.required)
             .ok()
             .filter(|f| Some(f.digest) != self.baseline)
     }
@@ -332,7 +359,7 @@ impl Task {
             }
         }
         let tail = self.output.tail();
-        if let Some(e) = self.oauth.lock().get_mut(&self.id) {
+        if let Some(e) = self.mine(&mut self.oauth.lock()) {
             e.session.last_output = tail;
         }
         if let Some(url) = f.url {
@@ -340,20 +367,29 @@ impl Task {
                 url,
                 session_id: Some(self.id.clone()),
             };
-            let _ = self.oauth.open_url(&req, UrlSource::Output).await;
+            let _ = self
+                .oauth
+                .open_url_for(&req, UrlSource::Output, Some(self.seq))
+                .await;
         }
     }
 
+    /// This task's session in the map: only while it holds this task's generation.
+    fn mine<'a>(&self, map: &'a mut BTreeMap<String, Entry>) -> Option<&'a mut Entry> {
+        map.get_mut(&self.id).filter(|e| e.seq == self.seq)
+    }
+
     async fn finish(self, end: End, child: pty::PtyChild, exited: bool) {
+        let group = &child.group;
         if end.state != SessionState::Authenticated {
             // The state says "cancelled"/"expired"/"failed" only once nothing is left running.
-            let _ = pty::kill_group(child.pgid, Signal::SIGKILL);
-            wait_group(child.pgid, Duration::from_secs(5)).await;
+            group.signal(libc::SIGKILL);
+            group.wait_gone(Duration::from_secs(5)).await;
         }
         let now = SystemTime::now();
         let browser = {
             let mut map = self.oauth.lock();
-            map.get_mut(&self.id).and_then(|e| {
+            self.mine(&mut map).and_then(|e| {
                 let _ = e.session.transition(end.state, now, end.reason.clone());
                 if let Some(f) = &end.found {
                     e.session.credentials_modified = Some(f.modified);
@@ -371,27 +407,21 @@ impl Task {
             }
             None => tracing::info!(session = %self.id, state = %end.state, "OAuth session ended"),
         }
-        if !exited || pty::group_alive(child.pgid) {
+        if !exited || group.alive() {
             if end.state == SessionState::Authenticated {
                 // Let the CLI finish by itself first (it is still answering the browser's
                 // redirect with its success page), then ask it to stop.
-                wait_group(child.pgid, EXIT_GRACE).await;
-                let _ = pty::kill_group(child.pgid, Signal::SIGTERM);
-                wait_group(child.pgid, Duration::from_secs(1)).await;
+                group.wait_gone(EXIT_GRACE).await;
+                group.close(Duration::from_secs(1)).await;
             }
-            let _ = pty::kill_group(child.pgid, Signal::SIGKILL);
+            group.signal(libc::SIGKILL);
         }
         if let Some(b) = browser {
             b.close(Duration::from_secs(2)).await;
         }
+        // This generation's directory only (`<id>.<seq>`).
         let _ = std::fs::remove_dir_all(&self.sdir);
-    }
-}
-
-async fn wait_group(pgid: i32, max: Duration) {
-    let until = tokio::time::Instant::now() + max;
-    while pty::group_alive(pgid) && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Dropping `child` kills anything left and removes its record.
     }
 }
 

@@ -1,7 +1,8 @@
 //! The browser shim. A login CLI opens its URL with `$BROWSER` or `xdg-open`; both point
 //! at small scripts in the session's directory that exec `guest-agent open-url URL`, which
-//! hands the exact URL to the running agent over `oauth.sock` in the state directory (a
-//! root-only unix socket: no token in the CLI's environment) and exits 0 like xdg-open.
+//! hands the exact URL to the running agent over `oauth.sock` in the login directory (a
+//! unix socket only root and the login user's group may use: no token in the CLI's
+//! environment, and the state directory stays closed to it) and exits 0 like xdg-open.
 //!
 //! Protocol on the socket: one JSON line `{"url":…,"sessionId":…}` in, one JSON line
 //! ([`OpenUrlResponse`]) out.
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// The socket the shim talks to.
 pub const SOCKET_ENV: &str = "GUEST_AGENT_OAUTH_SOCKET";
-/// The session the CLI belongs to.
+/// The session the CLI belongs to: `id/generation`, so a URL from an old CLI never lands
+/// in a session started again with the same id.
 pub const SESSION_ENV: &str = "GUEST_AGENT_OAUTH_SESSION";
 /// Names a CLI may use to open a browser; each gets a script.
 pub const NAMES: &[&str] = &[

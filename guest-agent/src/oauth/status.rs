@@ -1,10 +1,13 @@
 //! A provider's own "am I logged in?" command (`codex login status`), run on request
-//! outside any session: the agent's environment with the sessions' HOME and DISPLAY and
-//! the provider's variables, no terminal, stdin closed, a time limit. What it prints is
-//! returned (the end of it), as a status CLI prints no secrets.
+//! outside any session: as the login user ([`super::user`]), the agent's environment
+//! (scrubbed) with the sessions' HOME and DISPLAY and the provider's variables, no
+//! terminal, stdin closed, a time limit, its own session killed through pidfds when over.
+//! What it prints is returned (the end of it), as a status CLI prints no secrets.
 
 use super::config::OAuthConfig;
+use super::procs::{self, ProcGroup};
 use super::provider::Provider;
+use super::user::LoginUser;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,21 +29,33 @@ pub struct ProviderStatus {
 }
 
 /// Runs `p`'s status command; `None` when it has none.
-pub async fn run(cfg: &OAuthConfig, p: &Provider) -> Option<ProviderStatus> {
+/// `user`'s HOME (`cfg.home`) must have been prepared.
+pub async fn run(cfg: &OAuthConfig, p: &Provider, user: &LoginUser) -> Option<ProviderStatus> {
     let argv = p.status_command.as_ref()?;
     let (prog, args) = argv.split_first()?;
-    // The sessions create HOME too; a missing one would read as "command not found".
-    let _ = std::fs::create_dir_all(&cfg.home);
+    let marker = format!("status-{:016x}", fastrand::u64(..));
     let mut cmd = std::process::Command::new(prog);
     cmd.args(args)
-        .env("HOME", &cfg.home)
+        .env_clear()
+        .envs(super::user::child_env(user, &cfg.home))
         .env("DISPLAY", &cfg.display)
         .envs(&p.env)
+        .env(procs::MARK_ENV, &marker)
         .current_dir(&cfg.home)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    user.apply(&mut cmd);
+    let parent = std::process::id() as i32;
+    // SAFETY: setsid, prctl and getppid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            procs::die_with_parent(parent)
+        });
+    }
     for k in &p.env_remove {
         cmd.env_remove(k);
     }
@@ -50,15 +65,16 @@ pub async fn run(cfg: &OAuthConfig, p: &Provider) -> Option<ProviderStatus> {
         outcome,
         output,
     };
-    let child = match cmd.spawn() {
+    let child = match procs::spawn(cmd) {
         Ok(c) => c,
         Err(e) => return Some(status(false, format!("{prog}: {e}"), String::new())),
     };
-    let pgid = child.id() as i32;
+    // Dropped at the end of this function: whatever it left running is killed.
+    let group = ProcGroup::adopt(child.id(), user.uid, &marker, "status", None);
     let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
     match tokio::time::timeout(LIMIT, waited).await {
         Err(_) => {
-            let _ = super::pty::kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            group.signal(libc::SIGKILL);
             Some(status(
                 false,
                 format!("timed out after {}s", LIMIT.as_secs()),

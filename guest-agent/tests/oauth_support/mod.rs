@@ -4,6 +4,11 @@
 //! server on 127.0.0.1 whose authorize page redirects to the CLI's callback, and Xvfb for
 //! the tests that run Chromium. Everything on loopback. Waits poll with a generous bound
 //! that only turns a hang into a failure; nothing asserts on speed.
+//!
+//! As root (CI), the agent runs the CLIs and the browser as the login user
+//! (`guestkit-login`, created here with useradd when missing): the test directories are
+//! made searchable (0711, the state directory inside stays 0700) and the fixture and the
+//! agent binary are reached through paths that user can traverse ([`expose`]).
 #![allow(dead_code)]
 
 use guest_agent::oauth::{config::OAuthConfig, OAuth};
@@ -19,10 +24,99 @@ pub const TOKEN: &str = "t0ken-oauth";
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn fixture() -> String {
-    format!(
+    expose(Path::new(&format!(
         "{}/tests/fixtures/fake_login_cli.py",
         env!("CARGO_MANIFEST_DIR")
-    )
+    )))
+    .display()
+    .to_string()
+}
+
+/// The login user the agent switches to when root.
+pub const LOGIN_USER: &str = "guestkit-login";
+
+pub fn is_root() -> bool {
+    // SAFETY: plain getter.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `(uid, gid)` of a user in /etc/passwd.
+pub fn passwd_ids(name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    guest_agent::oauth::user::lookup(&text, name)
+}
+
+/// As root: makes sure [`LOGIN_USER`] exists (what the images do with useradd), and
+/// returns its ids. Not root: the current ids (the agent does not switch).
+pub fn ensure_login_user() -> (u32, u32) {
+    if !is_root() {
+        // SAFETY: plain getters.
+        return unsafe { (libc::getuid(), libc::getgid()) };
+    }
+    for _ in 0..50 {
+        if let Some(ids) = passwd_ids(LOGIN_USER) {
+            return ids;
+        }
+        // Tests run in parallel: useradd may find /etc/passwd locked by another one.
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/var/lib/guestkit-login",
+                "--shell",
+                "/usr/sbin/nologin",
+                LOGIN_USER,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("cannot create the user {LOGIN_USER} with useradd (the OAuth tests run the CLIs as it)");
+}
+
+/// Gives `path` to the login user (a browser profile, a directory it must write).
+pub fn give_to_login_user(path: &Path) {
+    let (uid, gid) = ensure_login_user();
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// A path to `file` the login user can traverse: itself when every parent is searchable
+/// by others, else a hard link in a shared 0755 directory under /tmp.
+pub fn expose(file: &Path) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let reachable = file
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0));
+    if reachable || !is_root() {
+        return file.to_path_buf();
+    }
+    let dir = std::env::temp_dir().join(format!("guestkit-oauth-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let to = dir.join(file.file_name().unwrap());
+    if !to.exists() {
+        std::fs::hard_link(file, &to)
+            .or_else(|_| std::fs::copy(file, &to).map(|_| ()))
+            .unwrap();
+    }
+    to
+}
+
+/// The agent binary, as the login user reaches it (the shim runs it).
+pub fn agent_bin() -> String {
+    expose(Path::new(BIN)).display().to_string()
+}
+
+/// A test directory the login user can traverse but not list (0711).
+pub fn test_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
 }
 
 /// One request the fake OAuth server saw.
@@ -212,11 +306,12 @@ impl Agent {
 
     /// `config` is oauth.toml; `{home}`, `{bin}`, `{fixture}`, `{dir}` are replaced.
     pub fn start(config: &str) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
+        ensure_login_user();
+        let dir = test_dir();
         let text = config
             .replace("{home}", &dir.path().join("home").display().to_string())
             .replace("{dir}", &dir.path().display().to_string())
-            .replace("{bin}", BIN)
+            .replace("{bin}", &agent_bin())
             .replace("{fixture}", &fixture());
         let cfg = OAuthConfig::parse(&text, "oauth.toml").unwrap();
         let state = dir.path().join("state");
@@ -376,4 +471,152 @@ pub fn wait_group_gone(pgid: i64) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The real `guest-agent serve` on a loopback port, with a token file in its state
+/// directory (as in the images: `/run/guest-agent/token`), its log in `dir/serve.log`.
+pub struct RealServe {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl RealServe {
+    pub fn state(dir: &Path) -> PathBuf {
+        dir.join("state")
+    }
+
+    pub fn token_file(dir: &Path) -> PathBuf {
+        Self::state(dir).join("token")
+    }
+
+    /// Starts serve on `dir` (made by [`test_dir`]); `config` is oauth.toml with the
+    /// placeholders of [`Agent::start`]. A second start on the same `dir` is a restart.
+    pub fn start(dir: &Path, config: &str) -> RealServe {
+        use std::os::unix::fs::OpenOptionsExt;
+        ensure_login_user();
+        let state = Self::state(dir);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(Self::token_file(dir))
+            .unwrap()
+            .write_all(TOKEN.as_bytes())
+            .unwrap();
+        std::fs::write(dir.join("cmdline"), "console=ttyS0\n").unwrap();
+        let text = config
+            .replace("{home}", &dir.join("home").display().to_string())
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{bin}", &agent_bin())
+            .replace("{fixture}", &fixture());
+        std::fs::write(dir.join("oauth.toml"), text).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &addr.to_string(), "--state-dir"])
+            .arg(&state)
+            .arg("--token-file")
+            .arg(Self::token_file(dir))
+            .arg("--cmdline")
+            .arg(dir.join("cmdline"))
+            .arg("--netinit-state")
+            .arg(dir.join("netinit.json"))
+            .arg("--oauth-config")
+            .arg(dir.join("oauth.toml"))
+            .env_remove("GUEST_AGENT_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = RealServe {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        };
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                start.elapsed() < WAIT,
+                "serve never listened; log:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        http(self.addr, "GET", path, Some(TOKEN), None)
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        http(self.addr, "POST", path, Some(TOKEN), Some(body))
+    }
+
+    pub fn wait_session(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let (_, s) = self.get(&format!("/v1/oauth/sessions/{id}"));
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "waiting for {what}: session is {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `kill -9`: nothing of serve runs its shutdown.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RealServe {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) of our own child, not reaped yet (so the pid is still it).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The user a process runs as, as `ps -o user=` says it.
+pub fn ps_user(pid: i64) -> String {
+    let o = Command::new("ps")
+        .args(["-o", "user=", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `true` while `pid` runs (not a zombie).
+pub fn pid_alive(pid: i64) -> bool {
+    guest_agent::oauth::procs::stat(pid as i32).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
