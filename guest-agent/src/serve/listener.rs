@@ -48,6 +48,23 @@ pub const NOFILE_WANTED: u64 = 8192;
 /// How long requests in flight may finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Listen backlog asked for (the kernel caps it at `net.core.somaxconn`, 4096 by default):
+/// room for a burst of a thousand connections from a neighbour on top of the host's, so the
+/// host's SYN is queued rather than dropped (and retried only a second later) while the
+/// accept loop catches up.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (SO_REUSEADDR, like `TcpListener::bind`) with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG)
+}
+
 /// Connection counters for `/metrics`.
 #[derive(Default)]
 pub struct ConnStats {

@@ -101,8 +101,7 @@ type Shared = Arc<App>;
 
 /// Binds, then serves until SIGTERM/SIGINT.
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
+    let listener = listener::bind(opts.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
     crate::console::emit(
