@@ -31,10 +31,45 @@ fn fixture() -> PathBuf {
     guestkit_tests::bins::workspace_root().join("guest-agent/tests/fixtures/fake_login_cli.py")
 }
 
+/// What the images do: `useradd --system guestkit-login` (oauth.toml's default `run_as`).
+fn ensure_login_user() {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    for _ in 0..50 {
+        let known = std::fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("guestkit-login:"));
+        if known {
+            return;
+        }
+        // Other tests may hold /etc/passwd's lock: try again.
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "guestkit-login",
+            ])
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("cannot create the user guestkit-login with useradd");
+}
+
 fn start_serve() -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // As root the agent runs the CLIs as the login user (issue 12): it must exist, reach
+    // HOME through this directory (0711) and not read the token (0600) or the state dir.
+    ensure_login_user();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
     std::fs::write(d.join("token"), TOKEN).unwrap();
+    std::fs::set_permissions(d.join("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(d.join("cmdline"), "console=ttyS0\n").unwrap();
     let fx = fixture();
     let auth = "http://127.0.0.1:9/authorize"; // never contacted: no browser in this test
@@ -74,7 +109,7 @@ required_keys = ["tokens"]
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(bin("guest-agent"))
         .args(["serve", "--listen", &addr.to_string(), "--state-dir"])
-        .arg(d)
+        .arg(d.join("state"))
         .arg("--token-file")
         .arg(d.join("token"))
         .arg("--cmdline")
