@@ -171,3 +171,103 @@ fn controller_mode_exchange_connects_a_browser() {
         f.candidates
     );
 }
+
+/// Reads one request head from `s`; its request line.
+fn read_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A controller (or whatever answers at its address) that sends the headers of its first
+/// answer and then stalls the body for ever: the streamer's request must end on its own
+/// deadline (10 s), drop that connection, and poll again.
+#[test]
+fn a_stalled_controller_answer_does_not_stop_polling() {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let requests: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let stalled_closed: Arc<Mutex<Option<Instant>>> = Arc::default();
+    {
+        let (requests, stalled_closed) = (Arc::clone(&requests), Arc::clone(&stalled_closed));
+        std::thread::spawn(move || {
+            for (i, conn) in listener.incoming().enumerate() {
+                let Ok(mut s) = conn else { continue };
+                let line = read_head(&mut s);
+                requests
+                    .lock()
+                    .expect("requests")
+                    .push((Instant::now(), line));
+                if i == 0 {
+                    let closed = Arc::clone(&stalled_closed);
+                    std::thread::spawn(move || {
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                              Content-Length: 100\r\n\r\n{\"iceServers\":",
+                        );
+                        // Silent from here; a read ends when the streamer hangs up.
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                        let mut b = [0u8; 64];
+                        if let Ok(0) = s.read(&mut b) {
+                            *closed.lock().expect("closed") = Some(Instant::now());
+                        }
+                    });
+                } else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+    }
+    let _streamer = start_streamer_with(
+        ":9999",
+        320,
+        240,
+        &[
+            format!("--controller=http://127.0.0.1:{port}"),
+            "--session-id=stall".into(),
+        ],
+    );
+    let first = wait_for("the first request", Duration::from_secs(30), || {
+        requests.lock().expect("requests").first().cloned()
+    });
+    assert!(first.1.contains("/api/webrtc/ice-servers"), "{first:?}");
+    // Polling resumes after the stalled request's deadline (10 s), not never.
+    let n = wait_for(
+        "polling to go on past the stalled answer",
+        Duration::from_secs(45),
+        || {
+            let r = requests.lock().expect("requests");
+            (r.len() >= 3).then_some(r.len())
+        },
+    );
+    let closed = wait_for(
+        "the stalled connection to be closed",
+        Duration::from_secs(10),
+        || *stalled_closed.lock().expect("closed"),
+    );
+    let second = requests.lock().expect("requests")[1].clone();
+    eprintln!(
+        "{n} requests; the stalled one closed after {:?}, the next came {:?} after the first",
+        closed - first.0,
+        second.0 - first.0
+    );
+    assert!(
+        second.1.contains("/api/webrtc/ice-servers"),
+        "ICE servers asked again: {second:?}"
+    );
+}

@@ -11,10 +11,15 @@
 //!   of our candidates (they are also in the answer);
 //! - poll `GET .../session/{id}/candidates/browser` → `{candidates:[...]}` (or an array) while
 //!   a viewer is connecting or connected.
+//!
+//! Every request has one deadline for all of it (connect, headers and body:
+//! [`ControllerOptions::request_timeout`]) and a cap on the response body ([`MAX_BODY`]): a
+//! controller, or whatever answers at its address, that stalls or talks for ever costs one
+//! failed poll, after which polling goes on.
 
 use super::peer::IceServer;
 use super::server::Streamer;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
@@ -42,10 +47,44 @@ pub struct ControllerOptions {
     pub poll_min: Duration,
     /// Slowest poll interval (idle, backing off).
     pub poll_max: Duration,
+    /// Longest one request may take, connect to last body byte.
+    pub request_timeout: Duration,
 }
 
-/// A JSON response: status and parsed body (Null when empty or not JSON).
-async fn request(
+/// Largest response body read from the controller (an offer with its candidates is a few
+/// KiB).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Default [`ControllerOptions::request_timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Aborts the connection task of a request when the request ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A JSON response: status and parsed body (Null when empty or not JSON), all of it within
+/// `timeout` and at most [`MAX_BODY`] bytes of body.
+pub async fn request(
+    method: Method,
+    url: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Result<(u16, Value), ControllerError> {
+    match tokio::time::timeout(timeout, request_unbounded(method, url, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ControllerError::Http {
+            url: url.to_string(),
+            reason: format!("no complete response within {timeout:?}"),
+        }),
+    }
+}
+
+async fn request_unbounded(
     method: Method,
     url: &str,
     body: Option<Value>,
@@ -61,18 +100,16 @@ async fn request(
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(authority),
-    )
-    .await
-    .map_err(|_| err("connect timed out".into()))?
-    .map_err(|e| err(e.to_string()))?;
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| err(e.to_string()))?;
-    tokio::spawn(conn);
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
     let req = Request::builder()
         .method(method)
@@ -81,16 +118,21 @@ async fn request(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| err(e.to_string()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+    let resp = sender
+        .send_request(req)
         .await
-        .map_err(|_| err("no response within 10 s".into()))?
         .map_err(|e| err(e.to_string()))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
+    let body = Limited::new(resp.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                err(format!("response body over {MAX_BODY} bytes"))
+            } else {
+                err(e.to_string())
+            }
+        })?
         .to_bytes();
     let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
     Ok((status, v))
@@ -182,6 +224,7 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
         return Err(ControllerError::Url(base));
     }
     let session = format!("{base}/api/webrtc/session/{}", opts.session);
+    let t = opts.request_timeout;
     let mut delay = opts.poll_min;
     let mut ice_loaded = false;
     let mut last_offer: Option<String> = None;
@@ -191,7 +234,14 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(opts.poll_max);
         if !ice_loaded {
-            match request(Method::GET, &format!("{base}/api/webrtc/ice-servers"), None).await {
+            match request(
+                Method::GET,
+                &format!("{base}/api/webrtc/ice-servers"),
+                None,
+                t,
+            )
+            .await
+            {
                 Ok((200, v)) => match parse_ice_servers(&v) {
                     Ok(servers) => {
                         streamer.set_ice_servers(servers).await;
@@ -210,8 +260,13 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
         if let Some(id) = &current {
             if !streamer.has_viewer(id).await {
                 current = None;
-            } else if let Ok((200, v)) =
-                request(Method::GET, &format!("{session}/candidates/browser"), None).await
+            } else if let Ok((200, v)) = request(
+                Method::GET,
+                &format!("{session}/candidates/browser"),
+                None,
+                t,
+            )
+            .await
             {
                 let cands = parse_candidates(&v);
                 if cands.len() > seen_candidates {
@@ -223,7 +278,7 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
                 }
             }
         }
-        let (code, v) = match request(Method::GET, &format!("{session}/offer"), None).await {
+        let (code, v) = match request(Method::GET, &format!("{session}/offer"), None, t).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!("{e}");
@@ -256,7 +311,7 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
         }
         seen_candidates = 0;
         let body = json!({"answer": {"type": "answer", "sdp": answer}});
-        if let Err(e) = request(Method::POST, &format!("{session}/answer"), Some(body)).await {
+        if let Err(e) = request(Method::POST, &format!("{session}/answer"), Some(body), t).await {
             tracing::warn!("posting the answer: {e}");
         }
         for c in sdp_candidates(&answer) {
@@ -264,6 +319,7 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
                 Method::POST,
                 &format!("{session}/candidate"),
                 Some(json!({ "candidate": c })),
+                t,
             )
             .await;
         }
@@ -309,5 +365,116 @@ mod tests {
         let c = parse_candidates(&v);
         assert_eq!(c.len(), 2);
         assert_eq!(c[1].sdp_mid.as_deref(), Some("0"));
+    }
+
+    /// A one-connection HTTP server on loopback: reads the request head, writes `head`, then
+    /// runs `then` on the socket; returns its address and `then`'s result.
+    async fn fake_server<F, Fut>(
+        head: &'static str,
+        then: F,
+    ) -> (String, tokio::task::JoinHandle<u64>)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = u64> + Send,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read request");
+                assert!(n > 0, "client closed before the request head");
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(head.as_bytes()).await.expect("write head");
+            then(s).await
+        });
+        (format!("http://{addr}/api/x"), task)
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_ends_the_request_within_its_deadline() {
+        let (url, _server) = fake_server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"offer\":",
+            |s| async move {
+                // Keep the connection open and silent.
+                std::future::pending::<()>().await;
+                drop(s);
+                0
+            },
+        )
+        .await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            request(Method::GET, &url, None, Duration::from_millis(500)),
+        )
+        .await
+        .expect("request() must end on its own deadline");
+        match r {
+            Err(ControllerError::Http { reason, .. }) => {
+                assert!(reason.contains("no complete response"), "{reason}")
+            }
+            other => panic!("expected a deadline error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_at_the_cap() {
+        let (url, server) = fake_server(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            |mut s| async move {
+                use tokio::io::AsyncWriteExt;
+                // 64 MiB at most, so that a client without the cap ends too (with an Ok).
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                let mut sent = 0u64;
+                while sent < 64 * 1024 * 1024 && s.write_all(chunk.as_bytes()).await.is_ok() {
+                    sent += 0x10000;
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+                sent
+            },
+        )
+        .await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            request(Method::GET, &url, None, Duration::from_secs(10)),
+        )
+        .await
+        .expect("request() ends");
+        match r {
+            Err(ControllerError::Http { reason, .. }) => {
+                assert!(reason.contains("over 1048576 bytes"), "{reason}")
+            }
+            other => panic!("expected the body cap, got {other:?}"),
+        }
+        // The connection was dropped right there: the server wrote the cap plus what the
+        // socket buffers held, not what 5 s of loopback carry.
+        let sent = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server saw the connection end")
+            .expect("server task");
+        assert!(sent < 64 * 1024 * 1024, "server wrote {sent} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_normal_answer_is_parsed() {
+        let (url, _server) = fake_server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"iceServers\":[]}",
+            |s| async move {
+                drop(s);
+                0
+            },
+        )
+        .await;
+        let (code, v) = request(Method::GET, &url, None, Duration::from_secs(5))
+            .await
+            .expect("request");
+        assert_eq!(code, 200);
+        assert_eq!(v, json!({"iceServers": []}));
     }
 }

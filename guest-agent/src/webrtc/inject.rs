@@ -1,9 +1,11 @@
 //! Injects viewer input into the X display with the XTEST extension (`xtest_fake_input`).
 //! Keysyms are mapped to keycodes through the server's keyboard mapping; a keysym with no
-//! keycode is bound to a spare (unused) keycode first. Everything pressed is remembered so it
-//! can be released when the viewer goes away (a stuck Ctrl would poison the VM's session).
+//! keycode is bound to one of a few spare (unused) keycodes first ([`super::keycodes`]).
+//! Everything pressed is remembered so it can be released when the viewer goes away (a stuck
+//! Ctrl would poison the VM's session).
 
 use super::input::InputEvent;
+use super::keycodes::{Binding, SpareKeycodes};
 use std::collections::{BTreeSet, HashMap};
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
@@ -28,11 +30,23 @@ pub struct Injector {
     root: Window,
     min_keycode: u8,
     per_keycode: u8,
+    /// The mapping at startup (first two columns): keysym → keycode.
     keymap: HashMap<u32, u8>,
-    spare: Vec<u8>,
-    next_spare: usize,
+    spare: SpareKeycodes,
     keys_down: BTreeSet<u8>,
     buttons_down: BTreeSet<u8>,
+    counters: InjectCounters,
+}
+
+/// What the injector did with keysyms (part of `/webrtc/status` → `input`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InjectCounters {
+    /// Keycodes available for keysyms the mapping lacks (at most `keycodes::MAX_SPARE`).
+    pub spare_keycodes: usize,
+    /// Times a spare keycode was (re)bound to a keysym.
+    pub remaps: u64,
+    /// Key presses refused because every spare keycode was held down.
+    pub no_keycode: u64,
 }
 
 impl Injector {
@@ -50,11 +64,11 @@ impl Injector {
         let map = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
         let per = map.keysyms_per_keycode.max(1);
         let mut keymap = HashMap::new();
-        let mut spare = Vec::new();
+        let mut unused = Vec::new();
         for (i, syms) in map.keysyms.chunks(per as usize).enumerate() {
             let code = min + i as u8;
             if syms.iter().all(|&s| s == 0) {
-                spare.push(code);
+                unused.push(code);
             }
             for &s in syms.iter().take(2) {
                 if s != 0 {
@@ -62,37 +76,60 @@ impl Injector {
                 }
             }
         }
+        let spare = SpareKeycodes::new(unused);
         Ok(Injector {
             conn,
             root,
             min_keycode: min,
             per_keycode: per,
             keymap,
+            counters: InjectCounters {
+                spare_keycodes: spare.len(),
+                ..Default::default()
+            },
             spare,
-            next_spare: 0,
             keys_down: BTreeSet::new(),
             buttons_down: BTreeSet::new(),
         })
     }
 
-    /// The keycode that types `keysym`, binding a spare keycode when none does.
+    /// The keycode that types `keysym`, binding a spare keycode when none does; None when
+    /// every spare is held down.
     fn keycode(&mut self, keysym: u32) -> Result<Option<u8>, InjectError> {
         if let Some(&c) = self.keymap.get(&keysym) {
             return Ok(Some(c));
         }
-        if self.spare.is_empty() {
-            return Ok(None);
+        let held = &self.keys_down;
+        match self.spare.bind(keysym, |c| held.contains(&c)) {
+            Binding::Bound(code) => Ok(Some(code)),
+            Binding::Exhausted => {
+                self.counters.no_keycode += 1;
+                Ok(None)
+            }
+            Binding::Rebind { code, .. } => {
+                debug_assert!(code >= self.min_keycode);
+                let syms = vec![keysym; self.per_keycode as usize];
+                let r = self
+                    .conn
+                    .change_keyboard_mapping(1, code, self.per_keycode, &syms)
+                    .map_err(InjectError::from)
+                    .and_then(|c| c.check().map_err(InjectError::from));
+                if let Err(e) = r {
+                    self.spare.unbind(code);
+                    return Err(e);
+                }
+                self.counters.remaps += 1;
+                Ok(Some(code))
+            }
         }
-        let code = self.spare[self.next_spare % self.spare.len()];
-        self.next_spare += 1;
-        self.keymap.retain(|_, c| *c != code);
-        let syms = vec![keysym; self.per_keycode as usize];
-        self.conn
-            .change_keyboard_mapping(1, code, self.per_keycode, &syms)?
-            .check()?;
-        self.keymap.insert(keysym, code);
-        debug_assert!(code >= self.min_keycode);
-        Ok(Some(code))
+    }
+
+    /// The keycode `keysym` was pressed on (startup mapping or its spare binding).
+    fn bound_keycode(&self, keysym: u32) -> Option<u8> {
+        self.keymap
+            .get(&keysym)
+            .copied()
+            .or_else(|| self.spare.lookup(keysym))
     }
 
     fn fake(&self, kind: u8, detail: u8, x: i16, y: i16) -> Result<(), InjectError> {
@@ -126,11 +163,11 @@ impl Injector {
                         self.fake(xproto::KEY_PRESS_EVENT, code, 0, 0)?;
                         self.keys_down.insert(code);
                     } else {
-                        tracing::debug!("keysym {sym:#x} has no keycode and no spare is left");
+                        tracing::debug!("keysym {sym:#x}: every spare keycode is held down");
                     }
                 }
                 InputEvent::KeyUp(sym) => {
-                    if let Some(&code) = self.keymap.get(&sym) {
+                    if let Some(code) = self.bound_keycode(sym) {
                         self.fake(xproto::KEY_RELEASE_EVENT, code, 0, 0)?;
                         self.keys_down.remove(&code);
                     }
@@ -170,5 +207,14 @@ impl Injector {
     /// Keys and buttons currently held (tests, /health).
     pub fn held(&self) -> (usize, usize) {
         (self.keys_down.len(), self.buttons_down.len())
+    }
+
+    pub fn counters(&self) -> InjectCounters {
+        self.counters
+    }
+
+    /// The spare keycodes this injector may rebind (tests).
+    pub fn spare_keycodes(&self) -> Vec<u8> {
+        self.spare.codes()
     }
 }

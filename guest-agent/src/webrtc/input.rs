@@ -150,19 +150,6 @@ pub fn encode(events: &[InputEvent]) -> Vec<u8> {
     v
 }
 
-/// Drops pointer moves that a later move in the same batch supersedes (only moves with no
-/// button/key event between them are merged, so drags keep their path's end points).
-pub fn coalesce(events: Vec<InputEvent>) -> Vec<InputEvent> {
-    let mut out: Vec<InputEvent> = Vec::with_capacity(events.len());
-    for e in events {
-        if let (InputEvent::Move { .. }, Some(InputEvent::Move { .. })) = (e, out.last()) {
-            out.pop();
-        }
-        out.push(e);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,28 +214,6 @@ mod tests {
                 offset: 0,
                 button: 0
             })
-        );
-    }
-
-    #[test]
-    fn coalesce_keeps_last_move_before_a_button() {
-        use InputEvent::*;
-        let v = coalesce(vec![
-            Move { x: 1, y: 1 },
-            Move { x: 2, y: 2 },
-            ButtonDown(1),
-            Move { x: 3, y: 3 },
-            Move { x: 4, y: 4 },
-            ButtonUp(1),
-        ]);
-        assert_eq!(
-            v,
-            vec![
-                Move { x: 2, y: 2 },
-                ButtonDown(1),
-                Move { x: 4, y: 4 },
-                ButtonUp(1)
-            ]
         );
     }
 

@@ -13,6 +13,8 @@ pub mod encode;
 pub mod inject;
 pub mod inject_thread;
 pub mod input;
+pub mod input_queue;
+pub mod keycodes;
 pub mod keyframe;
 pub mod peer;
 pub mod pipeline;
@@ -180,6 +182,7 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
         gather_timeout: Duration::from_millis(2500),
         fps: args.fps,
         playout_delay_max: Duration::from_millis(u64::from(args.playout_delay_max_ms)),
+        connect_timeout: Duration::from_secs(30),
     };
     tracing::info!(
         "webrtc streamer: {}x{}@{} {} bit/s, ICE on {}",
@@ -227,6 +230,7 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
                     session: session.clone(),
                     poll_min: Duration::from_millis(25),
                     poll_max: Duration::from_millis(400),
+                    request_timeout: controller::REQUEST_TIMEOUT,
                 };
                 controller::run(Arc::clone(&streamer), opts).await
             }

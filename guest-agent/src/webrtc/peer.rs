@@ -33,6 +33,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
     RTCPeerConnectionState,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -64,6 +65,9 @@ pub struct PeerOptions {
     /// Upper bound of the receiver's playout delay (playout-delay extension), 10 ms steps,
     /// at most 40.95 s; zero = render on decode.
     pub playout_delay_max: Duration,
+    /// A viewer not connected this long after its answer is closed (it never took the
+    /// answer, or ICE cannot get through): it must not hold a viewer slot for ever.
+    pub connect_timeout: Duration,
 }
 
 /// A STUN/TURN server as the controller hands it out.
@@ -185,7 +189,7 @@ impl PeerConnectionEventHandler for Handler {
             while let Some(ev) = dc.poll().await {
                 match ev {
                     DataChannelEvent::OnMessage(msg) => match input::parse(&msg.data) {
-                        Ok(evs) => input.send(input::coalesce(evs)),
+                        Ok(evs) => input.send(evs),
                         Err(e) => tracing::debug!("bad input message: {e}"),
                     },
                     DataChannelEvent::OnClose => break,
@@ -266,34 +270,17 @@ pub async fn accept_offer(
         .build()
         .await?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-
     let ssrc: u32 = fastrand::u32(1..);
-    let track = Arc::new(TrackLocalStaticSample::new(
-        Instant::now(),
-        MediaStreamTrack::new(
-            "guest-screen".into(),
-            "guest-screen-video".into(),
-            "screen".into(),
-            RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: codec.clone(),
-                ..Default::default()
-            }],
-        ),
-    )?);
-    let sender = pc
-        .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-        .await?;
-
-    pc.set_remote_description(offer).await?;
-    let answer = pc.create_answer(None).await?;
-    pc.set_local_description(answer).await?;
-    let _ = tokio::time::timeout(opts.gather_timeout, gathered_rx.recv()).await;
-    let sdp = pc.local_description().await.ok_or(PeerError::NoAnswer)?.sdp;
+    // From here on an error must close the connection: webrtc-rs keeps a built connection's
+    // internals (sockets, tasks) alive until `close`.
+    let (track, sender, sdp) =
+        match negotiate(&pc, offer, &codec, ssrc, &mut gathered_rx, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e);
+            }
+        };
 
     let mut tasks = Vec::new();
     // Keyframe requests from this viewer.
@@ -380,4 +367,42 @@ pub async fn accept_offer(
         },
         sdp,
     ))
+}
+
+/// Adds the video track and answers the offer on `pc`; the answer carries our candidates
+/// once gathering completes (or `gather_timeout` passes).
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+    codec: &RTCRtpCodec,
+    ssrc: u32,
+    gathered: &mut mpsc::Receiver<()>,
+    opts: &PeerOptions,
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, String), PeerError> {
+    let track = Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            "guest-screen".into(),
+            "guest-screen-video".into(),
+            "screen".into(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        ),
+    )?);
+    let sender = pc
+        .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        .await?;
+    pc.set_remote_description(offer).await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    let _ = tokio::time::timeout(opts.gather_timeout, gathered.recv()).await;
+    let sdp = pc.local_description().await.ok_or(PeerError::NoAnswer)?.sdp;
+    Ok((track, sender, sdp))
 }

@@ -8,6 +8,14 @@
 //!   to it in the URL fragment `#token=` and sent as a bearer token on the WHEP requests).
 //!
 //! Everything but `/viewer` needs the agent's bearer token when one is configured.
+//!
+//! Viewer accounting: a WHEP POST reserves one of `max_viewers` slots atomically before any
+//! SDP work (so concurrent POSTs cannot overshoot the cap) and refuses with 503 when none is
+//! left. The negotiation runs in its own task that owns the slot: when the HTTP request is
+//! cancelled (the client hung up) the finished peer is closed instead of being left to hold
+//! the slot, a failed negotiation frees the slot when its guard drops, and a viewer that does
+//! not connect within the peer options' `connect_timeout`, or whose connection fails or
+//! closes later, is closed and removed.
 
 use super::inject_thread::InputSink;
 use super::peer::{self, PeerOptions, Viewer, ViewerState};
@@ -19,8 +27,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::{oneshot, Mutex};
 
 /// The viewer page (no build step: one HTML file with inline JS).
 pub const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
@@ -31,12 +40,33 @@ pub struct Streamer {
     pub input: InputSink,
     pub peer: Mutex<PeerOptions>,
     pub max_viewers: usize,
-    viewers: Mutex<HashMap<String, Viewer>>,
+    /// Viewer slots taken: negotiating plus registered, never above `max_viewers`.
+    slots: Arc<AtomicUsize>,
+    viewers: Mutex<HashMap<String, Registered>>,
+}
+
+/// A registered viewer with the slot it holds until it is removed.
+struct Registered {
+    viewer: Viewer,
+    _slot: ViewerSlot,
+}
+
+/// One of the `max_viewers` slots; dropping it frees the slot.
+pub struct ViewerSlot(Arc<AtomicUsize>);
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct Status {
     pub viewers: usize,
+    /// Offers being answered (each holds a viewer slot; `viewers + negotiating` never
+    /// exceeds `max_viewers`).
+    pub negotiating: usize,
+    pub max_viewers: usize,
     pub viewer_ids: Vec<String>,
     /// Per viewer, sorted by id like `viewer_ids`.
     pub viewer_stats: Vec<ViewerStat>,
@@ -69,6 +99,7 @@ impl Streamer {
             input,
             peer: Mutex::new(peer),
             max_viewers,
+            slots: Arc::new(AtomicUsize::new(0)),
             viewers: Mutex::new(HashMap::new()),
         })
     }
@@ -80,7 +111,7 @@ impl Streamer {
         let viewer_stats = ids
             .iter()
             .filter_map(|id| {
-                let viewer = v.get(id)?;
+                let viewer = &v.get(id)?.viewer;
                 Some(ViewerStat {
                     id: id.clone(),
                     connected: *viewer.state.borrow() == ViewerState::Connected,
@@ -90,6 +121,8 @@ impl Streamer {
             .collect();
         Status {
             viewers: v.len(),
+            negotiating: self.slots.load(Ordering::SeqCst).saturating_sub(v.len()),
+            max_viewers: self.max_viewers,
             viewer_ids: ids,
             viewer_stats,
             peers_alive: peer::live_peers(),
@@ -101,22 +134,68 @@ impl Streamer {
         }
     }
 
-    /// Answers an offer and registers the viewer; it is dropped when its connection ends.
+    /// Takes a viewer slot, or says the streamer is full. Atomic: of any number of
+    /// concurrent callers at most `max_viewers` get one.
+    pub fn reserve(&self) -> Result<ViewerSlot, AddError> {
+        let max = self.max_viewers;
+        self.slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ViewerSlot(Arc::clone(&self.slots)))
+            .map_err(|_| AddError::Full(max))
+    }
+
+    /// Answers an offer and registers the viewer; it is removed when its connection ends or
+    /// does not come up in time. Cancel-safe: dropping this future before it returns closes
+    /// the viewer it was making.
     pub async fn add_viewer(self: &Arc<Self>, offer: String) -> Result<(String, String), AddError> {
-        if self.viewers.lock().await.len() >= self.max_viewers {
-            return Err(AddError::Full(self.max_viewers));
-        }
+        let slot = self.reserve()?;
+        let me = Arc::clone(self);
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let r = me.negotiate(offer, slot).await;
+            if let Err(Ok((id, _))) = tx.send(r) {
+                tracing::info!("viewer {id}: the offer's request went away; closing the peer");
+                me.remove_viewer(&id).await;
+            }
+        });
+        rx.await.unwrap_or(Err(AddError::Aborted))
+    }
+
+    async fn negotiate(
+        self: &Arc<Self>,
+        offer: String,
+        slot: ViewerSlot,
+    ) -> Result<(String, String), AddError> {
         let opts = self.peer.lock().await.clone();
         let (viewer, answer) = peer::accept_offer(offer, &self.pipeline, &self.input, &opts)
             .await
             .map_err(AddError::Peer)?;
         let id = format!("{:016x}", fastrand::u64(..));
         let mut state = viewer.state.clone();
-        self.viewers.lock().await.insert(id.clone(), viewer);
+        self.viewers.lock().await.insert(
+            id.clone(),
+            Registered {
+                viewer,
+                _slot: slot,
+            },
+        );
         let me = Arc::clone(self);
         let vid = id.clone();
+        let limit = opts.connect_timeout;
         tokio::spawn(async move {
-            let _ = state.wait_for(|s| *s == ViewerState::Gone).await;
+            let first =
+                tokio::time::timeout(limit, state.wait_for(|s| *s != ViewerState::Connecting))
+                    .await
+                    .map(|r| r.map(|s| *s).unwrap_or(ViewerState::Gone));
+            match first {
+                Ok(ViewerState::Connected) => {
+                    let _ = state.wait_for(|s| *s == ViewerState::Gone).await;
+                }
+                Ok(_) => tracing::info!("viewer {vid}: connection failed"),
+                Err(_) => tracing::info!("viewer {vid}: not connected within {limit:?}"),
+            }
             me.remove_viewer(&vid).await;
         });
         Ok((id, answer))
@@ -137,7 +216,12 @@ impl Streamer {
         id: &str,
         candidate: rtc::peer_connection::transport::RTCIceCandidateInit,
     ) {
-        let pc = self.viewers.lock().await.get(id).map(|v| Arc::clone(&v.pc));
+        let pc = self
+            .viewers
+            .lock()
+            .await
+            .get(id)
+            .map(|v| Arc::clone(&v.viewer.pc));
         if let Some(pc) = pc {
             if let Err(e) = pc.add_ice_candidate(candidate).await {
                 tracing::debug!("remote candidate: {e}");
@@ -149,9 +233,10 @@ impl Streamer {
     pub async fn remove_viewer(&self, id: &str) -> bool {
         let v = self.viewers.lock().await.remove(id);
         match v {
-            Some(v) => {
-                v.close().await;
+            Some(Registered { viewer, _slot }) => {
+                viewer.close().await;
                 self.input.viewer_gone();
+                // The slot frees here, once the peer is closed.
                 true
             }
             None => false,
@@ -165,6 +250,8 @@ pub enum AddError {
     Full(usize),
     #[error(transparent)]
     Peer(peer::PeerError),
+    #[error("the negotiation task ended without an answer")]
+    Aborted,
 }
 
 /// The streamer's routes; `token` None = no check (unix socket behind `serve`).
@@ -238,6 +325,9 @@ async fn whep_post(State(s): State<Arc<Streamer>>, headers: HeaderMap, body: Str
         )
             .into_response(),
         Err(AddError::Peer(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e @ AddError::Aborted) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
     }
 }
 

@@ -14,6 +14,10 @@ use x11rb::connection::Connection;
 use x11rb::protocol::xproto::*;
 use x11rb::protocol::Event;
 
+mod bare;
+#[allow(unused_imports)]
+pub use bare::*;
+
 pub const TOKEN: &str = "webrtc-test-token";
 
 /// Fails the test when `prog` is not installed.
