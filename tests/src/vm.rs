@@ -12,6 +12,7 @@ pub mod cpio;
 pub mod fixture;
 pub mod image;
 pub mod kernel;
+pub mod provider;
 pub mod qemu;
 pub mod browser_image;
 pub mod systemd_image;

@@ -75,7 +75,21 @@ pub fn cli(args: &[String]) -> Result<()> {
             );
             Ok(())
         }
-        Some(other) => bail!("image: unknown image `{other}` (known: initramfs, systemd)"),
+        Some("browser") => {
+            let (kernel, img) = browser()?;
+            println!(
+                "kernel {} ({})\ninitrd {}\ndisk   {} ({:.2} GB, ext4)\nboot   {} {}",
+                kernel.release,
+                kernel.vmlinuz.display(),
+                img.initrd.display(),
+                img.disk.display(),
+                img.disk_bytes as f64 / 1e9,
+                vm::browser_image::ROOT_ARGS,
+                "ip=... guest_agent.token_sha256=... [guest_agent.display=WxH]"
+            );
+            Ok(())
+        }
+        Some(other) => bail!("image: unknown image `{other}` (known: initramfs, systemd, browser)"),
     }
 }
 
@@ -184,6 +198,49 @@ pub fn systemd_with(bins: &Binaries) -> Result<Built> {
         info.bytes as f64 / 1e6
     );
     Ok(Built { kernel, image: out })
+}
+
+/// The browser VM's golden image (`tests/src/vm/browser_image.rs`): debootstrap rootfs with
+/// Xvfb, openbox and Chromium (cached), our binaries and units, checked with
+/// `guest-netinit check --root`, written as an ext4 disk plus the small initramfs that loads
+/// virtio-blk; cached under `target/vm-images/browser-<inputs>/`.
+pub fn browser() -> Result<(Kernel, vm::browser_image::BrowserImage)> {
+    deps::ensure(VM_PACKAGES)?;
+    deps::ensure(SYSTEMD_PACKAGES)?;
+    deps::ensure(BROWSER_PACKAGES)?;
+    let bins = binaries(true)?;
+    browser_with(&bins, &vm::browser_image::BrowserImageSpec::golden())
+}
+
+/// What the browser image's build needs on the machine.
+pub const BROWSER_PACKAGES: &[SystemPackage] = &[SystemPackage {
+    package: "e2fsprogs",
+    why: "mkfs.ext4 -d writes the browser image's disk without a loop mount",
+}];
+
+/// The browser image for `spec` from `bins`.
+pub fn browser_with(
+    bins: &Binaries,
+    spec: &vm::browser_image::BrowserImageSpec,
+) -> Result<(Kernel, vm::browser_image::BrowserImage)> {
+    banner("guest kernel");
+    let kernel = vm::kernel::ensure().context("fetching the guest kernel")?;
+    banner("browser image (ext4 on /dev/vda; debootstrap rootfs cached in target/vm-cache)");
+    let img = vm::browser_image::build(
+        &kernel,
+        bins,
+        &crate::sh::repo_root().join("systemd-units"),
+        spec,
+        &vm::images_dir(),
+    )
+    .context("building the browser image")?;
+    println!(
+        "{} ({}):\nguest-netinit check --root:\n{}",
+        img.disk.display(),
+        if img.built { "built" } else { "cached: its inputs did not change" },
+        img.check_report.trim_end()
+    );
+    Ok((kernel, img))
 }
 
 /// The cargo profile of the agent in the images (defined by [`AGENT_PROFILE_CONFIG`]).

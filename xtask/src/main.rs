@@ -46,7 +46,10 @@ usage: cargo xtask <task>
   bench boot [--runs N] [--no-systemd] [--no-baseline] [--no-build]
                                   N boots of each image (initramfs, systemd, old-way baseline),
                                   median of each boot stage and of each step (default 10)
-  image [initramfs|systemd]       build a bootable image (kernel cached in target/vm-cache)
+  image [initramfs|systemd|browser]
+                                  build a bootable image (kernel cached in target/vm-cache);
+                                  browser: the fleet's golden ext4 disk (Xvfb, openbox,
+                                  Chromium, guestkit) + the initramfs that mounts it
   demo [--json] [--keep] [--image systemd] [--memory MIB] [--extra K=V]
                                   boot a real VM (QEMU, TAP on bridge fcbr0 in a namespace), wait
                                   for the agent with host-client, print the boot timeline + /health

@@ -183,14 +183,14 @@ pub fn boot_systemd(agent_config: &str) -> (TestVm, super::systemd_image::System
     (TestVm { vm, cmdline, dir }, image)
 }
 
-/// The browser image's boot args: [`super::boot::systemd_boot_args`] plus the root disk
-/// (`root=/dev/vda rw rootfstype=ext4`), the API token and `extra` per-VM settings.
-pub fn browser_boot_args(token: &str, extra: &[(&str, &str)]) -> host_client::BootArgs {
+/// The browser image's boot args: [`super::boot::systemd_boot_args`] (console, `ip=`, the
+/// test token's hash) plus the root disk (`root=/dev/vda rw rootfstype=ext4`) and `extra`
+/// per-VM settings.
+pub fn browser_boot_args(extra: &[(&str, &str)]) -> host_client::BootArgs {
     let mut args = super::boot::systemd_boot_args()
         .root("/dev/vda")
         .extra("rw", None)
-        .extra("rootfstype", Some("ext4".into()))
-        .extra("guest_agent.token", Some(token.into()));
+        .extra("rootfstype", Some("ext4".into()));
     for (k, v) in extra {
         args = args.extra(*k, Some((*v).into()));
     }
