@@ -88,12 +88,12 @@ pub fn cli(args: &[String]) -> Result<()> {
         initrd: built.image.clone(),
         cmdline: cmdline.clone(),
         memory_mib: opts.memory_mib.unwrap_or(if opts.image == "systemd" {
-        cpus: 1,
-        disk: None,
             vm::systemd_image::MEMORY_MIB
         } else {
             DEFAULT_MEMORY_MIB
         }),
+        cpus: 1,
+        disk: None,
         nic: true,
         console: console.clone(),
         keep_after_exit: opts.keep,
