@@ -1,11 +1,14 @@
 //! The streamer against a real browser: Xvfb with a window whose colour changes every frame,
 //! the streamer (in-process) capturing it, and headless chromium opening `/viewer` (the real
 //! page) as the viewer. Frames must arrive at the configured resolution, and a click and a key
-//! pressed in the viewer must arrive in the X display. `serve` (the real binary, pointed at
-//! the streamer's socket) shows the viewer in `/health` while it watches, and 0 once it left.
+//! pressed in the viewer must arrive in the X display, and a flood of input on the data
+//! channel must stay within the input queue's bound and leave no key held. `serve` (the real
+//! binary, pointed at the streamer's socket) shows the viewer in `/health` while it watches,
+//! and 0 once it left.
 
 mod webrtc_common;
 
+use guest_agent::webrtc::input_queue::MAX_QUEUED;
 use serde_json::json;
 use std::time::Duration;
 use webrtc_common::*;
@@ -16,6 +19,7 @@ const H: u16 = 720;
 #[test]
 fn viewer_page_plays_the_display_and_sends_input_back() {
     let x = start_xvfb(W, H);
+    let display = x.display.clone();
     let window = start_window(&x.display);
     let streamer = start_streamer(&x.display, W, H);
     let serve = start_serve(&streamer.dir.path().join("webrtc.sock"));
@@ -141,6 +145,55 @@ fn viewer_page_plays_the_display_and_sends_input_back() {
         (x - ex).abs() <= 1 && (y - ey).abs() <= 1,
         "click at ({x},{y}), expected ({ex},{ey}); seen {seen:?}"
     );
+
+    // A flood on the real data channel: 5 messages of 2802 events each (Control held around
+    // 1400 keysyms without a keycode, each a mapping change for the injector). The queue stays
+    // within its bound and counts what it dropped, Control is released through the full
+    // queue, and input still works afterwards.
+    let n = b.eval(
+        r#"(() => { const e = viewer.enc, parts = [e.keyDown(0xffe3)];
+          for (let i = 0; i < 1400; i++) parts.push(e.keyDown(0x1004e00 + i), e.keyUp(0x1004e00 + i));
+          parts.push(e.keyUp(0xffe3));
+          const b = new Uint8Array(parts.reduce((a, p) => a + p.length, 0)); let o = 0;
+          for (const p of parts) { b.set(p, o); o += p.length; }
+          for (let k = 0; k < 5; k++) viewer.send(b);
+          return b.length; })()"#,
+    );
+    assert_eq!(n, json!(2802 * 7));
+    let input = wait_for("the flood to be taken", Duration::from_secs(60), || {
+        let st = streamer_status(streamer.addr)?;
+        let i = st["input"].clone();
+        let seen = i["events"].as_u64()? + i["dropped"].as_u64()? + i["coalesced"].as_u64()?;
+        (i["queued"] == json!(0) && seen >= 5 * 2802).then_some(i)
+    });
+    assert!(
+        input["queued_max"].as_u64().unwrap_or(u64::MAX) <= MAX_QUEUED as u64,
+        "{input}"
+    );
+    assert!(input["dropped"].as_u64().unwrap_or(0) > 0, "{input}");
+    assert!(input["remaps"].as_u64().unwrap_or(0) > 0, "{input}");
+    eprintln!("data channel flood: {input}");
+    let (xc, _) = x11rb::connect(Some(&display)).expect("X connection");
+    wait_for(
+        "no key held after the flood",
+        Duration::from_secs(30),
+        || {
+            use x11rb::protocol::xproto::ConnectionExt as _;
+            let km = xc.query_keymap().ok()?.reply().ok()?;
+            km.keys.iter().all(|&b| b == 0).then_some(())
+        },
+    );
+    for t in ["keyDown", "keyUp"] {
+        b.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": t, "key": "w", "code": "KeyW", "text": "w", "windowsVirtualKeyCode": 87}),
+        );
+    }
+    wait_for("a key after the flood", Duration::from_secs(30), || {
+        let seen = window.seen.lock().expect("seen");
+        seen.contains(&Seen::KeyPress { keysym: 0x77 })
+            .then_some(())
+    });
 
     // The viewer leaves (the page's pagehide sends the WHEP DELETE): 0 viewers in /health.
     b.eval("location.href = 'about:blank', true");
