@@ -135,7 +135,8 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 /// and ignores SIGHUP/SIGTERM (codex's 1455): the CLI dies with serve (PDEATHSIG), the
 /// grandchild is killed when serve starts again (the sweep of the recorded groups), the
 /// port is free and a new login binds it. A recorded pid that now belongs to another
-/// process (another start time) is left alone.
+/// process (another start time) is left alone. A graceful stop (SIGTERM) also ends what
+/// the live session started.
 #[test]
 fn what_a_killed_serve_left_is_swept_at_the_next_start() {
     need_root();
@@ -231,8 +232,24 @@ required_keys = ["tokens"]
             .contains(&format!("holding port {port}")),
         "{info}"
     );
-    let (code, _) = http(s.addr, "DELETE", "/v1/oauth/sessions/h2", Some(TOKEN), None);
-    assert_eq!(code, 200);
+    let out = info["lastOutput"].as_str().unwrap();
+    let grandchild2: i64 = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out}"));
+    // A graceful stop (SIGTERM) ends the live session's processes too, grandchild
+    // included, and leaves no record behind.
+    drop(s);
+    wait_until("the grandchild to end with serve", || {
+        !pid_alive(grandchild2)
+    });
+    let left: Vec<_> = std::fs::read_dir(&records).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "records left after a graceful stop: {left:?}"
+    );
     let _ = stranger.kill();
     let _ = stranger.wait();
 }

@@ -23,6 +23,7 @@ pub mod browser;
 pub mod callback;
 pub mod config;
 pub mod creds;
+pub mod login_dir;
 pub mod output;
 pub mod procs;
 pub mod provider;
@@ -41,7 +42,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// How long a URL found by regex waits for the exact one from the shim before the
@@ -145,7 +145,7 @@ impl OAuth {
             }
         }
         let killed = procs::sweep(&state_dir.join(procs::RECORDS_DIR));
-        let login_dir = login_dir_of(state_dir);
+        let login_dir = login_dir::login_dir_of(state_dir);
         let _ = std::fs::remove_dir_all(login_dir.join("s"));
         if killed > 0 {
             tracing::warn!(
@@ -185,30 +185,6 @@ impl OAuth {
         self.prepare_login_dir(&u)
             .map_err(|e| OAuthError::Io(format!("{}: {e}", self.login_dir.display())))?;
         Ok(u)
-    }
-
-    /// The login directory: root's, 0750 with `u`'s group (0700 when not switching), and
-    /// the socket in it 0660 (0600).
-    fn prepare_login_dir(&self, u: &user::LoginUser) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.login_dir)?;
-        let (dmode, smode) = if u.switch {
-            (0o750, 0o660)
-        } else {
-            (0o700, 0o600)
-        };
-        let gid = u.switch.then_some(u.gid);
-        std::os::unix::fs::lchown(&self.login_dir, None, gid)?;
-        std::fs::set_permissions(&self.login_dir, std::fs::Permissions::from_mode(dmode))?;
-        let sock = self.socket_path();
-        if std::fs::symlink_metadata(&sock).is_ok() {
-            std::os::unix::fs::lchown(&sock, None, gid)?;
-            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(smode))?;
-        }
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -435,7 +411,7 @@ impl OAuth {
         }
         let (info, b) = match self.login_user() {
             Ok(user) => {
-                let name = format!("{id}.{seq}.browser-{:08x}", fastrand::u32(..));
+                let name = format!("{id}.{seq}.browser-{:016x}", fastrand::u64(..));
                 let records = self.records_dir();
                 let launch = browser::Launch {
                     display: &self.cfg.display,
@@ -517,68 +493,7 @@ impl OAuth {
             .ok_or_else(|| OAuthError::Callback(CallbackError::NoListener(e.session.id.clone())))?;
         Ok((e.session.id.clone(), port, path))
     }
-
-    /// Serves the shim's socket until the runtime stops (call inside the runtime). Binding
-    /// replaces a stale socket. Only root and the login user's group may connect.
-    pub fn listen_shim(self: &Arc<Self>) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let path = self.socket_path();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.login_dir)?;
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        match user::LoginUser::resolve(&self.cfg.run_as) {
-            Ok(u) => self.prepare_login_dir(&u)?,
-            // Said when a login is started; the socket stays root's until then.
-            Err(e) => tracing::warn!(error = %e, "OAuth logins cannot start"),
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let me = me.clone();
-                tokio::spawn(async move {
-                    let _ = me.shim_conn(stream).await;
-                });
-            }
-        });
-        Ok(())
-    }
-
-    async fn shim_conn(self: &Arc<Self>, stream: tokio::net::UnixStream) -> std::io::Result<()> {
-        let (r, mut w) = stream.into_split();
-        let mut line = String::new();
-        let mut r = BufReader::new(r.take(shim::MAX_LINE as u64));
-        r.read_line(&mut line).await?;
-        let resp = match serde_json::from_str::<OpenUrlRequest>(line.trim()) {
-            Ok(mut req) => {
-                // The shim says `id/generation` (see `shim::SESSION_ENV`).
-                let seq = req.session_id.as_deref().and_then(|s| {
-                    let (id, seq) = s.rsplit_once('/')?;
-                    Some((id.to_string(), seq.parse::<u64>().ok()?))
-                });
-                if let Some((id, _)) = &seq {
-                    req.session_id = Some(id.clone());
-                }
-                match self
-                    .open_url_for(&req, UrlSource::Shim, seq.map(|s| s.1))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => refused(e.to_string()),
-                }
-            }
-            Err(e) => refused(format!("bad request line: {e}")),
-        };
-        let mut out = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
-        out.push(b'\n');
-        w.write_all(&out).await
-    }
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// A browser that ended while its session is live (crashed, no display) is said in the
 /// session: the user cannot be looking at the login page.
@@ -592,27 +507,6 @@ fn note_browser_exit(e: &mut Entry) {
                 info.error = Some(format!("{} ended ({how})", info.command));
             }
         }
-    }
-}
-
-fn refused(why: String) -> OpenUrlResponse {
-    OpenUrlResponse {
-        success: false,
-        session_id: None,
-        opened: false,
-        browser_error: Some(why),
-    }
-}
-
-/// The login directory beside `state_dir`: `/run/guest-agent` → `/run/guest-agent-login`.
-pub fn login_dir_of(state_dir: &Path) -> PathBuf {
-    match (state_dir.parent(), state_dir.file_name()) {
-        (Some(parent), Some(name)) => {
-            let mut n = name.to_os_string();
-            n.push("-login");
-            parent.join(n)
-        }
-        _ => state_dir.join("login"),
     }
 }
 

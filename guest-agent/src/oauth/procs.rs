@@ -10,8 +10,9 @@
 //!   ours), its start time (field 22 of `/proc/PID/stat`) and uid, and a marker in the
 //!   environment its descendants inherit. Signals go through pidfds, never `killpg` on a
 //!   number that may have been reused: a member is signalled only when its start time is not
-//!   older than the leader's, its uid is the one the group runs as, and either the leader
-//!   is still alive (then the group number is still ours) or it carries the marker;
+//!   older than the leader's, its uid is the one the group runs as, and either it is in
+//!   the leader's session/group while the leader is alive (then the number is still ours)
+//!   or it carries the marker (unique per group: a random part), wherever it is;
 //! - a [`Record`] of each group is written in the state directory (root-only) and removed
 //!   when the group is gone; [`sweep`] at `serve` start kills what a crash, `kill -9` or a
 //!   liveness restart left (codex's grandchild holding ports 1455/1457).
@@ -191,11 +192,12 @@ impl Record {
                 }
                 continue;
             }
+            // In the group while its number is surely ours, or anywhere with the marker
+            // (a descendant that started a session of its own, e.g. a crash handler).
             let in_group = s.pgrp == self.pid || s.session == self.pid;
-            if in_group
-                && s.start >= self.start
+            if s.start >= self.start
                 && uid_of(pid) == Some(self.uid)
-                && (leader_alive || environ_has(pid, &self.marker))
+                && ((in_group && leader_alive) || environ_has(pid, &self.marker))
             {
                 out.push((pid, s.start));
             }

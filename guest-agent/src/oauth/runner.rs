@@ -103,7 +103,8 @@ pub(super) async fn start(
     let now = SystemTime::now();
     let mut s = Session::new(&id, &p.name, now, cfg.deadline_for(&p.name));
     s.credentials_path = Some(cred_path.clone());
-    let name = format!("{id}.{seq}.cli");
+    // Unique (random part): the marker alone identifies this group's processes.
+    let name = format!("{id}.{seq}.cli-{:016x}", fastrand::u64(..));
     let records = oauth.records_dir();
     let track = pty::Track {
         marker: &name,
