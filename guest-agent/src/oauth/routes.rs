@@ -164,7 +164,8 @@ async fn credentials_status(State(o): State<Shared>, Query(q): Query<SessionQuer
     };
     if info.state == SessionState::Authenticated {
         let modified_at = info.credentials_path.as_ref().and_then(|p| {
-            std::fs::metadata(p)
+            // The login user owns that directory: never follow a link it planted.
+            std::fs::symlink_metadata(p)
                 .and_then(|m| m.modified())
                 .ok()
                 .map(crate::state::rfc3339)

@@ -133,11 +133,11 @@ impl LoginUser {
         if let Some(parent) = home.parent() {
             std::fs::create_dir_all(parent).map_err(|e| err(format!("creating it: {e}")))?;
         }
-        match std::fs::DirBuilder::new().create(home) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        let created = match std::fs::DirBuilder::new().create(home) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(err(format!("creating it: {e}"))),
-        }
+        };
         let h = canon(home);
         if h.starts_with(&sd) || sd.starts_with(&h) {
             return Err(err(format!(
@@ -170,7 +170,8 @@ impl LoginUser {
                 )));
             }
         }
-        if m.mode() & 0o777 != 0o700 {
+        // Not root: HOME may be the developer's own home, whose mode is theirs to choose.
+        if (self.switch || created) && m.mode() & 0o777 != 0o700 {
             dir.set_permissions(std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| err(format!("chmod 0700: {e}")))?;
         }
