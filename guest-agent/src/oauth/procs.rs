@@ -238,6 +238,8 @@ impl Record {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
+        // 0600 also when the file was already there (`mode` applies to new files only).
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
         Ok(path)
     }
@@ -436,6 +438,32 @@ mod tests {
         assert_eq!(parse_stat("1 (x) S 0"), None);
         let me = stat(std::process::id() as i32).unwrap();
         assert!(me.start > 0);
+    }
+
+    #[test]
+    fn records_are_0600_in_a_0700_directory_even_over_an_old_file() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join(RECORDS_DIR);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.json"), "old").unwrap();
+        std::fs::set_permissions(dir.join("a.json"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let rec = Record {
+            pid: 1,
+            start: 1,
+            boot: boot_id(),
+            uid: 0,
+            marker: "m".into(),
+            what: "cli".into(),
+        };
+        let p = rec.write(&dir, "a").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let back: Record = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(back, rec);
+        let nested = d.path().join("new/").join(RECORDS_DIR);
+        rec.write(&nested, "b").unwrap();
+        assert_eq!(std::fs::metadata(&nested).unwrap().mode() & 0o777, 0o700);
     }
 
     #[test]
