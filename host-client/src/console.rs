@@ -4,8 +4,12 @@
 //! The file may not exist yet when the wait starts (the VMM creates it), may grow by partial
 //! lines, and may be truncated or replaced when the VMM restarts: then reading starts over
 //! with a fresh diagnosis, since the old findings belong to the previous boot.
+//!
+//! A poll reads at most [`MAX_READ`] bytes, so a guest that floods its console cannot hold
+//! the wait loop (and its deadline) inside one poll; [`ConsoleFollower::pending`] says there
+//! is more to read at once. [`diagnose_reader`] is the one-shot form on a stream.
 
-use crate::diagnose::Diagnoser;
+use crate::diagnose::{Diagnoser, Diagnosis};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -13,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// Longest line kept whole; a longer one is cut there (console logs can hold binary junk).
 const MAX_LINE: usize = 64 * 1024;
-/// Most bytes read per poll, so one poll never stalls the wait loop.
-const MAX_READ: usize = 4 << 20;
+/// Most bytes read per poll, so one poll never stalls the wait loop (a few ms of parsing).
+pub const MAX_READ: usize = 256 << 10;
 
 /// A console file being followed.
 #[derive(Debug)]
@@ -22,8 +26,63 @@ pub struct ConsoleFollower {
     path: PathBuf,
     file: Option<File>,
     pos: u64,
-    partial: Vec<u8>,
+    /// The file's length at the last poll.
+    len: u64,
+    lines: LineBuf,
     diagnoser: Diagnoser,
+    /// How many times reading started over (file truncated or replaced).
+    generation: u64,
+}
+
+/// Splits bytes into lines for a [`Diagnoser`], cutting lines longer than [`MAX_LINE`].
+#[derive(Debug, Default)]
+struct LineBuf {
+    partial: Vec<u8>,
+}
+
+impl LineBuf {
+    /// Feeds the complete lines in `bytes`; keeps the unfinished end. `true` if a line was fed.
+    fn feed(&mut self, bytes: &[u8], d: &mut Diagnoser) -> bool {
+        let mut fed = false;
+        let mut rest = bytes;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..nl]);
+            self.push(d);
+            fed = true;
+            rest = &rest[nl + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() >= MAX_LINE {
+            self.push(d);
+            fed = true;
+        }
+        fed
+    }
+
+    fn push(&mut self, d: &mut Diagnoser) {
+        d.push_line(&String::from_utf8_lossy(&self.partial));
+        self.partial.clear();
+    }
+}
+
+/// Diagnoses a whole console log read from `r` (a file, stdin) without holding it in memory;
+/// the same result as [`crate::analyze`] on its text (lines over [`MAX_LINE`] bytes are cut).
+pub fn diagnose_reader(mut r: impl Read) -> io::Result<Diagnosis> {
+    let mut d = Diagnoser::new();
+    let mut lines = LineBuf::default();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        lines.feed(&buf[..n], &mut d);
+    }
+    // `analyze` reads the text after the last newline as a line, even an empty one.
+    lines.push(&mut d);
+    Ok(d.finish())
 }
 
 /// A console file that exists but cannot be read.
@@ -41,9 +100,22 @@ impl ConsoleFollower {
             path: path.into(),
             file: None,
             pos: 0,
-            partial: Vec::new(),
+            len: 0,
+            lines: LineBuf::default(),
             diagnoser: Diagnoser::new(),
+            generation: 0,
         }
+    }
+
+    /// Changes when reading starts over (the file was truncated or replaced): findings and
+    /// milestones seen before belong to another boot.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the file held more than the last poll read: poll again at once.
+    pub fn pending(&self) -> bool {
+        self.len > self.pos
     }
 
     pub fn path(&self) -> &Path {
@@ -63,8 +135,9 @@ impl ConsoleFollower {
     /// Reads what was appended since the last poll. `Ok(true)` when new lines were fed.
     /// A missing file is not an error (the VMM has not created it yet).
     pub fn poll(&mut self) -> Result<bool, ConsoleError> {
+        let path = self.path.clone();
         let err = |source| ConsoleError {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
         if self.file.is_none() {
@@ -82,31 +155,31 @@ impl ConsoleFollower {
                 Err(e) => return Err(err(e)),
             }
         }
-        let Some(file) = self.file.as_mut() else {
+        let Some(meta) = self.file.as_ref().map(File::metadata) else {
             return Ok(false);
         };
-        let meta = file.metadata().map_err(err)?;
+        let meta = meta.map_err(err)?;
         let replaced = std::fs::metadata(&self.path)
             .map(|now| (now.dev(), now.ino()) != (meta.dev(), meta.ino()))
             .unwrap_or(false);
         if replaced {
             // A new file at the path (the VMM recreated it): start over on the next poll.
             self.file = None;
-            self.pos = 0;
-            self.partial.clear();
-            self.diagnoser = Diagnoser::new();
+            self.start_over();
             return self.poll();
         }
         let len = meta.len();
         if len < self.pos {
             // Truncated: a new boot writes the file from the start.
-            self.pos = 0;
-            self.partial.clear();
-            self.diagnoser = Diagnoser::new();
+            self.start_over();
         }
+        self.len = len;
         if len == self.pos {
             return Ok(false);
         }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(false);
+        };
         file.seek(SeekFrom::Start(self.pos)).map_err(err)?;
         let mut buf = Vec::new();
         let n = file
@@ -114,33 +187,22 @@ impl ConsoleFollower {
             .read_to_end(&mut buf)
             .map_err(err)?;
         self.pos += n as u64;
-        let mut fed = false;
-        let mut rest = &buf[..];
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&rest[..nl]);
-            self.feed_partial();
-            fed = true;
-            rest = &rest[nl + 1..];
-        }
-        self.partial.extend_from_slice(rest);
-        if self.partial.len() >= MAX_LINE {
-            self.feed_partial();
-            fed = true;
-        }
-        Ok(fed)
+        Ok(self.lines.feed(&buf, &mut self.diagnoser))
     }
 
     /// Feeds the unfinished last line too (the log ended without a newline).
     pub fn flush(&mut self) {
-        if !self.partial.is_empty() {
-            self.feed_partial();
+        if !self.lines.partial.is_empty() {
+            self.lines.push(&mut self.diagnoser);
         }
     }
 
-    fn feed_partial(&mut self) {
-        let line = String::from_utf8_lossy(&self.partial).into_owned();
-        self.partial.clear();
-        self.diagnoser.push_line(&line);
+    fn start_over(&mut self) {
+        self.pos = 0;
+        self.len = 0;
+        self.lines.partial.clear();
+        self.diagnoser = Diagnoser::new();
+        self.generation += 1;
     }
 }
 
@@ -174,6 +236,16 @@ mod tests {
         c.poll().unwrap();
         assert!(c.diagnoser().fatal().is_none());
         assert_eq!(c.diagnoser().lines(), 1);
+    }
+
+    #[test]
+    fn the_reader_agrees_with_analyze() {
+        let text = "[    0.000000] Linux version 6.1\r\n[FAILED] Failed to start a.service.\n\
+                    GUESTKIT: {cut\n\n[    1.0] Kernel panic - not syncing: x";
+        for text in [text, "", "\n", "no newline at the end"] {
+            let got = diagnose_reader(text.as_bytes()).unwrap();
+            assert_eq!(got, crate::analyze(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! time so `wait_ready` can follow a growing console file and stop at the first fatal finding;
 //! [`diagnose`] is the one-shot form.
 
+use crate::finding_set::FindingSet;
+pub use crate::finding_set::MAX_FINDINGS;
 pub use crate::hints::hint;
 use crate::hints::{decode_exitcode, event_hit, found_to_finding, Found};
 use crate::signatures::{self, Hit, PreKernel};
+use crate::text::{cap, MAX_EVIDENCE};
 use guest_proto::{Component, ConsoleEvent, Event};
 use serde::Serialize;
 use std::fmt;
@@ -63,6 +66,9 @@ pub enum Cause {
     ComponentFailed,
     /// A `GUESTKIT:` line that does not parse (cut short, or a newer guestkit).
     MalformedEvent,
+    /// More than [`MAX_FINDINGS`] distinct findings: the rest are counted here (`occurrences`:
+    /// console lines left out; `line`/`evidence`: the first of them).
+    FindingsSuppressed,
 }
 
 /// How bad a finding is. `Fatal`: the VM will not become ready without a change.
@@ -84,7 +90,8 @@ pub struct Finding {
     pub subject: Option<String>,
     /// 1-based line number of `evidence` in the console log.
     pub line: usize,
-    /// The console line (colour codes removed) that shows it.
+    /// The console line (colour codes removed) that shows it, cut to
+    /// [`crate::text::MAX_EVIDENCE`] bytes.
     pub evidence: String,
     /// What to do about it.
     pub hint: String,
@@ -158,12 +165,13 @@ pub fn analyze(console_text: &str) -> Diagnosis {
     d.finish()
 }
 
-/// Incremental reader: feed whole lines as they arrive.
+/// Incremental reader: feed whole lines as they arrive. Its memory and the size of its
+/// diagnosis are bounded whatever the log holds (see [`MAX_FINDINGS`]).
 #[derive(Debug, Default, Clone)]
 pub struct Diagnoser {
     lines: usize,
     printed: bool,
-    findings: Vec<Finding>,
+    findings: FindingSet,
     timeline: Vec<TimelineEntry>,
     /// The first lines of the latest run of lines without a kernel timestamp.
     user_block: Vec<String>,
@@ -190,9 +198,11 @@ impl Diagnoser {
         }
         self.printed = true;
         let n = self.lines;
-        self.note_milestone(&line, n);
-        self.note_pre_kernel(&line, n);
-        let hit = match ConsoleEvent::find_in_line(&line) {
+        // Parsed once: a flood of (long) event lines must not cost three JSON parses each.
+        let event = ConsoleEvent::find_in_line(&line);
+        self.note_milestone(&line, n, event.as_ref());
+        self.note_pre_kernel(&line, n, event.is_some());
+        let hit = match event {
             Some(Ok(ev)) => event_hit(&ev),
             Some(Err(_)) => Some(Found {
                 hit: Hit {
@@ -212,24 +222,21 @@ impl Diagnoser {
         };
         self.note_user_output(&line);
         let hit = hit?;
-        Some(self.record(found_to_finding(hit, n, &line)))
+        self.findings.record(found_to_finding(hit, n, &line))
     }
 
-    fn note_pre_kernel(&mut self, line: &str, n: usize) {
+    fn note_pre_kernel(&mut self, line: &str, n: usize, is_event: bool) {
         if self.kernel_ran {
             return;
         }
-        if kernel_timestamp(line).is_some()
-            || line.contains("Linux version ")
-            || ConsoleEvent::find_in_line(line).is_some()
-        {
+        if kernel_timestamp(line).is_some() || line.contains("Linux version ") || is_event {
             self.kernel_ran = true;
         } else if let Some(stage) = signatures::pre_kernel(line) {
             let furthest = match &self.pre_kernel {
                 Some((_, _, seen)) => stage.max(*seen),
                 None => stage,
             };
-            self.pre_kernel = Some((n, line.to_string(), furthest));
+            self.pre_kernel = Some((n, cap(line, MAX_EVIDENCE), furthest));
         }
     }
 
@@ -260,9 +267,19 @@ impl Diagnoser {
         out
     }
 
-    /// Findings so far.
+    /// Findings so far (at most [`MAX_FINDINGS`]), in order of creation.
     pub fn findings(&self) -> &[Finding] {
-        &self.findings
+        self.findings.as_slice()
+    }
+
+    /// A mark for [`Diagnoser::findings_since`]: how many findings were created so far.
+    pub fn findings_mark(&self) -> u64 {
+        self.findings.created()
+    }
+
+    /// The findings created since `mark` (from [`Diagnoser::findings_mark`]) that are kept.
+    pub fn findings_since(&self, mark: u64) -> &[Finding] {
+        self.findings.since(mark)
     }
 
     /// Milestones so far.
@@ -272,7 +289,7 @@ impl Diagnoser {
 
     /// The earliest fatal finding so far.
     pub fn fatal(&self) -> Option<&Finding> {
-        worst(&self.findings).filter(|f| f.severity == Severity::Fatal)
+        worst(self.findings.as_slice()).filter(|f| f.severity == Severity::Fatal)
     }
 
     /// Lines read so far.
@@ -284,7 +301,8 @@ impl Diagnoser {
     /// and for a log with only firmware lines, the "kernel never started" one. (Not findings
     /// while following a boot: every boot prints nothing, then firmware lines, at first.)
     pub fn snapshot(&self) -> Diagnosis {
-        let mut findings = self.findings.clone();
+        let mut findings = self.findings.as_slice().to_vec();
+        findings.extend(self.findings.summary());
         if let (Some((line, evidence, stage)), false) = (&self.pre_kernel, self.kernel_ran) {
             let subject = match stage {
                 PreKernel::Firmware => "firmware only",
@@ -323,32 +341,12 @@ impl Diagnoser {
         self.snapshot()
     }
 
-    fn record(&mut self, new: Finding) -> &Finding {
-        let same = self
-            .findings
-            .iter()
-            .position(|f| f.cause == new.cause && f.subject == new.subject);
-        let at = match same {
-            Some(i) => {
-                let old = &mut self.findings[i];
-                old.occurrences += 1;
-                if new.severity > old.severity {
-                    old.severity = new.severity;
-                    old.line = new.line;
-                    old.evidence = new.evidence;
-                    old.hint = new.hint;
-                }
-                i
-            }
-            None => {
-                self.findings.push(new);
-                self.findings.len() - 1
-            }
-        };
-        &self.findings[at]
-    }
-
-    fn note_milestone(&mut self, line: &str, n: usize) {
+    fn note_milestone(
+        &mut self,
+        line: &str,
+        n: usize,
+        event: Option<&Result<ConsoleEvent, serde_json::Error>>,
+    ) {
         let milestone = if line.contains("Linux version ") {
             Some(Milestone::KernelStarted)
         } else if (line.contains("Run /") && line.contains(" as init process"))
@@ -357,7 +355,7 @@ impl Diagnoser {
         {
             Some(Milestone::Userspace)
         } else {
-            match ConsoleEvent::find_in_line(line) {
+            match event {
                 Some(Ok(ev)) => match ev.event {
                     Event::Done { .. } if ev.src == Component::Netinit => {
                         Some(Milestone::NetinitDone)
@@ -374,7 +372,7 @@ impl Diagnoser {
                     milestone: m,
                     line: n,
                     kernel_time: kernel_timestamp(line),
-                    evidence: line.to_string(),
+                    evidence: cap(line, MAX_EVIDENCE),
                 });
             }
         }

@@ -8,6 +8,7 @@
 
 use crate::client::ClientError;
 use crate::diagnose::{Cause, Finding, Severity};
+use crate::text::{cap, MAX_EVIDENCE, MAX_HINT, MAX_SUBJECT};
 use guest_proto::api::{HealthResponse, ServiceState, WebrtcState};
 use guest_proto::Outcome;
 
@@ -21,13 +22,14 @@ fn finding(
     evidence: String,
     hint: String,
 ) -> Finding {
+    // The agent's strings are the guest's: bounded like console evidence.
     Finding {
         cause,
         severity,
-        subject,
+        subject: subject.map(|s| cap(&s, MAX_SUBJECT)),
         line: 0,
-        evidence: format!("GET /health: {evidence}"),
-        hint,
+        evidence: cap(&format!("GET /health: {evidence}"), MAX_EVIDENCE),
+        hint: cap(&hint, MAX_HINT),
         occurrences: 1,
     }
 }
@@ -204,6 +206,23 @@ mod tests {
             r#"{"status":"ok","timestamp":"t","activeSessions":0,"memory":{"totalBytes":268435456,"availableBytes":134217728}}"#,
         );
         assert!(health_findings(&h).is_empty());
+    }
+
+    #[test]
+    fn long_strings_from_the_agent_are_cut() {
+        let long = "w".repeat(100_000);
+        let h = health(&format!(
+            r#"{{"status":"degraded","timestamp":"t","activeSessions":0,"services":[{{"name":"{long}","state":"crash-loop","required":true,"pid":null,"restarts":7,"lastExit":"{long}","since":"t","rssBytes":null,"cpuSeconds":null}}]}}"#
+        ));
+        let f = health_findings(&h);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].evidence.len() < MAX_EVIDENCE + 40,
+            "{}",
+            f[0].evidence.len()
+        );
+        assert!(f[0].hint.len() < MAX_HINT + 40, "{}", f[0].hint.len());
+        assert!(f[0].subject.as_ref().unwrap().len() < MAX_SUBJECT + 40);
     }
 
     #[test]

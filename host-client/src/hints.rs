@@ -4,6 +4,7 @@
 
 use crate::diagnose::{Cause, Finding, Severity};
 use crate::signatures::Hit;
+use crate::text::{cap, MAX_EVIDENCE, MAX_HINT, MAX_SUBJECT};
 use guest_proto::{Component, ConsoleEvent, Event};
 
 /// A classified line plus its hint (events carry their own data for the hint).
@@ -16,10 +17,10 @@ pub(crate) fn found_to_finding(found: Found, line: usize, evidence: &str) -> Fin
     Finding {
         cause: found.hit.cause,
         severity: found.hit.severity,
-        subject: found.hit.subject,
+        subject: found.hit.subject.map(|s| cap(&s, MAX_SUBJECT)),
         line,
-        evidence: evidence.to_string(),
-        hint: found.hint,
+        evidence: cap(evidence, MAX_EVIDENCE),
+        hint: cap(&found.hint, MAX_HINT),
         occurrences: 1,
     }
 }
@@ -138,6 +139,7 @@ pub fn hint(cause: Cause, subject: Option<&str>) -> String {
         Cause::EmergencyMode => "systemd dropped to emergency mode: a unit needed for boot failed (often a mount in /etc/fstab); look for `Failed` lines above".into(),
         Cause::NetinitFailed | Cause::NetinitStepFailed | Cause::NetworkConflict | Cause::NetinitWarning
         | Cause::ServiceCrashLoop | Cause::ServiceDown | Cause::AgentUnreachable | Cause::ComponentFailed | Cause::MalformedEvent => format!("see the guestkit event ({subject})"),
+        Cause::FindingsSuppressed => "the console is flooded (a unit failing in a loop, a chatty or hostile guest): read the log itself for the rest".into(),
     }
 }
 

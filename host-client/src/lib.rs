@@ -10,11 +10,13 @@ pub mod bootargs;
 pub mod client;
 pub mod console;
 pub mod diagnose;
+mod finding_set;
 pub mod health_diag;
 mod hints;
 pub mod oauth;
 mod signatures;
 pub mod tap;
+pub mod text;
 pub mod wait;
 
 pub use bootargs::{BootArgs, BootArgsError};

@@ -10,7 +10,9 @@
 //! - the console log is followed meanwhile, and a fatal finding (kernel panic, netinit
 //!   failure, crash loop) ends the wait at once with the diagnosis, after one last probe (so a
 //!   stale panic in a reused log cannot fail a VM that is in fact ready);
-//! - on timeout the error carries the last probe error, classified, and the findings so far.
+//! - on timeout the error carries the last probe error, classified, and the findings so far;
+//! - a flooded console is read a bounded chunk at a time with the deadline checked between
+//!   chunks, so the wait returns on time whatever the guest prints.
 
 use crate::client::{ClientError, ErrorClass, GuestClient};
 use crate::console::{ConsoleError, ConsoleFollower};
@@ -354,12 +356,22 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
         if console.lock_ok().is_none() {
             return std::future::pending::<Result<Box<Finding>, ConsoleError>>().await;
         }
-        let mut seen = (0, 0);
+        let mut seen = Seen::default();
         loop {
-            if let Some(fatal) = poll_console(&console, &state, &mut seen)? {
+            if Instant::now() >= end {
+                // Time is up: leave the answer to the deadline branch, even mid-flood.
+                return std::future::pending().await;
+            }
+            let (fatal, more) = poll_console(&console, &state, &mut seen)?;
+            if let Some(fatal) = fatal {
                 return Ok(fatal);
             }
-            sleep(opts.console_poll).await;
+            if more {
+                // A flooded log: read on, but let the probes and the deadline run between reads.
+                tokio::task::yield_now().await;
+            } else {
+                sleep(opts.console_poll).await;
+            }
         }
     };
 
@@ -440,40 +452,54 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
     })
 }
 
-/// Reads new console lines, reports new milestones and non-fatal findings; returns the
-/// fatal finding if there is one. `seen`: (milestones, findings) already reported.
+/// What of the console was already reported as progress.
+#[derive(Default)]
+struct Seen {
+    /// [`ConsoleFollower::generation`] they belong to.
+    generation: u64,
+    milestones: usize,
+    /// [`crate::Diagnoser::findings_mark`] after the last report.
+    findings: u64,
+}
+
+/// Reads new console lines (at most [`crate::console::MAX_READ`] bytes), reports new
+/// milestones and non-fatal findings; returns the fatal finding if there is one, and whether
+/// the file holds more to read.
 fn poll_console<F: FnMut(&Progress)>(
     console: &Mutex<Option<ConsoleFollower>>,
     state: &Mutex<State<F>>,
-    seen: &mut (usize, usize),
-) -> Result<Option<Box<Finding>>, ConsoleError> {
+    seen: &mut Seen,
+) -> Result<(Option<Box<Finding>>, bool), ConsoleError> {
     let mut cons = console.lock_ok();
     let Some(c) = cons.as_mut() else {
-        return Ok(None);
+        return Ok((None, false));
     };
     if !c.poll()? {
-        return Ok(None);
+        return Ok((None, c.pending()));
+    }
+    if c.generation() != seen.generation {
+        // the log started over (new boot)
+        *seen = Seen {
+            generation: c.generation(),
+            ..Seen::default()
+        };
     }
     let d = c.diagnoser();
     let mut st = state.lock_ok();
-    if d.timeline().len() < seen.0 || d.findings().len() < seen.1 {
-        // the log started over (new boot)
-        *seen = (0, 0);
-    }
-    for entry in &d.timeline()[seen.0..] {
+    for entry in &d.timeline()[seen.milestones..] {
         st.reach(entry.milestone.into());
         (st.on_progress)(&Progress::Milestone {
             entry: entry.clone(),
         });
     }
-    seen.0 = d.timeline().len();
-    for f in &d.findings()[seen.1..] {
+    seen.milestones = d.timeline().len();
+    for f in d.findings_since(seen.findings) {
         if f.severity < crate::Severity::Fatal {
             (st.on_progress)(&Progress::Finding { finding: f.clone() });
         }
     }
-    seen.1 = d.findings().len();
-    Ok(d.fatal().map(|f| Box::new(f.clone())))
+    seen.findings = d.findings_mark();
+    Ok((d.fatal().map(|f| Box::new(f.clone())), c.pending()))
 }
 
 /// One readiness probe.

@@ -4,10 +4,11 @@
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use host_client::bootargs::{static_ip, BootArgs};
+use host_client::console::diagnose_reader;
 use host_client::health_diag::{health_findings, unreachable_finding};
 use host_client::tap::{self, TAP_PREFIX};
 use host_client::wait::{Progress, ReadyVia, WaitOptions};
-use host_client::{analyze, AgentAddr, GuestClient, Severity, WaitError};
+use host_client::{AgentAddr, GuestClient, Severity, WaitError};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -234,16 +235,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             timeout,
         } => {
             let addr: Option<AgentAddr> = addr.map(|a| a.parse()).transpose().map_err(bad)?;
-            let bytes = if file.as_os_str() == "-" {
-                let mut b = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-                b
+            // Streamed: a console log can be as big as the guest made it.
+            let mut d = if file.as_os_str() == "-" {
+                diagnose_reader(std::io::stdin().lock())?
             } else {
-                std::fs::read(&file)
+                std::fs::File::open(&file)
+                    .and_then(diagnose_reader)
                     .with_context(|| format!("{}", file.display()))
                     .map_err(bad)?
             };
-            let mut d = analyze(&String::from_utf8_lossy(&bytes));
             if let Some(addr) = addr {
                 let client = GuestClient::new(addr).with_timeout(timeout);
                 match runtime()?.block_on(client.health()) {
