@@ -226,16 +226,28 @@ command = ["sh", "-c", "sleep 1000"]
     // (The evaluation's own result does not matter, only what reached the agent.)
     let sent = b.try_eval(&js);
     eprintln!("cross-origin page sent: {sent:?}");
-    // A form POST (a navigation of the whole page, so its own evaluation).
-    let _ = b.try_call(
-        "Runtime.evaluate",
-        json!({"expression": format!(
-            "const f = document.createElement('form'); f.method = 'POST'; \
-             f.action = 'http://127.0.0.1:{port}/services/chatty/restart'; \
-             document.body.appendChild(f); f.submit(); 1"
-        )}),
+    // A form POST (a navigation of the whole page, so its own evaluation), submitted again
+    // every 2 s until the agent's answer is the page (Chromium sometimes drops a submit made
+    // right after the page's fetches).
+    let submit = format!(
+        "(() => {{ const f = document.createElement('form'); f.method = 'POST'; \
+         f.action = 'http://127.0.0.1:{port}/services/chatty/restart'; \
+         document.body.appendChild(f); f.submit(); return 1; }})()"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    let start = Instant::now();
+    let mut last_submit: Option<Instant> = None;
+    while b.try_eval("location.pathname").ok() != Some(json!("/services/chatty/restart")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the form POST never navigated: {:?}",
+            b.try_eval("[location.href, document.title]")
+        );
+        if last_submit.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+            let _ = b.try_call("Runtime.evaluate", json!({ "expression": submit }));
+            last_submit = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     untouched(&agent, &addr, pid);
 
     // 2. DNS rebinding: the agent's own public /viewer under the attacker's name.
