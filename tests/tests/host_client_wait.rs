@@ -30,6 +30,10 @@ fn ready_state_dir(dir: &Path) {
 
 fn serve_cmd(cmd: &mut Command, listen: &str, dir: &Path) {
     std::fs::write(dir.join("cmdline"), "console=ttyS0\n").unwrap();
+    // An agent with no token warns on its console (and refuses guarded routes): give it one.
+    if !dir.join("token").exists() {
+        std::fs::write(dir.join("token"), "wait-test-token\n").unwrap();
+    }
     cmd.args(["serve", "--listen", listen, "--state-dir"])
         .arg(dir)
         .arg("--token-file")
