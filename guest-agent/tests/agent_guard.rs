@@ -262,3 +262,41 @@ fn requests_a_browser_page_makes_are_refused_token_or_not() {
         assert!(code != 403 && code != 415, "{code}: {body}");
     }
 }
+
+/// The header-read timeout is also the idle keep-alive timeout: a connection that got its
+/// answer and then sends nothing is closed after it (5 s), as is one that never sends.
+#[test]
+fn idle_connections_are_closed_after_the_header_timeout() {
+    let s = serve(Some(TOKEN), "console=ttyS0\n", &[]);
+    let mut kept = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(kept, "GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).unwrap();
+    let silent = std::net::TcpStream::connect(&s.addr).unwrap();
+    let start = std::time::Instant::now();
+    let mut answered = false;
+    let mut closed = Vec::new();
+    for (name, mut c) in [
+        ("kept-alive", kept.try_clone().unwrap()),
+        ("silent", silent),
+    ] {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answered |= String::from_utf8_lossy(&buf[..n]).contains("200 OK"),
+                Err(e) => panic!("{name}: not closed: {e}"),
+            }
+        }
+        closed.push((name, start.elapsed()));
+    }
+    drop(kept);
+    eprintln!("closed after {closed:?}");
+    assert!(answered, "the kept-alive connection got its answer first");
+    for (name, after) in closed {
+        assert!(
+            after >= std::time::Duration::from_secs(4) && after < std::time::Duration::from_secs(9),
+            "{name} closed after {after:?}, expected ~5 s"
+        );
+    }
+}
