@@ -321,6 +321,30 @@ mod tests {
     }
 
     #[test]
+    fn names_come_from_the_kernel_command_line_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmdline = dir.path().join("cmdline");
+        std::fs::write(
+            &cmdline,
+            "console=ttyS0 guest_agent.allowed_hosts=vm-1.internal,Other.Example. quiet\n",
+        )
+        .unwrap();
+        let g = Guard::new(Guard::names_from_cmdline(&cmdline));
+        for ok in ["vm-1.internal:8080", "other.example"] {
+            assert_eq!(
+                code(&g, Method::GET, "/services", &[("host", ok)]),
+                200,
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            code(&g, Method::GET, "/services", &[("host", "vm-2.internal")]),
+            403
+        );
+        assert!(Guard::names_from_cmdline(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
     fn an_address_of_an_interface_is_allowed() {
         let g = Guard::new(Vec::new());
         let addrs = local_addrs();
