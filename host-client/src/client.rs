@@ -121,7 +121,8 @@ pub enum ClientError {
         phase: Phase,
         after: Duration,
     },
-    #[error("{method} {path}: HTTP {status}: {body}")]
+    /// Displayed with the body escaped ([`crate::text::Untrusted`]): it is the guest's text.
+    #[error("{method} {path}: HTTP {status}: {}", crate::text::Untrusted(.body))]
     Status {
         method: Method,
         path: String,

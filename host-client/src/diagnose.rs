@@ -12,7 +12,7 @@ pub use crate::finding_set::MAX_FINDINGS;
 pub use crate::hints::hint;
 use crate::hints::{decode_exitcode, event_hit, found_to_finding, Found};
 use crate::signatures::{self, Hit, PreKernel};
-use crate::text::{cap, MAX_EVIDENCE};
+use crate::text::{cap, Untrusted, MAX_EVIDENCE};
 use guest_proto::{Component, ConsoleEvent, Event};
 use serde::Serialize;
 use std::fmt;
@@ -453,19 +453,20 @@ impl fmt::Display for Milestone {
     }
 }
 
+/// Two lines; the guest's words (subject, evidence, hint) escaped ([`Untrusted`]).
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.severity, self.cause)?;
         if let Some(s) = &self.subject {
-            write!(f, " [{s}]")?;
+            write!(f, " [{}]", Untrusted(s))?;
         }
         if self.line > 0 {
-            write!(f, " at line {}: {}", self.line, self.evidence)?;
+            write!(f, " at line {}: {}", self.line, Untrusted(&self.evidence))?;
         }
         if self.occurrences > 1 {
             write!(f, " (x{})", self.occurrences)?;
         }
-        write!(f, "\n    fix: {}", self.hint)
+        write!(f, "\n    fix: {}", Untrusted(&self.hint))
     }
 }
 

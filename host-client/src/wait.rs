@@ -17,6 +17,7 @@
 use crate::client::{ClientError, ErrorClass, GuestClient};
 use crate::console::{ConsoleError, ConsoleFollower};
 use crate::diagnose::{Finding, Milestone, TimelineEntry};
+use crate::text::Untrusted;
 use guest_proto::api::{HealthResponse, ReadyResponse};
 use hyper::StatusCode;
 use serde::Serialize;
@@ -103,10 +104,11 @@ impl fmt::Display for ProbeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Connect and timeout messages already say "connection refused", "timed out", ...
         match (self.class, self.status) {
+            // `message` may hold the agent's words (503 reasons): shown escaped.
             (ErrorClass::HttpStatus, Some(s)) if !self.message.contains("HTTP") => {
-                write!(f, "HTTP {s}: {}", self.message)
+                write!(f, "HTTP {s}: {}", Untrusted(&self.message))
             }
-            _ => f.write_str(&self.message),
+            _ => Untrusted(&self.message).fmt(f),
         }
     }
 }

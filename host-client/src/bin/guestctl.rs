@@ -7,6 +7,7 @@ use host_client::bootargs::{static_ip, BootArgs};
 use host_client::console::diagnose_reader;
 use host_client::health_diag::{health_findings, unreachable_finding};
 use host_client::tap::{self, TAP_PREFIX};
+use host_client::text::Untrusted;
 use host_client::wait::{Progress, ReadyVia, WaitOptions};
 use host_client::{AgentAddr, GuestClient, Severity, WaitError};
 use std::net::IpAddr;
@@ -14,8 +15,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// `println!` with the guest's control characters escaped: any line guestctl prints may
+/// quote the guest (console lines, `/health` strings, error bodies, session fields), and
+/// none of it may reach the operator's terminal raw (DESIGN.md §10). Newlines and tabs stay.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", host_client::text::escape_lines(&format!($($arg)*)))
+    };
+}
+
+/// [`say!`] on stderr.
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        eprintln!("{}", host_client::text::escape_lines(&format!($($arg)*)))
+    };
+}
+
 #[path = "guestctl/oauth_cmd.rs"]
 mod oauth_cmd;
+#[path = "guestctl/print.rs"]
+mod print;
+
+use print::{print_diagnosis, print_gc, print_health, to_json};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -175,7 +196,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("guestctl: {e:#}");
+            tell!("guestctl: {e:#}");
             ExitCode::from(if e.is::<BadInput>() { 2 } else { 1 })
         }
     }
@@ -197,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             match res {
                 Ok(h) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&h)?);
+                        say!("{}", to_json(&h, true)?);
                     } else {
                         print_health(&h);
                     }
@@ -206,9 +227,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Err(e) => {
                     if json {
                         let v = serde_json::json!({"error": e.to_string(), "class": e.class()});
-                        println!("{v}");
+                        say!("{}", to_json(&v, false)?);
                     } else {
-                        eprintln!("guestctl: {addr}: {e}");
+                        tell!("guestctl: {addr}: {e}");
                     }
                     Ok(5)
                 }
@@ -252,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                say!("{}", to_json(&d, true)?);
             } else {
                 print_diagnosis(&d.findings, &d.timeline);
             }
@@ -294,11 +315,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     }
                 };
                 let frag = args.firecracker(&kernel, &tap).map_err(bad)?;
-                println!("{}", serde_json::to_string_pretty(&frag)?);
+                say!("{}", to_json(&frag, true)?);
             } else if json {
-                println!("{}", serde_json::json!({ "boot_args": line }));
+                say!(
+                    "{}",
+                    to_json(&serde_json::json!({ "boot_args": line }), false)?
+                );
             } else {
-                println!("{line}");
+                say!("{line}");
             }
             Ok(0)
         }
@@ -315,9 +339,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let name = tap::tap_name(&vm_id);
             if json {
-                println!("{}", serde_json::json!({ "vm_id": vm_id, "name": name }));
+                let v = serde_json::json!({ "vm_id": vm_id, "name": name });
+                say!("{}", to_json(&v, false)?);
             } else {
-                println!("{name}");
+                say!("{name}");
             }
             Ok(0)
         }
@@ -329,7 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 apply,
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                say!("{}", to_json(&report, true)?);
             } else {
                 print_gc(&report);
             }
@@ -359,8 +384,8 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
     let show = |p: &Progress| {
         let t = start.elapsed().as_secs_f64();
         if json {
-            if let Ok(s) = serde_json::to_string(p) {
-                println!("{s}");
+            if let Ok(s) = to_json(p, false) {
+                say!("{s}");
             }
             return;
         }
@@ -370,24 +395,27 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
                     .kernel_time
                     .map(|k| format!(", kernel time {k:.3}s"))
                     .unwrap_or_default();
-                println!(
+                say!(
                     "[{t:7.2}s] {} (console line {}{kt})",
-                    entry.milestone, entry.line
+                    entry.milestone,
+                    entry.line
                 );
             }
             Progress::Answering { status, reasons } => {
-                println!(
+                let reasons: Vec<_> = reasons.iter().map(|r| Untrusted(r).to_string()).collect();
+                say!(
                     "[{t:7.2}s] agent answering (HTTP {status}), not ready: {}",
                     reasons.join("; ")
                 );
             }
-            Progress::Finding { finding } => println!("[{t:7.2}s] {finding}"),
+            Progress::Finding { finding } => say!("[{t:7.2}s] {finding}"),
         }
     };
     match runtime()?.block_on(host_client::wait_ready_with(addr, opts, show)) {
         Ok(r) => {
             if json {
-                println!("{}", serde_json::json!({"result": "ready", "ready": r}));
+                let v = serde_json::json!({"result": "ready", "ready": r});
+                say!("{}", to_json(&v, false)?);
             } else {
                 let via = match &r.via {
                     ReadyVia::Ready { .. } => "/ready".to_string(),
@@ -395,7 +423,7 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
                         format!("/health ok (/ready answered {ready_status})")
                     }
                 };
-                println!(
+                say!(
                     "[{:7.2}s] ready ({via}, {} attempts)",
                     r.elapsed.as_secs_f64(),
                     r.attempts
@@ -416,114 +444,15 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
                     "last": e.last(),
                     "findings": e.findings(),
                 });
-                println!("{v}");
+                say!("{}", to_json(&v, false)?);
             } else {
-                eprintln!("guestctl: {e}");
+                tell!("guestctl: {e}");
                 for f in e.findings() {
-                    eprintln!("  {f}");
+                    tell!("  {f}");
                 }
             }
             Ok(code)
         }
-    }
-}
-
-fn print_health(h: &guest_proto::api::HealthResponse) {
-    println!("status: {}", h.status);
-    if let Some(v) = &h.version {
-        println!("version: {v}");
-    }
-    if let Some(u) = h.uptime_seconds {
-        println!("uptime: {u:.0}s");
-    }
-    println!("active sessions: {}", h.active_sessions);
-    if let Some(m) = &h.memory {
-        println!(
-            "memory: {} MiB available of {} MiB",
-            m.available_bytes >> 20,
-            m.total_bytes >> 20
-        );
-    }
-    if let Some(n) = &h.network {
-        let addrs: Vec<String> = n
-            .addresses
-            .iter()
-            .map(|a| format!("{}/{}", a.address, a.prefix_len))
-            .collect();
-        println!(
-            "network: {:?} on {} {}",
-            n.outcome,
-            n.interface.as_deref().unwrap_or("-"),
-            addrs.join(" ")
-        );
-        for c in &n.conflicts {
-            println!("  conflict: {} {}: {}", c.source, c.detail, c.resolution);
-        }
-    }
-    for s in &h.services {
-        println!(
-            "service {}: {:?} (restarts {}, last exit {})",
-            s.name,
-            s.state,
-            s.restarts,
-            s.last_exit.as_deref().unwrap_or("-")
-        );
-    }
-}
-
-fn print_diagnosis(findings: &[host_client::Finding], timeline: &[host_client::TimelineEntry]) {
-    if timeline.is_empty() {
-        println!("boot: no milestone seen");
-    }
-    for e in timeline {
-        let kt = e
-            .kernel_time
-            .map(|k| format!(" at {k:.3}s"))
-            .unwrap_or_default();
-        println!("boot: {} (line {}{kt})", e.milestone, e.line);
-    }
-    if findings.is_empty() {
-        println!("no problems found");
-    }
-    for f in findings {
-        println!("{f}");
-    }
-}
-
-fn print_gc(r: &tap::GcReport) {
-    if r.devices.is_empty() {
-        println!("no TUN/TAP devices");
-    }
-    for d in &r.devices {
-        let who: Vec<String> = d
-            .holders
-            .iter()
-            .map(|h| format!("{} ({})", h.pid, h.comm))
-            .collect();
-        let state = if d.is_stale() {
-            "STALE".to_string()
-        } else {
-            format!("held by {}", who.join(", "))
-        };
-        println!(
-            "{:15} {} {}{} {state}",
-            d.name,
-            d.kind,
-            if d.persistent { "persistent " } else { "" },
-            d.master
-                .as_deref()
-                .map(|m| format!("on {m}"))
-                .unwrap_or_default()
-        );
-    }
-    if !r.applied && !r.stale.is_empty() {
-        println!("dry run: would remove {} (use --apply)", r.stale.join(" "));
-    }
-    for n in &r.removed {
-        println!("removed {n}");
-    }
-    for (n, e) in &r.failed {
-        eprintln!("could not remove {n}: {e}");
     }
 }
 

@@ -1,10 +1,12 @@
 //! `guestctl oauth start|status|cancel|code` and `guestctl credentials`: OAuth sessions
 //! on the agent (issue 7), through [`host_client::oauth::OAuthClient`].
 
+use super::print::to_json;
 use super::{bad, parse_duration, token, Auth};
 use clap::Subcommand;
 use guest_proto::oauth::{SessionInfo, SessionState};
 use host_client::oauth::{OAuthClient, OAuthClientError};
+use host_client::text::Untrusted;
 use host_client::AgentAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,17 +101,17 @@ pub fn run(cmd: OAuthCmd, json: bool) -> anyhow::Result<u8> {
                     wait_timeout,
                     |s| {
                         if json {
-                            if let Ok(j) = serde_json::to_string(s) {
-                                println!("{j}");
+                            if let Ok(j) = to_json(s, false) {
+                                say!("{j}");
                             }
                         } else {
-                            println!(
+                            say!(
                                 "{} {}{}",
-                                s.session_id,
+                                Untrusted(&s.session_id),
                                 s.state,
                                 s.oauth_url
                                     .as_ref()
-                                    .map(|u| format!("  {u}"))
+                                    .map(|u| format!("  {}", Untrusted(u)))
                                     .unwrap_or_default()
                             );
                         }
@@ -120,11 +122,11 @@ pub fn run(cmd: OAuthCmd, json: bool) -> anyhow::Result<u8> {
                 SessionState::Authenticated => 0,
                 s if s.is_terminal() => {
                     if !json {
-                        eprintln!(
+                        tell!(
                             "guestctl: session {} {}: {}",
-                            end.session_id,
+                            Untrusted(&end.session_id),
                             end.state,
-                            end.reason.as_deref().unwrap_or("no reason given")
+                            Untrusted(end.reason.as_deref().unwrap_or("no reason given"))
                         );
                     }
                     EXIT_NOT_AUTHENTICATED
@@ -146,17 +148,20 @@ pub fn run(cmd: OAuthCmd, json: bool) -> anyhow::Result<u8> {
                 None => {
                     let all = rt.block_on(c.sessions()).map_err(input_or)?;
                     if json {
-                        println!("{}", serde_json::json!({ "sessions": all }));
+                        say!(
+                            "{}",
+                            to_json(&serde_json::json!({ "sessions": all }), false)?
+                        );
                     } else if all.is_empty() {
-                        println!("no OAuth sessions");
+                        say!("no OAuth sessions");
                     } else {
                         for s in &all {
-                            println!(
+                            say!(
                                 "{:<24} {:<12} {:<14} {}",
-                                s.session_id,
-                                s.provider,
+                                Untrusted(&s.session_id).to_string(),
+                                Untrusted(&s.provider).to_string(),
                                 s.state.as_str(),
-                                s.reason.as_deref().unwrap_or("")
+                                Untrusted(s.reason.as_deref().unwrap_or(""))
                             );
                         }
                     }
@@ -202,7 +207,8 @@ pub fn credentials(
     let r = super::runtime()?
         .block_on(c.credentials(session_id))
         .map_err(input_or)?;
-    let text = serde_json::to_string_pretty(&r.credentials)?;
+    // The same JSON value, with DEL/C1/bidi escaped too: the file may be `cat`ed.
+    let text = to_json(&r.credentials, true)?;
     match out {
         Some(p) => {
             use std::io::Write;
@@ -216,54 +222,59 @@ pub fn credentials(
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             f.write_all(text.as_bytes())?;
             f.write_all(b"\n")?;
-            eprintln!(
+            tell!(
                 "{} credentials ({}, modified {}) written to {}",
-                r.provider,
-                r.path,
-                r.modified_at,
+                Untrusted(&r.provider),
+                Untrusted(&r.path),
+                Untrusted(&r.modified_at),
                 p.display()
             );
         }
-        None => println!("{text}"),
+        None => say!("{text}"),
     }
     Ok(0)
 }
 
 fn show(s: &SessionInfo, json: bool) {
     if json {
-        if let Ok(j) = serde_json::to_string_pretty(s) {
-            println!("{j}");
+        if let Ok(j) = to_json(s, true) {
+            say!("{j}");
         }
         return;
     }
-    println!("session   {} ({})", s.session_id, s.provider);
-    println!("state     {}", s.state);
+    say!(
+        "session   {} ({})",
+        Untrusted(&s.session_id),
+        Untrusted(&s.provider)
+    );
+    say!("state     {}", s.state);
     if let Some(u) = &s.oauth_url {
-        println!(
-            "url       {u}  [{}]",
-            s.url_source.as_deref().unwrap_or("?")
+        say!(
+            "url       {}  [{}]",
+            Untrusted(u),
+            Untrusted(s.url_source.as_deref().unwrap_or("?"))
         );
     }
     if let Some(r) = &s.reason {
-        println!("reason    {r}");
+        say!("reason    {}", Untrusted(r));
     }
     if let Some(b) = &s.browser {
         match (&b.error, b.pid) {
-            (Some(e), _) => println!("browser   {e}"),
-            (None, Some(pid)) => println!("browser   {} (pid {pid})", b.command),
+            (Some(e), _) => say!("browser   {}", Untrusted(e)),
+            (None, Some(pid)) => say!("browser   {} (pid {pid})", Untrusted(&b.command)),
             _ => {}
         }
     }
     if let Some(p) = &s.credentials_path {
-        println!("creds     {p}");
+        say!("creds     {}", Untrusted(p));
     }
-    println!("deadline  {}", s.deadline);
+    say!("deadline  {}", Untrusted(&s.deadline));
     if s.state == SessionState::Failed {
         if let Some(o) = &s.last_output {
             let tail: Vec<&str> = o.lines().rev().take(5).collect();
-            println!("output    (last lines)");
+            say!("output    (last lines)");
             for l in tail.into_iter().rev() {
-                println!("  | {l}");
+                say!("  | {}", Untrusted(l));
             }
         }
     }
