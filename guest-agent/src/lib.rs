@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod config;
 pub mod console;
+pub mod dev;
 pub use guest_proto::envfile;
 pub mod logs;
 pub mod notify;

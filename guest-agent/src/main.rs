@@ -31,6 +31,10 @@ enum Role {
         /// Where state.json and control.sock live.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// With --dev: also run the VM's screen — Xvfb at WxH (default 1280x720), openbox when
+        /// installed, the streamer — and print the viewer URL.
+        #[arg(long, requires = "dev", num_args = 0..=1, default_missing_value = "1280x720", value_name = "WxH")]
+        display: Option<guest_proto::vm_settings::DisplaySize>,
     },
     /// The HTTP agent (:8080).
     Serve {
@@ -116,6 +120,7 @@ fn parse_cli() -> Cli {
                 config: None,
                 dev: false,
                 state_dir: None,
+                display: None,
             },
         },
     }
@@ -154,9 +159,10 @@ async fn run(role: Role) -> anyhow::Result<()> {
             config,
             dev,
             state_dir,
+            display,
         } => {
             if dev {
-                return supervise_dev(config, state_dir).await;
+                return supervise_dev(config, state_dir, display).await;
             }
             let path = config.unwrap_or_else(|| PathBuf::from("/etc/guest-agent/config.toml"));
             let cfg = config::load(&path)?;
@@ -167,7 +173,11 @@ async fn run(role: Role) -> anyhow::Result<()> {
 }
 
 /// `supervise --dev`: serve on 127.0.0.1:8080 (or a free port), a temp state dir.
-async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn supervise_dev(
+    config: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    display: Option<guest_proto::vm_settings::DisplaySize>,
+) -> anyhow::Result<()> {
     let (dir, temp) = match state_dir {
         Some(d) => (d, false),
         None => (
@@ -177,11 +187,13 @@ async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> a
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let addr = free_loopback_addr()?;
+    let screen = display.map(guest_agent::dev::screen).transpose()?;
     let cfg = match config {
         Some(p) => config::load(&p)?,
         None => {
             let exe = std::env::current_exe().context("locating our own binary")?;
-            config::parse(&dev_config(&exe, &dir, addr), "<built-in dev config>")?
+            let text = guest_agent::dev::config(&exe, &dir, addr, screen.as_ref());
+            config::parse(&text, "<built-in dev config>")?
         }
     };
     let token = dir.join("token");
@@ -194,6 +206,14 @@ async fn supervise_dev(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> a
         "guest-agent dev: API token in {} (Authorization: Bearer <its contents>)",
         token.display()
     );
+    if let Some(s) = &screen {
+        eprintln!(
+            "guest-agent dev: screen {} on display {}; viewer: {}",
+            s.size,
+            s.display,
+            guest_agent::dev::viewer_url(addr, &token)
+        );
+    }
     let r = supervisor::run(
         cfg,
         supervisor::Options {
@@ -237,30 +257,6 @@ fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:8080")
         .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?;
     Ok(l.local_addr()?)
-}
-
-fn dev_config(exe: &Path, dir: &Path, addr: SocketAddr) -> String {
-    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-    let p = |p: &Path| q(&p.display().to_string());
-    format!(
-        r#"[supervisor]
-stop_grace_ms = 2000
-
-[services.serve]
-command = [{exe}, "serve", "--listen", {addr}, "--state-dir", {dir}, "--token-file", {token}, "--netinit-state", {net}]
-required = true
-liveness = {{ http = {url}, interval_ms = 2000, timeout_ms = 1000, failures = 3, initial_delay_ms = 1000 }}
-
-[services.ticker]
-command = ["sh", "-c", "while :; do echo tick; sleep 5; done"]
-"#,
-        exe = p(exe),
-        addr = q(&addr.to_string()),
-        dir = p(dir),
-        token = p(&dir.join("token")),
-        net = p(&dir.join("netinit-state.json")),
-        url = q(&format!("http://{addr}/health")),
-    )
 }
 
 /// tracing to the journal when its socket exists, else plain stderr.
