@@ -62,13 +62,23 @@ impl Chromium {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: dup2 only, between fork and exec; the fds stay open in the parent until
-        // spawn returns.
+        // SAFETY: fcntl and dup2 only, between fork and exec; the fds stay open in the parent
+        // until spawn returns. The ends are first copied above 10, so neither can be 3 or 4
+        // already (dup2 onto itself would keep the close-on-exec flag, and one end could
+        // overwrite the other).
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                if libc::dup2(r, 3) < 0 || libc::dup2(w, 4) < 0 {
+                let r_high = libc::fcntl(r, libc::F_DUPFD, 10);
+                let w_high = libc::fcntl(w, libc::F_DUPFD, 10);
+                if r_high < 0
+                    || w_high < 0
+                    || libc::dup2(r_high, 3) < 0
+                    || libc::dup2(w_high, 4) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
+                libc::close(r_high);
+                libc::close(w_high);
                 Ok(())
             });
         }

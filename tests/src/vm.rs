@@ -8,6 +8,7 @@
 //! - [`boot`]: namespace + bridge + TAP, boot, wait with host-client.
 
 pub mod boot;
+pub mod browser_flow;
 pub mod cpio;
 pub mod fixture;
 pub mod image;

@@ -96,6 +96,7 @@ struct Sample {
 pub fn cli(args: &[String]) -> Result<()> {
     let mut runs = 10usize;
     let (mut systemd, mut baseline, mut build) = (true, true, true);
+    let mut browser = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -108,14 +109,24 @@ pub fn cli(args: &[String]) -> Result<()> {
             "--no-systemd" => systemd = false,
             "--no-baseline" => baseline = false,
             "--no-build" => build = false,
+            "--image" => match it.next().map(String::as_str) {
+                Some("browser") => browser = true,
+                other => bail!("bench boot: --image takes `browser`, got {other:?}"),
+            },
             other => bail!(
                 "bench boot: unknown argument `{other}` \
-                 (known: --runs N --no-systemd --no-baseline --no-build)"
+                 (known: --runs N --no-systemd --no-baseline --no-build --image browser)"
             ),
         }
     }
     if runs == 0 {
         bail!("bench boot: --runs must be at least 1");
+    }
+    if browser {
+        crate::deps::ensure(image::VM_PACKAGES)?;
+        crate::deps::ensure(image::SYSTEMD_PACKAGES)?;
+        crate::deps::ensure(image::BROWSER_PACKAGES)?;
+        return crate::bench_browser::bench(runs, &image::binaries(build)?);
     }
     crate::deps::ensure(image::VM_PACKAGES)?;
     let bins = image::binaries(build)?;

@@ -65,10 +65,13 @@ fn parse(args: &[String]) -> Result<Options> {
 /// `cargo xtask demo ...`.
 pub fn cli(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
+    if opts.image == "browser" {
+        return crate::demo_browser::run(opts.json, opts.keep);
+    }
     let built = match opts.image.as_str() {
         "initramfs" => image::initramfs()?,
         "systemd" => image::systemd()?,
-        other => bail!("demo: unknown image `{other}` (known: initramfs, systemd)"),
+        other => bail!("demo: unknown image `{other}` (known: initramfs, systemd, browser)"),
     };
     let mut args = if opts.image == "systemd" {
         vm::boot::systemd_boot_args()

@@ -12,6 +12,7 @@ mod test_cmd;
 // ---- bench modules of other components: one `mod` line each (see `bench` below) ----
 // bench_agent: guest-agent; bench_wait: host-client; bench_boot: VM images; bench_stream: webrtc.
 mod bench_agent;
+mod bench_browser;
 mod bench_boot;
 mod bench_floor;
 mod bench_stream;
@@ -19,6 +20,7 @@ mod bench_wait;
 // ---- end of bench modules ----
 // ---- VM tasks (issue 5 helper): image, demo ----
 mod demo;
+mod demo_browser;
 mod image;
 // ---- end of VM tasks ----
 
@@ -43,14 +45,16 @@ usage: cargo xtask <task>
                                   lag between the agent binding and wait_ready returning
   bench stream [--seconds N] [--width W --height H --fps F] [--reconnects N] [--leave MODE]
                                   WebRTC streamer: delivered fps, CPU, bitrate, glass-to-glass latency
-  bench boot [--runs N] [--no-systemd] [--no-baseline] [--no-build]
+  bench boot [--runs N] [--no-systemd] [--no-baseline] [--no-build] [--image browser]
                                   N boots of each image (initramfs, systemd, old-way baseline),
-                                  median of each boot stage and of each step (default 10)
+                                  median of each boot stage and of each step (default 10);
+                                  --image browser: the browser VM, QEMU -> ready -> streamer
+                                  -> first frame on the host, login -> page seen in the stream
   image [initramfs|systemd|browser]
                                   build a bootable image (kernel cached in target/vm-cache);
                                   browser: the fleet's golden ext4 disk (Xvfb, openbox,
                                   Chromium, guestkit) + the initramfs that mounts it
-  demo [--json] [--keep] [--image systemd] [--memory MIB] [--extra K=V]
+  demo [--json] [--keep] [--image systemd|browser] [--memory MIB] [--extra K=V]
                                   boot a real VM (QEMU, TAP on bridge fcbr0 in a namespace), wait
                                   for the agent with host-client, print the boot timeline + /health
 ";
@@ -81,6 +85,8 @@ fn dispatch(args: &[String]) -> Result<()> {
         // ---- VM tasks (issue 5 helper) ----
         "image" => image::cli(rest),
         "demo" => demo::cli(rest),
+        // Internal: the loopback port forwarder of `demo --image browser --keep`.
+        "__forward" => demo_browser::forward(rest),
         // ---- end of VM tasks ----
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
