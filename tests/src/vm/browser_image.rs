@@ -20,9 +20,10 @@
 //! of them changed; the debootstrap tree itself is cached once per package list.
 
 use super::image::{Binaries, ExtraFile, AGENT_CONFIG_PATH, AGENT_PATH, NETINIT_PATH};
-use super::kernel::{Kernel, MODULE_INDEXES, NET_MODULES};
+use super::kernel::{Kernel, MODULE_INDEXES};
 use super::systemd_image::{
-    ensure_rootfs_named, install, AUTOFS4, SUITE, SYSTEM_UNITS, UNITS, VIRTIO_BLK, VIRTIO_MMIO,
+    check_tree, ensure_rootfs_named, install, install_modules, SUITE, SYSTEM_UNITS, UNITS,
+    VIRTIO_BLK,
 };
 use super::{cpio::Writer, run_checked, VmError};
 use std::hash::{Hash, Hasher};
@@ -200,21 +201,7 @@ pub fn build(
     run_checked(Command::new("cp").arg("-a").arg(&cached).arg(&root))?;
     let _ = std::fs::remove_file(root.join(".complete"));
 
-    let modules = root.join("lib/modules").join(&kernel.release);
-    for rel in NET_MODULES
-        .iter()
-        .chain(MODULE_INDEXES)
-        .chain(&[VIRTIO_BLK, VIRTIO_MMIO, AUTOFS4])
-    {
-        let src = kernel.modules_dir.join(rel);
-        let data = std::fs::read(&src).map_err(|e| VmError::io(&src, e))?;
-        install(&modules, rel, &data, 0o644)?;
-    }
-    run_checked(
-        Command::new("chroot")
-            .arg(&root)
-            .args(["/sbin/depmod", "-a", &kernel.release]),
-    )?;
+    install_modules(&root, kernel)?;
     install(&root, NETINIT_PATH, &netinit, 0o755)?;
     install(&root, AGENT_PATH, &agent, 0o755)?;
     for lib in super::image::shared_libraries(&bins.netinit)?
@@ -281,26 +268,7 @@ pub fn build(
         install(&root, &f.path, &f.data, f.mode)?;
     }
 
-    let check = Command::new(&bins.netinit)
-        .arg("check")
-        .arg("--root")
-        .arg(&root)
-        .arg("--kernel-version")
-        .arg(&kernel.release)
-        .output()
-        .map_err(|e| VmError::io(&bins.netinit, e))?;
-    let check_report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    if !check.status.success() {
-        return Err(VmError::Other(format!(
-            "guest-netinit check --root {} failed ({}): the image is not built:\n{check_report}",
-            root.display(),
-            check.status
-        )));
-    }
+    let check_report = check_tree(&bins.netinit, &root, kernel)?;
     std::fs::write(&report_path, &check_report).map_err(|e| VmError::io(&report_path, e))?;
 
     // The disk: the tree's size plus room for the VM's writes (Chromium's profile, logs).

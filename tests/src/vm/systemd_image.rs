@@ -98,16 +98,17 @@ pub fn ensure_rootfs_named(name: &str, include: &str) -> Result<PathBuf, VmError
     let marker = tree.join(".complete");
     match std::fs::read_to_string(&marker) {
         // The systemd image's older marker is empty: its list is INCLUDE.
-        Ok(list) if list == include || (list.is_empty() && include == INCLUDE) => {
-            return Ok(tree)
-        }
+        Ok(list) if list == include || (list.is_empty() && include == INCLUDE) => return Ok(tree),
         _ => {}
     }
     super::ensure_program("debootstrap", "debootstrap")?;
     let partial = dir.join(format!("{name}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     let mirror = mirror()?;
-    eprintln!("vm: debootstrap {SUITE} ({include}) into {} (once)", partial.display());
+    eprintln!(
+        "vm: debootstrap {SUITE} ({include}) into {} (once)",
+        partial.display()
+    );
     run_checked(
         Command::new("debootstrap")
             .args(["--variant=minbase", &format!("--include={include}"), SUITE])
@@ -158,21 +159,7 @@ pub fn build(
 
     // The virtio modules (network and block, what `check --root` asks for), with
     // modules.dep and modules.alias made by the image's own depmod, so udev can load them too.
-    let modules = root.join("lib/modules").join(&kernel.release);
-    for rel in NET_MODULES
-        .iter()
-        .chain(MODULE_INDEXES)
-        .chain(&[VIRTIO_BLK, VIRTIO_MMIO, AUTOFS4])
-    {
-        let data = std::fs::read(kernel.modules_dir.join(rel))
-            .map_err(|e| VmError::io(&kernel.modules_dir.join(rel), e))?;
-        install(&modules, rel, &data, 0o644)?;
-    }
-    run_checked(
-        Command::new("chroot")
-            .arg(&root)
-            .args(["/sbin/depmod", "-a", &kernel.release]),
-    )?;
+    install_modules(&root, kernel)?;
 
     // Our binaries and the agent's config.
     install(
@@ -217,26 +204,7 @@ pub fn build(
     install(&root, "/etc/machine-id", b"", 0o444)?;
 
     // The golden-image lint, as part of the build.
-    let check = Command::new(&bins.netinit)
-        .arg("check")
-        .arg("--root")
-        .arg(&root)
-        .arg("--kernel-version")
-        .arg(&kernel.release)
-        .output()
-        .map_err(|e| VmError::io(&bins.netinit, e))?;
-    let check_report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    if !check.status.success() {
-        return Err(VmError::Other(format!(
-            "guest-netinit check --root {} failed ({}):\n{check_report}",
-            root.display(),
-            check.status
-        )));
-    }
+    let check_report = check_tree(&bins.netinit, &root, kernel)?;
 
     // The kernel runs /init from the initramfs: systemd, as PID 1 of the unpacked tree.
     let _ = std::fs::remove_file(root.join("init"));
@@ -250,6 +218,53 @@ pub fn build(
         bytes: gz.len() as u64,
         check_report,
     })
+}
+
+/// The virtio modules (network and block, what `check --root` asks for) into `root`, with
+/// modules.dep and modules.alias made by the image's own depmod, so udev can load them too.
+pub(crate) fn install_modules(root: &Path, kernel: &Kernel) -> Result<(), VmError> {
+    let modules = root.join("lib/modules").join(&kernel.release);
+    for rel in NET_MODULES
+        .iter()
+        .chain(MODULE_INDEXES)
+        .chain(&[VIRTIO_BLK, VIRTIO_MMIO, AUTOFS4])
+    {
+        let src = kernel.modules_dir.join(rel);
+        let data = std::fs::read(&src).map_err(|e| VmError::io(&src, e))?;
+        install(&modules, rel, &data, 0o644)?;
+    }
+    run_checked(
+        Command::new("chroot")
+            .arg(root)
+            .args(["/sbin/depmod", "-a", &kernel.release]),
+    )?;
+    Ok(())
+}
+
+/// `guest-netinit check --root` on the tree: its report, or an error (the image is not built)
+/// with the report when it found errors.
+pub(crate) fn check_tree(netinit: &Path, root: &Path, kernel: &Kernel) -> Result<String, VmError> {
+    let check = Command::new(netinit)
+        .arg("check")
+        .arg("--root")
+        .arg(root)
+        .arg("--kernel-version")
+        .arg(&kernel.release)
+        .output()
+        .map_err(|e| VmError::io(netinit, e))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    if !check.status.success() {
+        return Err(VmError::Other(format!(
+            "guest-netinit check --root {} failed ({}): the image is not built:\n{report}",
+            root.display(),
+            check.status
+        )));
+    }
+    Ok(report)
 }
 
 pub(crate) fn install(root: &Path, path: &str, data: &[u8], mode: u32) -> Result<(), VmError> {
