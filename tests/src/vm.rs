@@ -9,13 +9,13 @@
 
 pub mod boot;
 pub mod browser_flow;
+pub mod browser_image;
 pub mod cpio;
 pub mod fixture;
 pub mod image;
 pub mod kernel;
 pub mod provider;
 pub mod qemu;
-pub mod browser_image;
 pub mod systemd_image;
 
 pub use boot::{cmdline, default_boot_args, BootReport, BootSpec, Vm, VmNet, GUEST_IP};

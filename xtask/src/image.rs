@@ -237,7 +237,11 @@ pub fn browser_with(
     println!(
         "{} ({}):\nguest-netinit check --root:\n{}",
         img.disk.display(),
-        if img.built { "built" } else { "cached: its inputs did not change" },
+        if img.built {
+            "built"
+        } else {
+            "cached: its inputs did not change"
+        },
         img.check_report.trim_end()
     );
     Ok((kernel, img))

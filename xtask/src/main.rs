@@ -12,8 +12,8 @@ mod test_cmd;
 // ---- bench modules of other components: one `mod` line each (see `bench` below) ----
 // bench_agent: guest-agent; bench_wait: host-client; bench_boot: VM images; bench_stream: webrtc.
 mod bench_agent;
-mod bench_browser;
 mod bench_boot;
+mod bench_browser;
 mod bench_floor;
 mod bench_stream;
 mod bench_wait;

@@ -370,7 +370,10 @@ mod tests {
         assert_eq!(r.fstype, "ext4");
         assert!(!r.read_only);
         assert_eq!(r.flags(), 0);
-        assert_eq!(r.modules, vec!["virtio_pci".to_string(), "virtio_blk".to_string()]);
+        assert_eq!(
+            r.modules,
+            vec!["virtio_pci".to_string(), "virtio_blk".to_string()]
+        );
         assert_eq!(r.timeout, DEFAULT_TIMEOUT);
     }
 

@@ -280,10 +280,9 @@ impl Vm {
         F: FnOnce(GuestClient) -> Fut + Send + 'static,
         Fut: Future<Output = T>,
     {
-        self.net
-            .run(move || async move {
-                call(GuestClient::new(agent_addr()).with_token(Some(TEST_TOKEN.into()))).await
-            })
+        self.net.run(move || async move {
+            call(GuestClient::new(agent_addr()).with_token(Some(TEST_TOKEN.into()))).await
+        })
     }
 
     /// The console log so far.
