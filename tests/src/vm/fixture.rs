@@ -204,18 +204,27 @@ pub fn boot_browser(
     spec: &super::browser_image::BrowserImageSpec,
     args: &host_client::BootArgs,
 ) -> (TestVm, super::browser_image::BrowserImage) {
-    let dir = tempfile::Builder::new()
-        .prefix("guestkit-vm-browser-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("temp dir: {e}"));
     let kernel = kernel();
     let units = crate::bins::workspace_root().join("systemd-units");
     let image =
         super::browser_image::build(&kernel, &binaries(), &units, spec, &super::images_dir())
             .unwrap_or_else(|e| panic!("building the browser image: {e}"));
+    let t = boot_browser_image(&image, args);
+    (t, image)
+}
+
+/// Boots an already built browser image with `args` (every VM of a fleet boots the same file).
+pub fn boot_browser_image(
+    image: &super::browser_image::BrowserImage,
+    args: &host_client::BootArgs,
+) -> TestVm {
+    let dir = tempfile::Builder::new()
+        .prefix("guestkit-vm-browser-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("temp dir: {e}"));
     let cmdline = args.build().unwrap_or_else(|e| panic!("{e}"));
     let spec = BootSpec {
-        kernel,
+        kernel: kernel(),
         initrd: image.initrd.clone(),
         cmdline: cmdline.clone(),
         memory_mib: super::browser_image::MEMORY_MIB,
@@ -226,5 +235,5 @@ pub fn boot_browser(
         keep_after_exit: false,
     };
     let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
-    (TestVm { vm, cmdline, dir }, image)
+    TestVm { vm, cmdline, dir }
 }
