@@ -98,7 +98,8 @@ pub fn end(outcome: &anyhow::Result<()>) -> std::process::ExitCode {
         ),
         Err(e) => {
             let text = format!("{e:#}");
-            let class = if text.contains("config") {
+            // The failure class from the error's type, not from its wording.
+            let class = if e.downcast_ref::<crate::config::ConfigError>().is_some() {
                 "bad-config"
             } else {
                 "internal"
