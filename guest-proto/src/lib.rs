@@ -10,8 +10,10 @@ pub mod envfile;
 pub mod event;
 pub mod ipconfig;
 pub mod oauth;
+pub mod readiness;
 pub mod report;
 pub mod vm_settings;
+pub mod vsock;
 
 pub use cmdline::{CmdlineError, KernelCmdline, RdRoute};
 pub use event::{Component, ConsoleEvent, Event, Level, EVENT_PREFIX};
