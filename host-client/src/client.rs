@@ -16,59 +16,16 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-/// The agent's port when an address has none.
-pub const DEFAULT_PORT: u16 = 8080;
+pub use crate::transport::{AddrError, AgentAddr, DEFAULT_PORT};
+use crate::transport::{ConnectError, VsockHandshakeError};
+
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest body read (logs are the biggest answers).
 const BODY_LIMIT: usize = 8 << 20;
-
-/// Where the agent listens: `192.168.100.9`, `192.168.100.9:8080`, `[fd00::9]:8080`,
-/// optionally written as `http://.../`. IP addresses only: VMs are addressed by IP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AgentAddr(pub SocketAddr);
-
-/// An address that is not `IP[:PORT]`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("address `{0}` is not IP[:PORT] (e.g. 192.168.100.9 or 192.168.100.9:8080)")]
-pub struct AddrError(pub String);
-
-impl FromStr for AgentAddr {
-    type Err = AddrError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bare = s.trim();
-        let bare = bare.strip_prefix("http://").unwrap_or(bare);
-        let bare = bare.strip_suffix('/').unwrap_or(bare);
-        if let Ok(sa) = bare.parse::<SocketAddr>() {
-            return Ok(AgentAddr(sa));
-        }
-        let ip = bare
-            .strip_prefix('[')
-            .and_then(|b| b.strip_suffix(']'))
-            .unwrap_or(bare);
-        ip.parse::<IpAddr>()
-            .map(|ip| AgentAddr(SocketAddr::new(ip, DEFAULT_PORT)))
-            .map_err(|_| AddrError(s.to_string()))
-    }
-}
-
-impl fmt::Display for AgentAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl From<SocketAddr> for AgentAddr {
-    fn from(a: SocketAddr) -> Self {
-        AgentAddr(a)
-    }
-}
 
 /// What kind of failure, in the words an operator acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -110,14 +67,21 @@ pub enum Phase {
 pub enum ClientError {
     #[error("connect to {addr}: {class} ({source})")]
     Connect {
-        addr: SocketAddr,
+        addr: AgentAddr,
         class: ErrorClass,
         #[source]
         source: io::Error,
     },
+    /// The hybrid vsock socket answered, but not with `OK <port>` (or closed: no listener).
+    #[error("{addr}: {source}")]
+    Handshake {
+        addr: AgentAddr,
+        #[source]
+        source: VsockHandshakeError,
+    },
     #[error("{addr}: timed out after {after:?} {}", match phase { Phase::Connect => "connecting", Phase::Response => "waiting for the answer" })]
     Timeout {
-        addr: SocketAddr,
+        addr: AgentAddr,
         phase: Phase,
         after: Duration,
     },
@@ -153,6 +117,12 @@ impl ClientError {
         match self {
             ClientError::Connect { class, .. } => *class,
             ClientError::Timeout { .. } => ErrorClass::TimedOut,
+            // Nothing accepted on the guest port: like a refused TCP connection, the VM is up
+            // and the agent is about to listen.
+            ClientError::Handshake {
+                source: VsockHandshakeError::NoListener { .. },
+                ..
+            } => ErrorClass::Refused,
             ClientError::Status { .. } => ErrorClass::HttpStatus,
             _ => ErrorClass::Other,
         }
@@ -183,6 +153,15 @@ pub fn classify_io(e: &io::Error) -> ErrorClass {
     }
 }
 
+/// Classifies a connect error to `addr`: over AF_VSOCK a reset is what a port without a
+/// listener answers (the guest is up), so it counts as refused.
+fn classify_connect(addr: &AgentAddr, e: &io::Error) -> ErrorClass {
+    match (addr, e.raw_os_error()) {
+        (AgentAddr::Vsock { .. }, Some(libc::ECONNRESET)) => ErrorClass::Refused,
+        _ => classify_io(e),
+    }
+}
+
 /// An answer: status and body, not yet judged.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
@@ -200,7 +179,7 @@ pub struct ReadyStatus {
 /// A client for one agent.
 #[derive(Debug, Clone)]
 pub struct GuestClient {
-    addr: SocketAddr,
+    addr: AgentAddr,
     token: Option<String>,
     timeout: Duration,
 }
@@ -208,7 +187,7 @@ pub struct GuestClient {
 impl GuestClient {
     pub fn new(addr: impl Into<AgentAddr>) -> Self {
         Self {
-            addr: addr.into().0,
+            addr: addr.into(),
             token: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -227,8 +206,8 @@ impl GuestClient {
         self
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &AgentAddr {
+        &self.addr
     }
 
     pub fn timeout(&self) -> Duration {
@@ -315,25 +294,29 @@ impl GuestClient {
         body: Option<&B>,
     ) -> Result<RawResponse, ClientError> {
         let start = Instant::now();
-        let stream = match timeout(self.timeout, TcpStream::connect(self.addr)).await {
+        let stream = match timeout(self.timeout, self.addr.connect()).await {
             Err(_) => {
                 return Err(ClientError::Timeout {
-                    addr: self.addr,
+                    addr: self.addr.clone(),
                     phase: Phase::Connect,
                     after: self.timeout,
                 })
             }
-            Ok(Err(source)) => {
+            Ok(Err(ConnectError::Io(source))) => {
                 return Err(ClientError::Connect {
-                    addr: self.addr,
-                    class: classify_io(&source),
+                    class: classify_connect(&self.addr, &source),
+                    addr: self.addr.clone(),
+                    source,
+                })
+            }
+            Ok(Err(ConnectError::Handshake(source))) => {
+                return Err(ClientError::Handshake {
+                    addr: self.addr.clone(),
                     source,
                 })
             }
             Ok(Ok(s)) => s,
         };
-        // Small requests: don't let Nagle hold them.
-        let _ = stream.set_nodelay(true);
         let left = self.timeout.saturating_sub(start.elapsed());
         let http_err = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http {
             method: method.clone(),
@@ -343,7 +326,7 @@ impl GuestClient {
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(header::HOST, self.addr.to_string())
+            .header(header::HOST, self.addr.host_header())
             .header(header::CONNECTION, "close")
             .header(header::ACCEPT, "application/json");
         let bytes = match body {
@@ -393,7 +376,7 @@ impl GuestClient {
         match timeout(left, exchange).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
-                addr: self.addr,
+                addr: self.addr.clone(),
                 phase: Phase::Response,
                 after: self.timeout,
             }),
@@ -438,28 +421,6 @@ fn check_service_name(name: &str) -> Result<(), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let a: AgentAddr = "192.168.100.9".parse().unwrap();
-        assert_eq!(a.to_string(), "192.168.100.9:8080");
-        let a: AgentAddr = "http://192.168.100.9:9000/".parse().unwrap();
-        assert_eq!(a.to_string(), "192.168.100.9:9000");
-        let a: AgentAddr = "[fd00::9]".parse().unwrap();
-        assert_eq!(a.to_string(), "[fd00::9]:8080");
-        let a: AgentAddr = "fd00::9".parse().unwrap();
-        assert_eq!(a.0.port(), 8080);
-        for bad in [
-            "",
-            "vm1",
-            "192.168.100.X",
-            "192.168.100.9:http",
-            "undefined",
-        ] {
-            let e = bad.parse::<AgentAddr>().unwrap_err();
-            assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
-        }
-    }
 
     #[test]
     fn io_errors_are_classified() {

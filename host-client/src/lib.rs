@@ -2,6 +2,7 @@
 //!
 //! - [`mod@diagnose`]: what a VM's console log says went wrong, and how far the boot got.
 //! - [`client`]: typed calls to the agent's HTTP API, each with a timeout.
+//! - [`transport`]: how the agent is reached: TCP, Firecracker's hybrid vsock, AF_VSOCK.
 //! - [`wait`]: wait for a VM to be ready, failing fast on a fatal console finding.
 //! - [`bootargs`]: kernel command line and Firecracker config from typed values (failure F3).
 //! - [`tap`]: TAP device names and cleanup of stale ones (failure F9).
@@ -17,6 +18,7 @@ pub mod oauth;
 mod signatures;
 pub mod tap;
 pub mod text;
+pub mod transport;
 pub mod wait;
 
 pub use bootargs::{BootArgs, BootArgsError};

@@ -14,7 +14,7 @@
 //! - a flooded console is read a bounded chunk at a time with the deadline checked between
 //!   chunks, so the wait returns on time whatever the guest prints.
 
-use crate::client::{ClientError, ErrorClass, GuestClient};
+use crate::client::{AgentAddr, ClientError, ErrorClass, GuestClient};
 use crate::console::{ConsoleError, ConsoleFollower};
 use crate::diagnose::{Finding, Milestone, TimelineEntry};
 use crate::text::Untrusted;
@@ -22,7 +22,6 @@ use guest_proto::api::{HealthResponse, ReadyResponse};
 use hyper::StatusCode;
 use serde::Serialize;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -79,7 +78,7 @@ pub enum ReadyVia {
 /// The VM is ready.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ready {
-    pub addr: SocketAddr,
+    pub addr: AgentAddr,
     #[serde(serialize_with = "ser_secs")]
     pub elapsed: Duration,
     pub attempts: u32,
@@ -170,7 +169,7 @@ pub enum WaitError {
         .last.as_ref().map(|l| l.to_string()).unwrap_or_else(|| "none (no attempt finished)".into()),
         .stage.map(|s| s.to_string()).unwrap_or_else(|| "nothing seen".into()))]
     Timeout {
-        addr: SocketAddr,
+        addr: AgentAddr,
         waited: Duration,
         attempts: u32,
         last: Option<Box<ProbeFailure>>,
@@ -182,7 +181,7 @@ pub enum WaitError {
     },
     #[error("{addr}: the console log shows a fatal error after {:.1}s: {finding}", .after.as_secs_f64())]
     Diagnosed {
-        addr: SocketAddr,
+        addr: AgentAddr,
         after: Duration,
         finding: Box<Finding>,
         findings: Vec<Finding>,
@@ -317,10 +316,10 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
     opts: &WaitOptions,
     on_progress: F,
 ) -> Result<Ready, WaitError> {
-    let addr = addr.into().0;
+    let addr: AgentAddr = addr.into();
     let start = Instant::now();
     let end = start + opts.deadline;
-    let client = GuestClient::new(addr)
+    let client = GuestClient::new(addr.clone())
         .with_token(opts.token.clone())
         .with_timeout(opts.attempt_timeout);
     let state = Mutex::new(State {

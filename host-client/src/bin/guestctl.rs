@@ -71,7 +71,8 @@ enum Cmd {
     /// GET /health once and show it.
     #[command(after_help = EXIT_CODES)]
     Health {
-        /// Agent address: IP or IP:PORT (port 8080 when omitted).
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         /// Request timeout (e.g. 5s, 500ms).
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -82,6 +83,8 @@ enum Cmd {
     /// Wait until the VM is ready, showing the stages it reaches; fail fast on a fatal console finding.
     #[command(after_help = EXIT_CODES)]
     Wait {
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         /// Give up after this long (e.g. 60s, 2m).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -98,7 +101,8 @@ enum Cmd {
     Diagnose {
         /// Console log file (`-` for stdin).
         file: PathBuf,
-        /// Also GET /health from the agent at IP or IP:PORT and add what it reports.
+        /// Also GET /health from the agent (IP[:PORT], vsock:/PATH:PORT or vsock:CID:PORT) and
+        /// add what it reports.
         #[arg(long)]
         addr: Option<String>,
         /// Timeout for the /health request.
@@ -151,6 +155,8 @@ enum Cmd {
     /// Print (or --out FILE, mode 0600) the credentials of an authenticated OAuth session.
     #[command(after_help = EXIT_CODES)]
     Credentials {
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         session_id: String,
         #[arg(long, value_name = "FILE")]
@@ -211,7 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             auth,
         } => {
             let addr: AgentAddr = addr.parse().map_err(bad)?;
-            let client = GuestClient::new(addr)
+            let client = GuestClient::new(addr.clone())
                 .with_token(token(&auth)?)
                 .with_timeout(timeout);
             let res = runtime()?.block_on(client.health());

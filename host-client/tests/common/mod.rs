@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod hybrid;
 pub mod netns;
 
 use std::net::SocketAddr;

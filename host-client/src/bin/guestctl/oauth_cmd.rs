@@ -19,6 +19,8 @@ pub enum OAuthCmd {
     /// Start a login with a provider (codex, claude_code, gemini_cli, ...): the CLI runs in
     /// the VM and its login page opens in the VM's browser. Prints the session and its URL.
     Start {
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         provider: String,
         /// Session id (the agent makes one up when omitted).
@@ -35,6 +37,8 @@ pub enum OAuthCmd {
     },
     /// Show one session (state, URL, reason, browser, history) or all of them.
     Status {
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         session_id: Option<String>,
         #[command(flatten)]
@@ -42,6 +46,8 @@ pub enum OAuthCmd {
     },
     /// Cancel a live session: its CLI's process group is killed.
     Cancel {
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         session_id: String,
         #[command(flatten)]
@@ -49,6 +55,8 @@ pub enum OAuthCmd {
     },
     /// Type a code shown by the login page into the CLI (paste-code flows, e.g. claude_code).
     Code {
+        /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
+        /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
         session_id: String,
         code: String,
