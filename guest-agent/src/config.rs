@@ -88,6 +88,19 @@ pub struct SupervisorSettings {
 pub struct Config {
     pub supervisor: SupervisorSettings,
     pub services: Vec<ServiceSpec>,
+    /// `[serve]`: read by `guest-agent serve`, not the supervisor.
+    pub serve: ServeSettings,
+}
+
+/// `[serve]`: the vsock ports (`None` = not set here; `Some(0)` = off). The kernel command line
+/// and `serve`'s flags win over these (see `serve/vsock.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// AF_VSOCK port `serve` listens on.
+    pub vsock_port: Option<u32>,
+    /// Host port (CID 2) the readiness line is pushed to.
+    pub ready_port: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -97,6 +110,8 @@ struct RawConfig {
     supervisor: Option<Spanned<RawSupervisor>>,
     #[serde(default)]
     services: BTreeMap<String, Spanned<RawService>>,
+    #[serde(default)]
+    serve: Option<Spanned<ServeSettings>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -362,9 +377,30 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let serve = match raw.serve {
+        Some(s) => {
+            let span = s.span();
+            let v = s.into_inner();
+            for (k, p) in [
+                ("serve.vsock_port", v.vsock_port),
+                ("serve.ready_port", v.ready_port),
+            ] {
+                if p == Some(u32::MAX) {
+                    return Err(err(
+                        Some(span.clone()),
+                        k,
+                        "4294967295 is VMADDR_PORT_ANY, not a port (0 = off)".into(),
+                    ));
+                }
+            }
+            v
+        }
+        None => ServeSettings::default(),
+    };
     Ok(Config {
         supervisor,
         services,
+        serve,
     })
 }
 
@@ -535,5 +571,21 @@ systemd_unit = "xvfb.service"
         assert_eq!(c.supervisor.crash_loop_failures, 5);
         let e = parse("[supervisor]\nbackof_ms = 5\n", "t").unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn serve_table_gives_the_vsock_ports() {
+        let c = parse("[serve]\nvsock_port = 1024\nready_port = 0\n", "t").unwrap();
+        assert_eq!(c.serve.vsock_port, Some(1024));
+        assert_eq!(c.serve.ready_port, Some(0));
+        assert_eq!(parse("", "t").unwrap().serve, ServeSettings::default());
+        let e = parse("[serve]\nvsock_port = \"8080\"\n", "t").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[serve]\nvsock = 1\n", "t").unwrap_err();
+        assert!(e.to_string().contains("vsock"), "{e}");
+        let e = parse("[serve]\nready_port = 4294967295\n", "t").unwrap_err();
+        assert_eq!(e.key, "serve.ready_port", "{e}");
+        let e = parse("[serve]\nvsock_port = -1\n", "t").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }

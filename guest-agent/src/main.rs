@@ -68,6 +68,17 @@ enum Role {
         /// OAuth settings and provider overrides (missing file: built-in providers).
         #[arg(long, default_value = guest_agent::oauth::config::DEFAULT_PATH)]
         oauth_config: PathBuf,
+        /// AF_VSOCK port to serve the same routes on (0 = off; default 8080).
+        /// `guest_agent.vsock_port=` on the kernel command line wins over it.
+        #[arg(long, value_parser = vsock_port)]
+        vsock_port: Option<u32>,
+        /// Host port (CID 2) to push the readiness line to (0 = off, the default).
+        /// `guest_agent.ready_port=` on the kernel command line wins over it.
+        #[arg(long, value_parser = vsock_port)]
+        ready_port: Option<u32>,
+        /// The agent's config file; its `[serve]` table may set vsock_port and ready_port.
+        #[arg(long, default_value = "/etc/guest-agent/config.toml")]
+        config: PathBuf,
     },
     /// The BROWSER / xdg-open shim of OAuth sessions: hands the URL to the running agent.
     OpenUrl {
@@ -139,6 +150,9 @@ async fn run(role: Role) -> anyhow::Result<()> {
             insecure_no_auth,
             allowed_hosts,
             max_connections,
+            vsock_port,
+            ready_port,
+            config,
         } => {
             serve::run(serve::ServeOptions {
                 listen,
@@ -150,6 +164,11 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 insecure_no_auth,
                 allowed_hosts,
                 max_connections,
+                vsock_flags: serve::vsock::PortChoices {
+                    vsock_port,
+                    ready_port,
+                },
+                config,
             })
             .await
         }
@@ -250,6 +269,11 @@ fn write_dev_token(path: &Path) -> anyhow::Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(hex.as_bytes()))
         .with_context(|| format!("writing the dev token to {}", path.display()))
+}
+
+/// clap's parser for the vsock port flags.
+fn vsock_port(s: &str) -> Result<u32, String> {
+    serve::vsock::parse_port(s)
 }
 
 /// 127.0.0.1:8080 when free, else any free loopback port.

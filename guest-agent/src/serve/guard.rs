@@ -17,6 +17,13 @@
 //!   `/auth/:provider`) need no Content-Type: the Origin rule is what stops a page there.
 //!
 //! None of this applies to `/health`, `/ready` and `/viewer` (open by design).
+//!
+//! Over **vsock** the Host allow-list is not checked (the other checks are): DNS rebinding
+//! needs a browser to resolve a name to an address and connect to it over TCP; no browser
+//! can open an AF_VSOCK socket (nor Firecracker's unix socket for it on the host), so a
+//! vsock request never comes from a page, and the Host a vsock client sends (`localhost`,
+//! `vsock`, the VM's name) names no address to check. The bearer token is required all the
+//! same ([`super::auth`] does not look at the transport).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -88,8 +95,20 @@ impl Guard {
         cached.1.contains(&ip) || ipv4_mapped(ip).is_some_and(|v4| cached.1.contains(&v4.into()))
     }
 
-    /// All checks for one request.
+    /// All checks for one request over TCP.
     pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+        self.check_via(method, path, headers, false)
+    }
+
+    /// All checks for one request; `vsock`: it came over AF_VSOCK (no Host allow-list, see
+    /// the module doc).
+    pub fn check_via(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        vsock: bool,
+    ) -> Result<(), Refusal> {
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -105,7 +124,7 @@ impl Guard {
                 format!("malformed Host header {host:?}"),
             )
         })?;
-        if !self.host_allowed(host_name) {
+        if !vsock && !self.host_allowed(host_name) {
             return Err((
                 StatusCode::FORBIDDEN,
                 format!(
@@ -182,7 +201,11 @@ fn check_content_type(method: &Method, path: &str, headers: &HeaderMap) -> Resul
 
 /// Middleware for the guarded routes.
 pub async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    match guard.check(req.method(), req.uri().path(), req.headers()) {
+    let vsock = matches!(
+        req.extensions().get::<super::listener::Peer>(),
+        Some(super::listener::Peer::Cid(_))
+    );
+    match guard.check_via(req.method(), req.uri().path(), req.headers(), vsock) {
         Ok(()) => next.run(req).await,
         Err((code, msg)) => {
             tracing::warn!(method = %req.method(), path = %req.uri().path(), status = code.as_u16(), reason = %msg, "request refused");

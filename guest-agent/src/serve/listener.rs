@@ -19,6 +19,12 @@
 //! - Accept errors other than a dropped connection are logged at most once a second and
 //!   retried with a growing pause (no busy loop).
 //! - On SIGTERM/SIGINT: stop accepting, let requests in flight finish ([`SHUTDOWN_GRACE`]).
+//!
+//! The same loop serves the vsock listener ([`Accept`] is implemented for both): one
+//! [`Registry`] for both transports, since the open-file limit they share is the real bound; a
+//! vsock peer is keyed by its CID ([`Peer::Cid`]), so a flood over TCP never evicts the host's
+//! vsock connections and vice versa. Every request carries its connection's [`Peer`] as an
+//! extension (the guard relaxes the Host check for vsock, see `guard.rs`).
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -30,6 +36,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -63,6 +70,37 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
     sock.listen(LISTEN_BACKLOG)
+}
+
+/// Who is at the other end of a connection: the key the [`Registry`] counts by, and a request
+/// extension the routes may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A TCP peer's address.
+    Ip(IpAddr),
+    /// A vsock peer's CID (2 = the host).
+    Cid(u32),
+}
+
+impl From<IpAddr> for Peer {
+    fn from(ip: IpAddr) -> Peer {
+        Peer::Ip(ip)
+    }
+}
+
+/// A listening socket the accept loop can serve: TCP or vsock.
+pub trait Accept: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, Peer::Ip(peer.ip())))
+    }
 }
 
 /// Connection counters for `/metrics`.
@@ -104,13 +142,13 @@ pub struct Registry {
 struct Inner {
     next_id: u64,
     total: usize,
-    peers: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    peers: HashMap<Peer, VecDeque<(u64, Arc<Notify>)>>,
 }
 
 /// One admitted connection; dropping it gives its place back.
 pub struct Ticket {
     registry: Arc<Registry>,
-    peer: IpAddr,
+    peer: Peer,
     id: u64,
     evict: Arc<Notify>,
 }
@@ -129,7 +167,8 @@ impl Registry {
     }
 
     /// Takes a place for a connection from `peer`, closing another one first when full.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Ticket {
+    pub fn admit(self: &Arc<Self>, peer: impl Into<Peer>) -> Ticket {
+        let peer = peer.into();
         let mut inner = self.lock();
         while inner.total >= self.cap {
             if !self.evict_locked(&mut inner) {
@@ -186,7 +225,7 @@ impl Registry {
     }
 
     /// Open connections per peer (tests, diagnostics).
-    pub fn counts(&self) -> HashMap<IpAddr, usize> {
+    pub fn counts(&self) -> HashMap<Peer, usize> {
         self.lock()
             .peers
             .iter()
@@ -221,8 +260,8 @@ impl Drop for Ticket {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, with the bounds described above.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Accept>(
+    listener: L,
     app: Router,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
@@ -239,8 +278,8 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     errors.pause = Duration::ZERO;
                     registry.stats.accepted.fetch_add(1, Relaxed);
-                    let ticket = registry.admit(peer.ip());
-                    tasks.spawn(connection(stream, app.clone(), ticket, stop_rx.clone()));
+                    let ticket = registry.admit(peer);
+                    tasks.spawn(connection(stream, peer, app.clone(), ticket, stop_rx.clone()));
                 }
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
@@ -270,20 +309,26 @@ pub async fn serve(
 }
 
 /// One connection: HTTP/1.1 with the header timer, until done, evicted or shut down.
-async fn connection(
-    stream: tokio::net::TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: Peer,
     app: Router,
     ticket: Ticket,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let tower = TowerToHyperService::new(app);
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            hyper::service::Service::call(&tower, req)
+        });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -358,11 +403,11 @@ mod tests {
         let _n2 = reg.admit(n);
         let _n3 = reg.admit(n);
         let h1 = reg.admit(host);
-        assert_eq!(reg.counts()[&n], 3);
+        assert_eq!(reg.counts()[&n.into()], 3);
         // Full: the host's next connection evicts the neighbour's oldest, not the host's.
         let h2 = reg.admit(host);
-        assert_eq!(reg.counts()[&n], 2);
-        assert_eq!(reg.counts()[&host], 2);
+        assert_eq!(reg.counts()[&n.into()], 2);
+        assert_eq!(reg.counts()[&host.into()], 2);
         assert_eq!(stats.evicted.load(Relaxed), 1);
         let notified = n1.evict.clone();
         let rt = tokio::runtime::Builder::new_current_thread()

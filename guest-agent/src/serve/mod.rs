@@ -10,11 +10,17 @@
 //! its control socket. `/health` and `/ready` use a snapshot at most 250 ms old, so a
 //! flood of health checks costs no file reads. The snapshot also asks the screen streamer
 //! how it is ([`webrtc_health`]), waiting for it no more than 50 ms.
+//!
+//! The same routes are served over AF_VSOCK ([`vsock`], bound after TCP, never delaying it),
+//! and the agent's readiness is pushed to the host over vsock when asked for ([`readiness`]).
 
 pub mod auth;
 pub mod guard;
 pub mod listener;
 pub mod metrics;
+pub mod readiness;
+pub mod readiness_watch;
+pub mod vsock;
 pub mod webrtc_health;
 
 use crate::oauth::config::OAuthConfig;
@@ -60,6 +66,10 @@ pub struct ServeOptions {
     pub allowed_hosts: Vec<String>,
     /// Connection cap (`--max-connections`), lowered to fit the open-file limit.
     pub max_connections: usize,
+    /// `--vsock-port` / `--ready-port` (the kernel command line wins over them).
+    pub vsock_flags: vsock::PortChoices,
+    /// The agent's config file, for its `[serve]` table (missing file: defaults).
+    pub config: PathBuf,
 }
 
 /// What `/health` and `/ready` are computed from.
@@ -134,10 +144,77 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let stats = Arc::new(listener::ConnStats::default());
     tracing::info!(%addr, auth = ?loaded.auth.mode(), from = %loaded.source, max_connections = cap,
         header_timeout_s = listener::HEADER_TIMEOUT.as_secs(), "serving");
+    let auth_mode = loaded.auth.mode();
     let app = router(&opts, loaded.auth, stats.clone());
     let registry = listener::Registry::new(cap, stats);
-    listener::serve(listener, app, registry, shutdown_signal()).await?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let settings = vsock_settings(&opts);
+    if let Some(port) = settings.listen_port {
+        let (app, registry, stop) = (app.clone(), registry.clone(), stop.clone());
+        // Its own task: TCP is already listening and is served below whatever this does.
+        tokio::spawn(vsock::listen_and_serve(port, vsock::bind, move |l| {
+            listener::serve(l, app, registry, stopped(stop))
+        }));
+    }
+    let pusher = settings.ready_port.map(|port| {
+        readiness_watch::spawn(
+            readiness::VsockConnector {
+                cid: vsock::HOST_CID,
+                port,
+            },
+            readiness_watch::Sources {
+                state_dir: StateDir(opts.state_dir.clone()),
+                netinit_state: opts.netinit_state.clone(),
+            },
+            auth_mode,
+            stop.clone(),
+        )
+    });
+    listener::serve(listener, app, registry, stopped(stop)).await?;
+    if let Some(p) = pusher {
+        // The `shutting_down` line went out while requests drained; wait for it, bounded.
+        let _ =
+            tokio::time::timeout(readiness::CONNECT_TIMEOUT + readiness::WRITE_TIMEOUT, p).await;
+    }
     Ok(())
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The vsock ports: command line, flags, `[serve]` of the config file, defaults; each
+/// problem is one warning event.
+fn vsock_settings(opts: &ServeOptions) -> vsock::VsockSettings {
+    let mut warnings = Vec::new();
+    let file = match crate::config::load(&opts.config) {
+        Ok(c) => vsock::PortChoices {
+            vsock_port: c.serve.vsock_port,
+            ready_port: c.serve.ready_port,
+        },
+        Err(e) if e.line == 0 && !opts.config.exists() => vsock::PortChoices::default(),
+        Err(e) => {
+            warnings.push(format!("{e}; its [serve] vsock ports are not used"));
+            vsock::PortChoices::default()
+        }
+    };
+    let (settings, more) = vsock::VsockSettings::load(&opts.cmdline, opts.vsock_flags, file);
+    warnings.extend(more);
+    for w in warnings {
+        tracing::warn!("{w}");
+        crate::console::emit(
+            Level::Warn,
+            Event::Warning {
+                message: format!("serve: {w}"),
+            },
+        );
+    }
+    settings
 }
 
 async fn shutdown_signal() {
