@@ -10,6 +10,7 @@ use crate::client::ClientError;
 use crate::diagnose::{Cause, Finding, Severity};
 use crate::text::{cap, MAX_EVIDENCE, MAX_HINT, MAX_SUBJECT};
 use guest_proto::api::{HealthResponse, ServiceState, WebrtcState};
+use guest_proto::readiness::NetinitSummary;
 use guest_proto::Outcome;
 
 /// Below this share of total memory available, warn (the 256 MiB VMs of F7 died there).
@@ -177,6 +178,88 @@ pub fn health_findings(h: &HealthResponse) -> Vec<Finding> {
     out
 }
 
+/// What the agent says about netinit when the network did not come up, reached another way
+/// (over vsock: `/health` or the pushed readiness line). `seen_in` starts the evidence
+/// (`GET /health over vsock:...`, `pushed readiness line`).
+///
+/// Same causes and subjects as the console's `GUESTKIT:` events for the same failure, so the
+/// two diagnoses agree: `netinit-failed` (subject: the failure class, fatal: the network is
+/// not coming up), plus `no-network-device` (subject: the interface) for `no-device` and
+/// `module-missing` (subject: the module, from the `.ko` path the message names).
+/// Empty unless `network.outcome` is `failed`.
+pub fn netinit_failure_findings(n: &NetinitSummary, seen_in: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if n.outcome != Outcome::Failed {
+        return out;
+    }
+    let (class, code, msg) = n
+        .failure
+        .as_ref()
+        .map(|e| (e.class.clone(), e.exit_code, e.message.clone()))
+        .unwrap_or_else(|| ("unknown".into(), 0, "no error recorded".into()));
+    let mk = |cause, severity, subject: Option<String>, evidence: String, hint: String| Finding {
+        cause,
+        severity,
+        subject: subject.map(|s| cap(&s, MAX_SUBJECT)),
+        line: 0,
+        evidence: cap(&format!("{seen_in}: {evidence}"), MAX_EVIDENCE),
+        hint: cap(&hint, MAX_HINT),
+        occurrences: 1,
+    };
+    let advice = match class.as_str() {
+        "bad-config" => "; fix the ip= boot argument (build it with `guestctl bootargs`)",
+        "no-device" => "; check the VM config attaches a NIC",
+        "module-missing" | "module-load" => {
+            "; install the guest kernel's modules (virtio_net) in the image"
+        }
+        _ => "",
+    };
+    out.push(mk(
+        Cause::NetinitFailed,
+        Severity::Fatal,
+        Some(class.clone()),
+        format!("network.outcome = failed ({class}, exit {code}): {msg}"),
+        format!("guest-netinit failed ({class}, exit {code}): {msg}{advice}"),
+    ));
+    if class == "no-device" {
+        {
+            let iface = n.interface.clone().unwrap_or_else(|| "eth0".into());
+            out.push(mk(
+                Cause::NoNetworkDevice,
+                Severity::Fatal,
+                Some(iface.clone()),
+                format!("network.interface = {iface}: {msg}"),
+                format!("{iface} did not appear: check that the VM config attaches a NIC (Firecracker network-interfaces, QEMU -device virtio-net-pci) and that virtio_net is in the image"),
+            ));
+        }
+    }
+    // the `.ko` the message names (module-missing, module-load, or no-device explaining why)
+    if let Some((module, path)) = module_in(&msg) {
+        out.push(mk(
+            Cause::ModuleMissing,
+            Severity::Error,
+            Some(module.clone()),
+            msg.clone(),
+            format!("{path} is not in the image: install the modules of the guest's kernel under /lib/modules/<version> (or build {module} in); `guest-netinit check --root` catches this when the image is built"),
+        ));
+    }
+    out
+}
+
+/// The first `.ko` path in `msg` and its module name: `/lib/.../virtio_net.ko.xz` →
+/// (`virtio_net`, the path).
+pub(crate) fn module_in(msg: &str) -> Option<(String, String)> {
+    msg.split(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | ',' | ';' | '(' | ')' | '`'))
+        .map(|w| w.trim_end_matches([':', '.']))
+        .find_map(|w| {
+            let file = w.rsplit('/').next()?;
+            let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .find_map(|ext| file.strip_suffix(ext))?;
+            (!stem.is_empty()).then(|| (stem.replace('-', "_"), w.to_string()))
+        })
+}
+
 /// The finding for an agent that did not answer `/health` at all.
 pub fn unreachable_finding(e: &ClientError) -> Finding {
     finding(
@@ -195,6 +278,61 @@ pub fn unreachable_finding(e: &ClientError) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netinit_failure_over_vsock_names_class_device_and_module() {
+        use guest_proto::readiness::NetinitFailure;
+        let sum = |class: &str, msg: &str| NetinitSummary {
+            outcome: Outcome::Failed,
+            interface: Some("eth0".into()),
+            source: None,
+            addresses: vec![],
+            failure: Some(NetinitFailure {
+                class: class.into(),
+                exit_code: 4,
+                message: msg.into(),
+            }),
+        };
+        let f = netinit_failure_findings(
+            &sum("module-missing", "virtio_net not loaded: /lib/modules/6.1.0-31-amd64/kernel/drivers/net/virtio_net.ko.xz does not exist"),
+            "GET /health over vsock:/v.sock:8080",
+        );
+        let got: Vec<_> = f
+            .iter()
+            .map(|f| (f.cause, f.severity, f.subject.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Cause::NetinitFailed,
+                    Severity::Fatal,
+                    "module-missing".into()
+                ),
+                (Cause::ModuleMissing, Severity::Error, "virtio_net".into()),
+            ]
+        );
+        assert!(f[1].hint.starts_with("/lib/modules/6.1.0-31-amd64/kernel/drivers/net/virtio_net.ko.xz is not in the image"), "{}", f[1].hint);
+        assert!(f[0]
+            .evidence
+            .starts_with("GET /health over vsock:/v.sock:8080: network.outcome = failed"));
+        let f =
+            netinit_failure_findings(&sum("no-device", "eth0 did not appear within 5000 ms"), "x");
+        assert_eq!(f[1].cause, Cause::NoNetworkDevice);
+        assert_eq!(f[1].subject.as_deref(), Some("eth0"));
+        let f = netinit_failure_findings(
+            &sum(
+                "bad-config",
+                "ip=: field 7 (autoconf) `undefined` is not off/none/dhcp",
+            ),
+            "x",
+        );
+        assert_eq!(f.len(), 1);
+        assert!(f[0].hint.contains("`undefined`") && f[0].hint.contains("guestctl bootargs"));
+        let mut ok = sum("x", "y");
+        ok.outcome = Outcome::Configured;
+        assert!(netinit_failure_findings(&ok, "x").is_empty());
+    }
 
     fn health(json: &str) -> HealthResponse {
         serde_json::from_str(json).unwrap()

@@ -15,6 +15,7 @@ mod finding_set;
 pub mod health_diag;
 mod hints;
 pub mod oauth;
+pub mod ready_push;
 mod signatures;
 pub mod tap;
 pub mod text;

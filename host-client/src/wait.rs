@@ -12,16 +12,21 @@
 //!   stale panic in a reused log cannot fail a VM that is in fact ready);
 //! - on timeout the error carries the last probe error, classified, and the findings so far;
 //! - a flooded console is read a bounded chunk at a time with the deadline checked between
-//!   chunks, so the wait returns on time whatever the guest prints.
+//!   chunks, so the wait returns on time whatever the guest prints;
+//! - with [`WaitOptions::vsock`], the agent is also asked over vsock, which needs no network
+//!   in the guest: ready when it is ready on either; when a TCP address is waited on and
+//!   the agent's `/health` over vsock says netinit failed, the wait ends at once with the
+//!   agent's own diagnosis (no device, the missing module's path, the bad `ip=` field)
+//!   instead of at the deadline;
+//! - with [`WaitOptions::ready_socket`], the line the agent pushes (`<uds_path>_<port>`) is
+//!   read as it arrives: `ready` ends the wait without any request, a netinit failure in it
+//!   ends it as above.
 
 use crate::client::{AgentAddr, ClientError, ErrorClass, GuestClient};
 use crate::console::{ConsoleError, ConsoleFollower};
-use crate::diagnose::{Finding, Milestone, TimelineEntry};
-use crate::text::Untrusted;
-use guest_proto::api::{HealthResponse, ReadyResponse};
+use crate::diagnose::Finding;
+use crate::ready_push::ReadyListener;
 use hyper::StatusCode;
-use serde::Serialize;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,6 +50,12 @@ pub struct WaitOptions {
     pub refused_delay: Option<Duration>,
     /// How often the console file is read.
     pub console_poll: Duration,
+    /// A second way to the agent, usually `vsock:/PATH:PORT` or `vsock:CID:PORT`, probed
+    /// alongside `addr` with the same delays.
+    pub vsock: Option<AgentAddr>,
+    /// Listen on this unix socket for the agent's pushed readiness line (Firecracker's
+    /// `<uds_path>_<ready_port>`, see [`crate::ready_push`]); bound for the wait's duration.
+    pub ready_socket: Option<PathBuf>,
 }
 
 impl Default for WaitOptions {
@@ -58,156 +69,18 @@ impl Default for WaitOptions {
             max_delay: Duration::from_millis(250),
             refused_delay: Some(Duration::from_millis(10)),
             console_poll: Duration::from_millis(25),
+            vsock: None,
+            ready_socket: None,
         }
     }
 }
 
-/// How readiness was established.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "via", rename_all = "kebab-case")]
-pub enum ReadyVia {
-    /// `/ready` answered 200.
-    Ready { body: ReadyResponse },
-    /// `/health` said `ok` (`/ready` answered `ready_status`: 404 old agent, 401/403 no token).
-    Health {
-        ready_status: u16,
-        body: Box<HealthResponse>,
-    },
-}
-
-/// The VM is ready.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ready {
-    pub addr: AgentAddr,
-    #[serde(serialize_with = "ser_secs")]
-    pub elapsed: Duration,
-    pub attempts: u32,
-    #[serde(flatten)]
-    pub via: ReadyVia,
-    /// Non-fatal findings in the console log (warnings, conflicts).
-    pub findings: Vec<Finding>,
-    pub timeline: Vec<TimelineEntry>,
-}
-
-/// The last failed probe, classified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProbeFailure {
-    pub class: ErrorClass,
-    /// For [`ErrorClass::HttpStatus`], and for a 503 from `/ready`.
-    pub status: Option<u16>,
-    /// The full message.
-    pub message: String,
-}
-
-impl fmt::Display for ProbeFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Connect and timeout messages already say "connection refused", "timed out", ...
-        match (self.class, self.status) {
-            // `message` may hold the agent's words (503 reasons): shown escaped.
-            (ErrorClass::HttpStatus, Some(s)) if !self.message.contains("HTTP") => {
-                write!(f, "HTTP {s}: {}", Untrusted(&self.message))
-            }
-            _ => Untrusted(&self.message).fmt(f),
-        }
-    }
-}
-
-/// How far the VM got, from the console and the probes (in order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    KernelStarted,
-    Userspace,
-    NetinitDone,
-    AgentListening,
-    /// The agent answers HTTP but is not ready yet.
-    AgentAnswering,
-    Ready,
-}
-
-impl From<Milestone> for Stage {
-    fn from(m: Milestone) -> Self {
-        match m {
-            Milestone::KernelStarted => Stage::KernelStarted,
-            Milestone::Userspace => Stage::Userspace,
-            Milestone::NetinitDone => Stage::NetinitDone,
-            Milestone::AgentListening => Stage::AgentListening,
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Stage::KernelStarted => Milestone::KernelStarted.fmt(f),
-            Stage::Userspace => Milestone::Userspace.fmt(f),
-            Stage::NetinitDone => Milestone::NetinitDone.fmt(f),
-            Stage::AgentListening => Milestone::AgentListening.fmt(f),
-            Stage::AgentAnswering => f.write_str("agent answering, not ready yet"),
-            Stage::Ready => f.write_str("ready"),
-        }
-    }
-}
-
-/// Something `guestctl wait` shows as it happens.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "progress", rename_all = "kebab-case")]
-pub enum Progress {
-    /// A console milestone.
-    Milestone { entry: TimelineEntry },
-    /// The first answer that is not "ready" (503 reasons, or health `degraded`).
-    Answering { status: u16, reasons: Vec<String> },
-    /// A non-fatal console finding.
-    Finding { finding: Finding },
-}
-
-/// Why the wait failed. (`last` is boxed to keep the error small: it travels in `Result`s.)
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    #[error("{addr} not ready after {:.1}s ({attempts} attempts); last error: {}; reached: {}",
-        .waited.as_secs_f64(),
-        .last.as_ref().map(|l| l.to_string()).unwrap_or_else(|| "none (no attempt finished)".into()),
-        .stage.map(|s| s.to_string()).unwrap_or_else(|| "nothing seen".into()))]
-    Timeout {
-        addr: AgentAddr,
-        waited: Duration,
-        attempts: u32,
-        last: Option<Box<ProbeFailure>>,
-        /// The furthest stage seen.
-        stage: Option<Stage>,
-        /// Console findings so far (including "nothing printed" for an empty log).
-        findings: Vec<Finding>,
-        timeline: Vec<TimelineEntry>,
-    },
-    #[error("{addr}: the console log shows a fatal error after {:.1}s: {finding}", .after.as_secs_f64())]
-    Diagnosed {
-        addr: AgentAddr,
-        after: Duration,
-        finding: Box<Finding>,
-        findings: Vec<Finding>,
-        timeline: Vec<TimelineEntry>,
-        last: Option<Box<ProbeFailure>>,
-    },
-    #[error(transparent)]
-    Console(#[from] ConsoleError),
-}
-
-impl WaitError {
-    /// Console findings collected before the failure.
-    pub fn findings(&self) -> &[Finding] {
-        match self {
-            WaitError::Timeout { findings, .. } | WaitError::Diagnosed { findings, .. } => findings,
-            WaitError::Console(_) => &[],
-        }
-    }
-
-    pub fn last(&self) -> Option<&ProbeFailure> {
-        match self {
-            WaitError::Timeout { last, .. } | WaitError::Diagnosed { last, .. } => last.as_deref(),
-            WaitError::Console(_) => None,
-        }
-    }
-}
+#[path = "wait_types.rs"]
+mod types;
+pub use types::{ProbeFailure, Progress, Ready, ReadyVia, Stage, WaitError};
+#[path = "wait_side.rs"]
+mod side;
+use side::{push_loop, vsock_loop, SideEnd};
 
 /// Waits until the agent at `addr` is ready, for at most `deadline`, following `console`.
 pub async fn wait_ready(
@@ -331,6 +204,33 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
         on_progress,
     });
     let console = Mutex::new(opts.console.as_ref().map(ConsoleFollower::new));
+    let listener = match &opts.ready_socket {
+        Some(p) => Some(ReadyListener::bind(p)?),
+        None => None,
+    };
+    // A netinit failure ends the wait only when a TCP address is waited on: over vsock alone
+    // the agent may be all the caller needs.
+    let tcp_primary = addr.tcp().is_some();
+    let waited_on = addr.clone();
+
+    let side_loop = async {
+        let v = async {
+            match &opts.vsock {
+                Some(vs) => vsock_loop(vs, tcp_primary, opts, end, &state).await,
+                None => std::future::pending().await,
+            }
+        };
+        let p = async {
+            match &listener {
+                Some(l) => push_loop(l, &waited_on, tcp_primary, &state).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            a = v => a,
+            b = p => b,
+        }
+    };
 
     let probe_loop = async {
         let mut delay = opts.first_delay;
@@ -376,15 +276,6 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
         }
     };
 
-    let outcome = {
-        let probe_loop = std::pin::pin!(probe_loop);
-        let console_loop = std::pin::pin!(console_loop);
-        tokio::select! {
-            via = probe_loop => Ok(via),
-            fatal = console_loop => Err(fatal.map(Some)),
-            _ = sleep_until(end) => Err(Ok(None)),
-        }
-    };
     let snapshot = |console: &Mutex<Option<ConsoleFollower>>| {
         let mut c = console.lock_ok();
         match c.as_mut() {
@@ -396,6 +287,42 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
                 (d.findings, d.timeline)
             }
             None => (Vec::new(), Vec::new()),
+        }
+    };
+    let mut addr = addr;
+    let outcome = {
+        let probe_loop = std::pin::pin!(probe_loop);
+        let console_loop = std::pin::pin!(console_loop);
+        let side_loop = std::pin::pin!(side_loop);
+        tokio::select! {
+            via = probe_loop => Ok(via),
+            fatal = console_loop => Err(fatal.map(Some)),
+            side = side_loop => match side {
+                SideEnd::Ready(answered, via) => {
+                    addr = answered;
+                    Ok(via)
+                }
+                SideEnd::Diagnosed { seen_in, findings: side } => {
+                    let (mut findings, timeline) = snapshot(&console);
+                    let finding = side[0].clone();
+                    for f in side {
+                        if !findings.iter().any(|g| g.cause == f.cause && g.subject == f.subject) {
+                            findings.push(f);
+                        }
+                    }
+                    let st = state.lock_ok();
+                    return Err(WaitError::Diagnosed {
+                        addr,
+                        seen_in,
+                        after: start.elapsed(),
+                        finding: Box::new(finding),
+                        findings,
+                        timeline,
+                        last: st.last.clone().map(Box::new),
+                    });
+                }
+            },
+            _ = sleep_until(end) => Err(Ok(None)),
         }
     };
     let via = match outcome {
@@ -418,6 +345,7 @@ pub async fn wait_ready_with<F: FnMut(&Progress)>(
                     let st = state.lock_ok();
                     return Err(WaitError::Diagnosed {
                         addr,
+                        seen_in: "the console log".into(),
                         after: start.elapsed(),
                         finding: Box::new(*finding),
                         findings,
@@ -539,10 +467,6 @@ impl<T> LockOk<T> for Mutex<T> {
     fn lock_ok(&self) -> MutexGuard<'_, T> {
         self.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 #[cfg(test)]

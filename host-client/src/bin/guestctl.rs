@@ -81,11 +81,27 @@ enum Cmd {
         auth: Auth,
     },
     /// Wait until the VM is ready, showing the stages it reaches; fail fast on a fatal console finding.
-    #[command(after_help = EXIT_CODES)]
+    ///
+    /// With --vsock the agent is also asked over vsock (no guest network needed): ready when it
+    /// is ready on either, and when ADDR (TCP) does not answer but the agent says over vsock
+    /// that netinit failed, the wait ends at once with that diagnosis (exit 4). With
+    /// --ready-socket the line the agent pushes when it is ready is read as it arrives.
+    ///
+    /// Example (Firecracker, vsock uds_path /run/vm/v.sock, agent defaults: vsock port 8080,
+    /// readiness pushed to host port 8081):
+    ///   guestctl wait 192.168.100.9:8080 --vsock vsock:/run/vm/v.sock:8080 --ready-socket /run/vm/v.sock_8081
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Wait {
         /// Agent address: IP[:PORT] (TCP, port 8080 when omitted), vsock:/PATH:PORT (Firecracker's
         /// hybrid vsock: the VM's vsock uds_path and the guest port) or vsock:CID:PORT (AF_VSOCK).
         addr: String,
+        /// Also ask the agent here, usually over vsock (vsock:/PATH:PORT or vsock:CID:PORT).
+        #[arg(long, value_name = "ADDR")]
+        vsock: Option<String>,
+        /// Listen on this unix socket for the agent's pushed readiness line: the VM's vsock
+        /// uds_path + `_` + the ready port (guest_agent.ready_port=, 8081), e.g. /run/vm/v.sock_8081.
+        #[arg(long, value_name = "PATH")]
+        ready_socket: Option<PathBuf>,
         /// Give up after this long (e.g. 60s, 2m).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
@@ -243,15 +259,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Wait {
             addr,
+            vsock,
+            ready_socket,
             timeout,
             console,
             auth,
         } => {
             let addr: AgentAddr = addr.parse().map_err(bad)?;
+            let vsock: Option<AgentAddr> = vsock.map(|a| a.parse()).transpose().map_err(bad)?;
             let opts = WaitOptions {
                 deadline: timeout,
                 console,
                 token: token(&auth)?,
+                vsock,
+                ready_socket,
                 ..Default::default()
             };
             wait(addr, &opts, json)
@@ -415,6 +436,31 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
                 );
             }
             Progress::Finding { finding } => say!("[{t:7.2}s] {finding}"),
+            Progress::AnsweringOver {
+                addr,
+                status,
+                reasons,
+            } => {
+                let reasons: Vec<_> = reasons.iter().map(|r| Untrusted(r).to_string()).collect();
+                say!(
+                    "[{t:7.2}s] agent answering over {addr} (HTTP {status}), not ready: {}",
+                    reasons.join("; ")
+                );
+            }
+            Progress::Pushed { line } => {
+                let reasons: Vec<_> = line
+                    .reasons
+                    .iter()
+                    .map(|r| Untrusted(r).to_string())
+                    .collect();
+                say!(
+                    "[{t:7.2}s] agent pushed state {:?} (seq {}){}{}",
+                    line.state,
+                    line.seq,
+                    if reasons.is_empty() { "" } else { ": " },
+                    reasons.join("; ")
+                );
+            }
         }
     };
     match runtime()?.block_on(host_client::wait_ready_with(addr, opts, show)) {
@@ -428,10 +474,12 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
                     ReadyVia::Health { ready_status, .. } => {
                         format!("/health ok (/ready answered {ready_status})")
                     }
+                    ReadyVia::Pushed { line } => format!("pushed readiness line, seq {}", line.seq),
                 };
                 say!(
-                    "[{:7.2}s] ready ({via}, {} attempts)",
+                    "[{:7.2}s] ready at {} ({via}, {} attempts)",
                     r.elapsed.as_secs_f64(),
+                    r.addr,
                     r.attempts
                 );
             }
@@ -442,6 +490,7 @@ fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
                 WaitError::Timeout { .. } => (3, "timeout"),
                 WaitError::Diagnosed { .. } => (4, "diagnosed"),
                 WaitError::Console(_) => return Err(bad(e)),
+                WaitError::Push(_) => return Err(anyhow!(e)),
             };
             if json {
                 let v = serde_json::json!({
