@@ -18,6 +18,7 @@
 //! namespace's init with SIGINT, which is what the namespace test observes.
 
 pub mod root;
+pub mod vsock;
 
 use crate::cli::{self, Command, RunOptions};
 use crate::modules::KernelModules;
@@ -283,6 +284,7 @@ pub fn main(opts: &InitOptions, configure: impl FnOnce(&RunOptions) -> i32) -> !
         con.console.clone(),
     );
     load_modules(&params.modules, &mut con);
+    load_vsock(&cmdline, &mut con);
     // The initramfs role: with `root=` and `/` being the initramfs, mount the disk and switch
     // to it; its own guest-netinit.service configures the network (root.rs).
     if root::in_initramfs() {
@@ -465,6 +467,20 @@ fn load_modules(names: &[String], con: &mut Console) {
             Err(e) => con.say(Level::Error, &format!("module {name}: {e}")),
         }
     }
+}
+
+/// The vsock transport's modules, when a virtio-vsock device is there ([`vsock`]).
+fn load_vsock(cmdline: &KernelCmdline, con: &mut Console) {
+    let Ok(release) = KernelModules::running_release() else {
+        return; // load_modules said so already, when it needed it
+    };
+    let km = KernelModules::new(Path::new("/"), Path::new("/sys"), release);
+    vsock::load(
+        Path::new("/sys"),
+        cmdline,
+        |name| crate::system::Modules::load_with_deps(&km, name),
+        con,
+    );
 }
 
 /// Execs the next init; on failure retries, then powers off. Never returns.
