@@ -18,6 +18,7 @@ mod interp;
 mod kernels;
 mod rootpath;
 mod units;
+mod vsock;
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -35,6 +35,9 @@ fn healthy() -> tempfile::TempDir {
         "kernel/drivers/virtio/virtio_pci.ko",
         "kernel/drivers/virtio/virtio_mmio.ko",
         "kernel/drivers/block/virtio_blk.ko",
+        "kernel/net/vmw_vsock/vsock.ko",
+        "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+        "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
     ] {
         write(r, &format!("{m}/{f}"), "not really ELF");
     }
@@ -46,7 +49,10 @@ fn healthy() -> tempfile::TempDir {
          kernel/net/core/failover.ko:\n\
          kernel/drivers/virtio/virtio_pci.ko:\n\
          kernel/drivers/virtio/virtio_mmio.ko:\n\
-         kernel/drivers/block/virtio_blk.ko:\n",
+         kernel/drivers/block/virtio_blk.ko:\n\
+         kernel/net/vmw_vsock/vsock.ko:\n\
+         kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko\n\
+         kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko\n",
     );
     write(r, &format!("boot/vmlinuz-{KVER}"), "kernel");
     write(

@@ -151,6 +151,21 @@ fn check_kernel(root: &Path, version: &str, out: &mut Vec<Finding>) {
     {
         out.push(module_finding(root, &km, version, name, severity));
     }
+    // The agent serves over vsock (and may push readiness): without the transport it is
+    // reachable over the network only, which is what vsock is there to avoid needing.
+    if super::vsock::wanted(root) {
+        for name in super::vsock::MODULES {
+            let mut f = module_finding(root, &km, version, name, Severity::Warning);
+            if f.severity == Severity::Warning {
+                f.message = f
+                    .message
+                    .replace(" (Firecracker's devices are virtio-mmio)", "")
+                    + " (the agent's config asks for vsock: /etc/guest-agent/config.toml [serve]; \
+                       the VM boots, but the host can reach the agent over the network only)";
+            }
+            out.push(f);
+        }
+    }
 }
 
 fn module_finding(
