@@ -11,6 +11,7 @@ pub mod bootargs;
 pub mod client;
 pub mod console;
 pub mod diagnose;
+pub mod firecracker;
 mod finding_set;
 pub mod health_diag;
 mod hints;

@@ -251,3 +251,59 @@ fn diagnose_with_addr_adds_what_the_agent_reports() {
     assert!(stdout(&o).contains("agent-unreachable"), "{}", stdout(&o));
     drop(rt);
 }
+
+#[test]
+fn bootargs_firecracker_whole_vm_config_and_bad_fields() {
+    let base = [
+        "bootargs",
+        "--ip",
+        "192.168.100.9/24",
+        "--firecracker",
+        "--vm-id",
+        "vm-9",
+        "--kernel",
+        "/srv/vmlinux",
+        "--rootfs",
+        "/srv/vm9.ext4",
+        "--rootfs-read-only",
+        "--vcpus",
+        "4",
+        "--mem-mib",
+        "1024",
+        "--vsock-cid",
+        "7",
+        "--vsock-uds",
+        "/run/vm9/v.sock",
+    ];
+    let o = guestctl(&base);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["machine-config"]["vcpu_count"], 4);
+    assert_eq!(v["machine-config"]["mem_size_mib"], 1024);
+    assert_eq!(v["drives"][0]["path_on_host"], "/srv/vm9.ext4");
+    assert_eq!(v["drives"][0]["is_root_device"], true);
+    assert_eq!(v["drives"][0]["is_read_only"], true);
+    assert_eq!(v["vsock"]["guest_cid"], 7);
+    assert_eq!(v["vsock"]["uds_path"], "/run/vm9/v.sock");
+    for (extra, want) in [
+        (&["--vsock-cid", "2"][..], "vsock.guest_cid: 2 is reserved"),
+        (&["--vcpus", "0"][..], "machine-config.vcpu_count: 0"),
+        (
+            &["--min-mem-mib", "2048"][..],
+            "machine-config.mem_size_mib: 1024 MiB is below the 2048 MiB",
+        ),
+        (
+            &["--taken-cid", "7"][..],
+            "vsock.guest_cid: 7 is used by both",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        match args.iter().position(|a| *a == extra[0]) {
+            Some(i) => args[i + 1] = extra[1],
+            None => args.extend_from_slice(extra),
+        }
+        let o = guestctl(&args);
+        assert_eq!(code(&o), 2, "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{extra:?}: {}", stderr(&o));
+    }
+}

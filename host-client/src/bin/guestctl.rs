@@ -5,6 +5,7 @@ use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use host_client::bootargs::{static_ip, BootArgs};
 use host_client::console::diagnose_reader;
+use host_client::firecracker::{ConfigError, Drive, MachineConfig, VmConfig, Vsock};
 use host_client::health_diag::{health_findings, unreachable_finding};
 use host_client::tap::{self, TAP_PREFIX};
 use host_client::text::Untrusted;
@@ -125,7 +126,8 @@ enum Cmd {
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Build the kernel command line (and the Firecracker config fragment) from typed values.
+    /// Build the kernel command line (and the Firecracker config: the boot-source and
+    /// network-interfaces fragment, or with --rootfs the whole VM config) from typed values.
     #[command(after_help = EXIT_CODES)]
     Bootargs {
         /// Guest address with prefix length, e.g. 192.168.100.9/24.
@@ -149,7 +151,8 @@ enum Cmd {
         /// Extra parameter KEY=VALUE or a flag KEY; repeatable.
         #[arg(long, value_name = "K=V")]
         extra: Vec<String>,
-        /// Print the Firecracker config fragment (boot-source, network-interfaces) as JSON.
+        /// Print the Firecracker config as JSON: boot-source and network-interfaces; with
+        /// --rootfs also machine-config, drives and vsock (one --config-file document).
         #[arg(long)]
         firecracker: bool,
         /// kernel_image_path for --firecracker.
@@ -161,6 +164,33 @@ enum Cmd {
         /// TAP name for --firecracker (instead of --vm-id).
         #[arg(long, conflicts_with = "vm_id")]
         tap: Option<String>,
+        /// With --firecracker: the root drive's file; the output is then the whole VM config
+        /// (boot-source, network-interfaces, machine-config, drives, vsock) for
+        /// `firecracker --config-file`.
+        #[arg(long, value_name = "PATH", requires = "firecracker")]
+        rootfs: Option<String>,
+        /// The root drive is read-only.
+        #[arg(long, requires = "rootfs")]
+        rootfs_read_only: bool,
+        /// vCPUs (machine-config.vcpu_count, 1-32).
+        #[arg(long, default_value_t = 2, requires = "rootfs")]
+        vcpus: u8,
+        /// Memory in MiB (machine-config.mem_size_mib).
+        #[arg(long, default_value_t = 512, requires = "rootfs")]
+        mem_mib: u32,
+        /// What the image needs: a smaller --mem-mib is refused.
+        #[arg(long, value_name = "MIB", requires = "rootfs")]
+        min_mem_mib: Option<u32>,
+        /// vsock.guest_cid (3 or more, unique on the host).
+        #[arg(long, value_name = "CID", requires_all = ["rootfs", "vsock_uds"])]
+        vsock_cid: Option<u32>,
+        /// vsock.uds_path: the host socket of the VM's vsock device (reach the agent with
+        /// vsock:PATH:8080; its readiness line arrives on PATH_8081).
+        #[arg(long, value_name = "PATH", requires = "vsock_cid")]
+        vsock_uds: Option<String>,
+        /// A CID already used by another VM on this host (repeatable): --vsock-cid must differ.
+        #[arg(long, value_name = "CID")]
+        taken_cid: Vec<u32>,
     },
     /// TAP devices: names and cleanup.
     #[command(subcommand)]
@@ -320,6 +350,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             kernel,
             vm_id,
             tap,
+            rootfs,
+            rootfs_read_only,
+            vcpus,
+            mem_mib,
+            min_mem_mib,
+            vsock_cid,
+            vsock_uds,
+            taken_cid,
         } => {
             let ipc = static_ip(&ip, gw, &dns, hostname.as_deref(), Some(&iface)).map_err(bad)?;
             let mut args = BootArgs::new().console(console).ip(ipc);
@@ -341,7 +379,46 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         )))
                     }
                 };
-                let frag = args.firecracker(&kernel, &tap).map_err(bad)?;
+                let frag = match rootfs {
+                    None => args.firecracker(&kernel, &tap).map_err(bad)?,
+                    Some(path_on_host) => {
+                        let vsock = match (vsock_cid, vsock_uds) {
+                            (Some(guest_cid), Some(uds_path)) => {
+                                if taken_cid.contains(&guest_cid) {
+                                    return Err(bad(ConfigError::DuplicateCid {
+                                        cid: guest_cid,
+                                        first: "--taken-cid".into(),
+                                        second: "--vsock-cid".into(),
+                                    }));
+                                }
+                                Some(Vsock {
+                                    guest_cid,
+                                    uds_path,
+                                })
+                            }
+                            _ => None,
+                        };
+                        VmConfig {
+                            boot_args: args,
+                            kernel_image_path: kernel,
+                            host_dev_name: tap,
+                            machine: MachineConfig {
+                                vcpu_count: vcpus,
+                                mem_size_mib: mem_mib,
+                            },
+                            drives: vec![Drive {
+                                drive_id: "rootfs".into(),
+                                path_on_host,
+                                is_root_device: true,
+                                is_read_only: rootfs_read_only,
+                            }],
+                            vsock,
+                            min_mem_mib,
+                        }
+                        .to_json()
+                        .map_err(bad)?
+                    }
+                };
                 say!("{}", to_json(&frag, true)?);
             } else if json {
                 say!(
