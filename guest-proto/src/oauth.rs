@@ -209,10 +209,13 @@ pub struct SessionInfo {
     pub url_source: Option<String>,
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Why it failed, expired or was cancelled.
+    /// Why it failed, expired or was cancelled; while it is `starting`, `stuck: …` when
+    /// its CLI showed no URL for a while after its start or the last prompt answered
+    /// (`lastOutput` then shows the screen it sits at).
     #[serde(default)]
     pub reason: Option<String>,
-    /// The end of what the CLI printed (escape sequences removed).
+    /// The CLI's screen as a person would see it (its PTY rendered by a terminal emulator,
+    /// trailing blanks trimmed, pasted codes redacted, at most 8 KiB: the end).
     #[serde(default)]
     pub last_output: Option<String>,
     #[serde(default)]

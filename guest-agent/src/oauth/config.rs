@@ -11,6 +11,8 @@
 //! display = ":99"                # DISPLAY for the CLI and the browser
 //! browser = ["chromium", "--no-sandbox", "--no-first-run"]   # the URL is appended
 //! deadline_secs = 600            # a session not done by then is `expired`
+//! stuck_secs = 20                # no URL and the CLI's screen unchanged this long: the
+//!                                # session's `reason` says it is stuck (it stays live)
 //! shim_command = ["/usr/bin/guest-agent", "open-url"]        # what BROWSER/xdg-open run
 //! [providers.codex]              # override fields of a built-in, or define a new provider
 //! command = ["/opt/codex/bin/codex", "login"]
@@ -26,6 +28,8 @@ use std::time::Duration;
 pub const DEFAULT_PATH: &str = "/etc/guest-agent/oauth.toml";
 /// Default session lifetime.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+/// Default time a CLI's screen may stay unchanged without a URL before it is called stuck.
+pub const DEFAULT_STUCK: Duration = Duration::from_secs(20);
 
 /// The merged settings.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ pub struct OAuthConfig {
     /// Browser command line; the URL is appended.
     pub browser: Vec<String>,
     pub deadline: Duration,
+    /// No URL and a screen unchanged this long: the session says it is stuck.
+    pub stuck_after: Duration,
     /// Per-provider deadline overrides.
     pub deadlines: BTreeMap<String, Duration>,
     /// What the `BROWSER`/`xdg-open` shim execs (the URL is appended).
@@ -67,6 +73,7 @@ struct Raw {
     display: Option<String>,
     browser: Option<Vec<String>>,
     deadline_secs: Option<u64>,
+    stuck_secs: Option<u64>,
     shim_command: Option<Vec<String>>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
@@ -98,6 +105,7 @@ impl OAuthConfig {
                 "--disable-component-update".into(),
             ],
             deadline: DEFAULT_DEADLINE,
+            stuck_after: DEFAULT_STUCK,
             deadlines: BTreeMap::new(),
             shim_command: vec![shim, "open-url".into()],
             providers: provider::builtins()
@@ -159,6 +167,9 @@ impl OAuthConfig {
         }
         if let Some(d) = raw.deadline_secs {
             c.deadline = Duration::from_secs(d.max(1));
+        }
+        if let Some(d) = raw.stuck_secs {
+            c.stuck_after = Duration::from_secs(d.max(1));
         }
         for (name, o) in &raw.providers {
             let base = c.providers.remove(name);

@@ -1,145 +1,184 @@
-//! What the CLI prints, made searchable: escape sequences removed as the bytes stream in
-//! (a sequence may be split across reads), the last few KiB kept for "failed with its last
-//! output", prompts matched once per appearance, and the fallback URL regexes applied.
+//! What the CLI shows, as a person would see it. Login CLIs built on Ink (gemini, claude)
+//! draw with cursor moves, erase lines and redraw; stripping escape sequences from the byte
+//! stream runs words together and keeps text that was erased. So the PTY is *rendered*
+//! with a terminal emulator (the `vt100` crate: maintained, no I/O, a plain `process(bytes)`
+//! API, the screen's cells and rows readable, and a callback for each row that scrolls off)
+//! at the PTY's fixed size ([`super::pty::COLUMNS`] x [`super::pty::ROWS`]), and:
+//! - prompts are matched against the visible screen (whitespace runs count as one space)
+//!   and answered once per appearance; an answer the CLI ignored (the screen did not change
+//!   at all) is typed again, at most [`RETRIES`] times;
+//! - the fallback URL regexes run on the rows that scrolled off plus the screen, with a row
+//!   that fills the whole width joined to the next one (a URL the CLI wrapped itself);
+//! - `lastOutput` is the visible screen, trailing blanks trimmed, at most [`SHOW`] bytes;
+//! - a CLI that shows no URL for a while after its start or the last answer is *stuck*,
+//!   and says so with what its screen shows ([`Output::stuck`]);
+//! - screen text the provider says ends the login is reported at once (`fail_on`).
+//!
 //! Pasted codes are secrets: the terminal echoes what is typed (or the CLI draws it), so
 //! every code pasted is replaced by `[redacted]` in what leaves this module (`lastOutput`
-//! and failure reasons, which are also logged), including a code cut by the window's
-//! start or still arriving at its end.
-//! Pure: no I/O, so every rule has a unit test.
+//! and failure reasons, which are also logged), including a code still arriving.
+//! Pure: no I/O, time is passed in, so every rule has a unit test.
 
 use super::provider::PromptAnswer;
 use regex::Regex;
+use std::collections::VecDeque;
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
 
-/// Text kept for searching and for the session's `lastOutput`.
-const KEEP: usize = 16 * 1024;
-/// Part of it shown as `lastOutput`.
-const SHOW: usize = 2048;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Scan {
-    #[default]
-    Text,
-    /// After ESC.
-    Escape,
-    /// CSI: ESC [ ... final byte 0x40-0x7e.
-    Csi,
-    /// OSC / DCS / APC ... ended by BEL or ESC \.
-    Str,
-    /// ESC inside a string: `\` ends it.
-    StrEscape,
-}
-
-/// Streaming remover of terminal escape sequences and control characters (keeps `\n`, `\t`).
-#[derive(Debug, Default)]
-pub struct Stripper {
-    state: Scan,
-    /// Bytes of an incomplete UTF-8 character carried to the next chunk.
-    partial: Vec<u8>,
-}
-
-impl Stripper {
-    /// Returns the visible text of `chunk`.
-    pub fn feed(&mut self, chunk: &[u8]) -> String {
-        let mut bytes = Vec::with_capacity(chunk.len());
-        for &b in chunk {
-            self.state = match (self.state, b) {
-                (Scan::Text, 0x1b) => Scan::Escape,
-                (Scan::Text, b'\n' | b'\t') => {
-                    bytes.push(b);
-                    Scan::Text
-                }
-                (Scan::Text, b) if b < 0x20 || b == 0x7f => Scan::Text,
-                (Scan::Text, b) => {
-                    bytes.push(b);
-                    Scan::Text
-                }
-                (Scan::Escape, b'[') => Scan::Csi,
-                (Scan::Escape, b']' | b'P' | b'_' | b'^' | b'X') => Scan::Str,
-                (Scan::Escape, _) => Scan::Text,
-                (Scan::Csi, 0x40..=0x7e) => Scan::Text,
-                (Scan::Csi, _) => Scan::Csi,
-                (Scan::Str, 0x07) => Scan::Text,
-                (Scan::Str, 0x1b) => Scan::StrEscape,
-                (Scan::Str, _) => Scan::Str,
-                (Scan::StrEscape, b'\\') => Scan::Text,
-                (Scan::StrEscape, _) => Scan::Str,
-            };
-        }
-        let mut all = std::mem::take(&mut self.partial);
-        all.extend_from_slice(&bytes);
-        // Invalid bytes become U+FFFD one by one; an incomplete character at the end
-        // waits for the next chunk (so the cut does not change the text).
-        let mut out = String::new();
-        let mut rest: &[u8] = &all;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    out.push_str(s);
-                    break;
-                }
-                Err(e) => {
-                    let good = e.valid_up_to();
-                    out.push_str(&String::from_utf8_lossy(&rest[..good]));
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push('\u{FFFD}');
-                            rest = &rest[good + n..];
-                        }
-                        None => {
-                            self.partial = rest[good..].to_vec();
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The CLI's output as a session sees it.
-#[derive(Debug)]
-pub struct Output {
-    stripper: Stripper,
-    /// The last `KEEP` bytes of visible text.
-    text: String,
-    /// Bytes dropped from the front of `text` so far (offsets below are absolute).
-    base: usize,
-    /// Per prompt: where the next search starts (absolute), so a prompt is answered once
-    /// per time it is printed.
-    prompt_from: Vec<usize>,
-    prompts: Vec<PromptAnswer>,
-    patterns: Vec<Regex>,
-    /// Pasted codes, never shown.
-    secrets: Vec<String>,
-}
+/// Rows that scrolled off, kept for the URL search.
+const KEEP_ROWS: usize = 400;
+/// Part of the screen shown as `lastOutput` (its end).
+pub const SHOW: usize = 8192;
+/// An answer the CLI did not react to is typed again after this long...
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// ... at most this many times.
+pub const RETRIES: u32 = 3;
+/// A prompt absent this long has gone (shown again later, it is answered again).
+const GONE_AFTER: Duration = Duration::from_millis(500);
 
 /// What a secret is shown as.
 pub const REDACTED: &str = "[redacted]";
-/// A secret's beginning at the end of the text is hidden from this many bytes on (shorter
-/// ones are not the code, only its first characters).
+/// A secret's beginning at the end of a line (where the echo is being typed) is hidden from
+/// this many bytes on.
 const PARTIAL: usize = 3;
+/// A piece of a secret this long is hidden wherever it is.
+const PIECE: usize = 8;
 
-/// What a chunk of output asks the session to do.
+/// Collects the rows that scroll off the top of the screen (plain text).
+#[derive(Default)]
+struct History {
+    rows: VecDeque<String>,
+    fmt: vt100::capture::BasicFormattedCaptureState,
+}
+
+impl vt100::Callbacks for History {
+    fn on_scroll(&mut self, row: vt100::capture::RowContents<'_>, _alternate: bool) {
+        let mut formatted = String::new();
+        let _ = row.write_formatted_basic(&mut formatted, &mut self.fmt);
+        // A row that follows an unwrapped one starts with '\n': rows are kept one each.
+        let plain: String = vt100::capture::basic_formatted_to_plain(&formatted).collect();
+        self.rows
+            .push_back(plain.trim_start_matches('\n').to_string());
+        while self.rows.len() > KEEP_ROWS {
+            self.rows.pop_front();
+        }
+    }
+}
+
+/// A prompt answered whose screen has not changed since.
+#[derive(Debug)]
+struct Answered {
+    prompt: usize,
+    at: Instant,
+    screen: String,
+    tries: u32,
+}
+
+/// The CLI's terminal as a session sees it.
+pub struct Output {
+    parser: vt100::Parser<History>,
+    cols: usize,
+    prompts: Vec<(PromptAnswer, String)>,
+    fail_on: Vec<(String, String)>,
+    patterns: Vec<Regex>,
+    /// Pasted codes, never shown (longest first).
+    secrets: Vec<String>,
+    /// Per prompt: on the screen (it counts as gone once absent for [`GONE_AFTER`]).
+    shown: Vec<bool>,
+    /// Per prompt: absent from the screen since.
+    absent: Vec<Option<Instant>>,
+    /// The visible screen at the last look.
+    screen: String,
+    /// The start, or the last answer typed: a login that makes no progress from here
+    /// (no URL) is stuck.
+    progress: Instant,
+    answered: Option<Answered>,
+    /// The last URL reported (each is reported once).
+    url: Option<String>,
+}
+
+/// What output (or time passing) asks the session to do.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Findings {
     /// Answers to write to the PTY, in order.
     pub answers: Vec<String>,
-    /// First URL matched by a pattern in the new text.
+    /// A URL matched by a pattern, not reported before (the newest on the screen).
     pub url: Option<String>,
+    /// The screen shows text the provider says ends the login: that line.
+    pub failure: Option<String>,
+}
+
+/// Box-drawing characters (Ink draws dialogs in boxes).
+fn is_box(c: char) -> bool {
+    ('\u{2500}'..='\u{257f}').contains(&c)
+}
+
+/// How screen text and prompts are compared: box-drawing characters dropped, whitespace
+/// runs as one space, trimmed. A prompt drawn over several rows of a box still matches.
+fn norm(s: &str) -> String {
+    s.split(|c: char| c.is_whitespace() || is_box(c))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A row for the URL search: its text and whether it goes on in the next row (it reaches
+/// the right edge of the screen, or comes within 2 columns of the border of the box it is
+/// in). A border at its end is dropped when it goes on.
+fn search_row(row: &str, cols: usize) -> (&str, bool) {
+    let t = row.trim_end();
+    if t.chars().count() < cols {
+        return (t, false);
+    }
+    match t.strip_suffix(|c: char| is_box(c)) {
+        Some(inner) => {
+            let inner = inner.trim_end();
+            (inner, inner.chars().count() + 4 >= cols)
+        }
+        None => (t, true),
+    }
+}
+
+/// The continuation of a wrapped row: without its indentation and box border.
+fn strip_left(row: &str) -> &str {
+    row.trim_start()
+        .trim_start_matches(|c: char| is_box(c))
+        .trim_start()
 }
 
 impl Output {
-    /// `patterns` must be valid (providers are validated when loaded); invalid ones are skipped.
-    pub fn new(prompts: &[PromptAnswer], patterns: &[String]) -> Output {
+    /// A terminal of `cols` x `rows`. `patterns` must be valid (providers are validated
+    /// when loaded); invalid ones are skipped. `fail_on`: screen texts that end the login.
+    pub fn new(
+        (cols, rows): (u16, u16),
+        prompts: &[PromptAnswer],
+        patterns: &[String],
+        fail_on: &[String],
+        now: Instant,
+    ) -> Output {
+        let c = NonZeroU16::new(cols.max(2)).unwrap_or(NonZeroU16::MIN);
+        let r = NonZeroU16::new(rows.max(2)).unwrap_or(NonZeroU16::MIN);
         Output {
-            stripper: Stripper::default(),
-            text: String::new(),
-            base: 0,
-            prompt_from: vec![0; prompts.len()],
-            prompts: prompts.to_vec(),
+            parser: vt100::Parser::new_with_callbacks(r, c, 0, History::default()),
+            cols: usize::from(c.get()),
+            prompts: prompts
+                .iter()
+                .map(|p| (p.clone(), norm(&p.prompt)))
+                .filter(|(_, n)| !n.is_empty())
+                .collect(),
+            fail_on: fail_on
+                .iter()
+                .map(|f| (f.clone(), norm(f)))
+                .filter(|(_, n)| !n.is_empty())
+                .collect(),
             patterns: patterns.iter().filter_map(|p| Regex::new(p).ok()).collect(),
             secrets: Vec::new(),
+            shown: vec![false; prompts.len()],
+            absent: vec![None; prompts.len()],
+            screen: String::new(),
+            progress: now,
+            answered: None,
+            url: None,
         }
     }
 
@@ -153,74 +192,293 @@ impl Output {
         }
     }
 
-    /// `text` with every secret replaced, and a secret's beginning at its end hidden.
+    /// `text` with every secret replaced; a piece of one (`PIECE` bytes or more) anywhere,
+    /// and its beginning at the end of a line, hidden too.
     fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for sec in &self.secrets {
             out = out.replace(sec.as_str(), REDACTED);
         }
         for sec in &self.secrets {
-            let longest = (PARTIAL.min(sec.len())..sec.len())
-                .rev()
-                .find(|n| sec.is_char_boundary(*n) && out.ends_with(&sec[..*n]));
-            if let Some(n) = longest {
-                out.truncate(out.len() - n);
-                out.push_str(REDACTED);
-                break;
+            for n in (PIECE.min(sec.len())..sec.len()).rev() {
+                for start in 0..=sec.len() - n {
+                    if let Some(piece) = sec.get(start..start + n) {
+                        if out.contains(piece) {
+                            out = out.replace(piece, REDACTED);
+                        }
+                    }
+                }
             }
+        }
+        let lines: Vec<String> = out
+            .split('\n')
+            .map(|line| {
+                let t = line.trim_end();
+                for sec in &self.secrets {
+                    let longest = (PARTIAL.min(sec.len())..sec.len())
+                        .rev()
+                        .find(|n| sec.is_char_boundary(*n) && t.ends_with(&sec[..*n]));
+                    if let Some(n) = longest {
+                        return format!("{}{REDACTED}", &t[..t.len() - n]);
+                    }
+                }
+                line.to_string()
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    /// The visible rows, trailing blanks trimmed, with the last blank rows dropped, except
+    /// up to the cursor's row (a URL on the cursor's row may still be growing).
+    fn visible_rows(&self) -> Vec<String> {
+        let screen = self.parser.screen();
+        let mut rows: Vec<String> = screen
+            .rows(0, self.cols as u16)
+            .map(|r| r.trim_end().to_string())
+            .collect();
+        let cursor = usize::from(screen.cursor_position().0);
+        while rows.len() > cursor + 1 && rows.last().is_some_and(|r| r.is_empty()) {
+            rows.pop();
+        }
+        rows
+    }
+
+    /// Text to search for URLs: the rows that scrolled off, then the screen, one line per
+    /// row, except that a row whose text reaches the right edge (of the screen, or of the
+    /// box it is drawn in) goes on in the next one: the CLI wrapped a long URL there. The
+    /// next row's indentation and box border are dropped when it is joined.
+    fn search_text(&self) -> String {
+        let rows: Vec<&str> = self
+            .parser
+            .callbacks()
+            .rows
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let visible = self.visible_rows();
+        let mut out = String::new();
+        let mut joining = false;
+        for r in rows
+            .iter()
+            .copied()
+            .chain(visible.iter().map(String::as_str))
+        {
+            let (text, more) = search_row(r, self.cols);
+            out.push_str(if joining { strip_left(text) } else { text });
+            if !more {
+                out.push('\n');
+            }
+            joining = more;
+        }
+        // Text that ends where the cursor is may still grow; anything else has ended.
+        out.truncate(out.trim_end_matches('\n').len());
+        if !out.is_empty() && !self.cursor_at_end(&visible) {
+            out.push('\n');
         }
         out
     }
 
+    /// Whether the cursor sits right after the last text on the screen (where the next
+    /// character printed would extend it).
+    fn cursor_at_end(&self, rows: &[String]) -> bool {
+        let (r, c) = self.parser.screen().cursor_position();
+        let r = usize::from(r);
+        if r + 1 != rows.len() {
+            return false;
+        }
+        if rows[r].is_empty() {
+            return c == 0 && r > 0 && search_row(&rows[r - 1], self.cols).1;
+        }
+        usize::from(c) >= rows[r].chars().count()
+    }
+
+    /// The visible screen as one string (rows joined with `\n`).
+    fn screen_text(&self) -> String {
+        self.visible_rows().join("\n")
+    }
+
     /// Takes a chunk of raw PTY bytes.
-    pub fn feed(&mut self, chunk: &[u8]) -> Findings {
-        let new = self.stripper.feed(chunk);
-        // URLs are searched from a little before the new text: one may span two chunks.
-        let url_from = self.base + self.text.len().saturating_sub(4096);
-        self.text.push_str(&new);
+    pub fn feed(&mut self, chunk: &[u8], now: Instant) -> Findings {
         let mut f = Findings::default();
-        for (i, pa) in self.prompts.iter().enumerate() {
-            // Every appearance gets its answer, also several in one chunk.
-            loop {
-                let from = self.prompt_from[i].max(self.base) - self.base;
-                let Some(pos) = self.text.get(from..).and_then(|t| t.find(&pa.prompt)) else {
-                    break;
-                };
-                f.answers.push(pa.answer.clone());
-                self.prompt_from[i] = self.base + from + pos + pa.prompt.len();
+        // Look before text is wiped, so a URL printed and erased within one read is seen.
+        let mut from = 0;
+        for cut in clears(chunk) {
+            self.parser.process(&chunk[from..cut]);
+            self.find_url(&mut f);
+            from = cut;
+        }
+        self.parser.process(&chunk[from..]);
+        self.find_url(&mut f);
+        self.look(now, &mut f);
+        f
+    }
+
+    /// Time passing without output: an ignored answer is typed again.
+    pub fn tick(&mut self, now: Instant) -> Findings {
+        let mut f = Findings::default();
+        self.look(now, &mut f);
+        f
+    }
+
+    fn find_url(&mut self, f: &mut Findings) {
+        if self.patterns.is_empty() {
+            return;
+        }
+        let text = self.search_text();
+        let mut newest = None;
+        for re in &self.patterns {
+            for m in re.find_iter(&text) {
+                // A URL that runs to the end of the text may still be growing.
+                if m.end() < text.len() && newest.is_none_or(|(at, _)| m.start() > at) {
+                    newest = Some((m.start(), m.as_str()));
+                }
             }
         }
-        let start = floor_char(&self.text, url_from.max(self.base) - self.base);
-        for re in &self.patterns {
-            // A URL that runs to the end of the text may still be growing: wait for its end.
-            if let Some(m) = re.find(&self.text[start..]) {
-                if start + m.end() < self.text.len() {
-                    f.url = Some(m.as_str().to_string());
+        if let Some((_, url)) = newest {
+            if self.url.as_deref() != Some(url) {
+                self.url = Some(url.to_string());
+                f.url = Some(url.to_string());
+            }
+        }
+    }
+
+    /// Prompts appearing (answered), ignored answers (typed again), failure texts.
+    fn look(&mut self, now: Instant, f: &mut Findings) {
+        self.screen = self.screen_text();
+        let flat = norm(&self.screen);
+        for (i, (pa, n)) in self.prompts.iter().enumerate() {
+            let on = flat.contains(n.as_str());
+            if on {
+                self.absent[i] = None;
+            } else if self.shown[i] {
+                // Erased and redrawn across two reads is not a new appearance.
+                let since = *self.absent[i].get_or_insert(now);
+                if now.duration_since(since) >= GONE_AFTER {
+                    self.shown[i] = false;
+                }
+                continue;
+            }
+            if on && !self.shown[i] {
+                f.answers.push(pa.answer.clone());
+                self.progress = now;
+                self.answered = Some(Answered {
+                    prompt: i,
+                    at: now,
+                    screen: self.screen.clone(),
+                    tries: 1,
+                });
+            }
+            self.shown[i] = on;
+        }
+        if let Some(a) = &mut self.answered {
+            if a.screen != self.screen || !self.shown[a.prompt] {
+                self.answered = None;
+            } else if now.duration_since(a.at) >= RETRY_AFTER && a.tries < RETRIES {
+                a.tries += 1;
+                a.at = now;
+                self.progress = now;
+                f.answers.push(self.prompts[a.prompt].0.answer.clone());
+            }
+        }
+        if f.failure.is_none() {
+            for (text, n) in &self.fail_on {
+                if flat.contains(n.as_str()) {
+                    let line = self
+                        .screen
+                        .lines()
+                        .map(norm)
+                        .find(|l| l.contains(n.as_str()))
+                        .unwrap_or_else(|| text.clone());
+                    f.failure = Some(self.redact(&line));
                     break;
                 }
             }
         }
-        self.trim();
-        f
     }
 
-    fn trim(&mut self) {
-        if self.text.len() > KEEP {
-            let cut = floor_char(&self.text, self.text.len() - KEEP);
-            self.text.drain(..cut);
-            self.base += cut;
+    /// Why the CLI looks stuck: `after` or longer since the start or the last answer typed
+    /// (the caller asks only while there is no URL). Ink CLIs animate spinners, so a screen
+    /// that keeps changing can be stuck too.
+    pub fn stuck(&self, now: Instant, after: Duration) -> Option<String> {
+        let quiet = now.duration_since(self.progress);
+        if quiet < after {
+            return None;
         }
+        let secs = quiet.as_secs();
+        let known = self
+            .prompts
+            .iter()
+            .zip(&self.shown)
+            .find(|(_, on)| **on)
+            .map(|((pa, _), _)| pa.prompt.clone());
+        Some(match known {
+            Some(p) => format!(
+                "stuck: no login URL {secs}s after answering; the prompt {p:?} is still on \
+                 the screen (lastOutput)"
+            ),
+            None if self.screen.trim().is_empty() => {
+                format!("stuck: the CLI has shown nothing for {secs}s")
+            }
+            None => format!(
+                "stuck: no login URL for {secs}s, and the screen (lastOutput) shows no prompt \
+                 this agent knows"
+            ),
+        })
     }
 
-    /// The last lines printed (for `lastOutput` and failure reasons).
+    /// The screen a person would see (for `lastOutput` and failure reasons): trailing
+    /// blanks and blank rows trimmed, secrets hidden, the last [`SHOW`] bytes.
     pub fn tail(&self) -> String {
-        // From far enough back that a secret reaching into the shown part is whole.
-        let longest = self.secrets.first().map_or(0, |s| s.len());
-        let from = floor_char(&self.text, self.text.len().saturating_sub(SHOW + longest));
-        let text = self.redact(&self.text[from..]);
-        let start = floor_char(&text, text.len().saturating_sub(SHOW));
-        text[start..].trim().to_string()
+        let text = self.redact(&self.screen_text());
+        let text = text.trim_matches('\n');
+        let start = floor_char(text, text.len().saturating_sub(SHOW));
+        text[start..].to_string()
     }
+}
+
+/// Offsets in `chunk` where text is about to be wiped: a screen clear (`ESC [ n J`,
+/// `ESC c`) or a line erase (`ESC [ n K`), the first of a run only (Ink erases its whole
+/// previous frame line by line before drawing the next: one look per frame).
+fn clears(chunk: &[u8]) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut printed = false;
+    let mut i = 0;
+    while i < chunk.len() {
+        let b = chunk[i];
+        if b != 0x1b {
+            printed |= b >= 0x20 && b != 0x7f;
+            i += 1;
+            continue;
+        }
+        // The escape sequence's length and whether it wipes text.
+        let (len, wipes) = match chunk.get(i + 1) {
+            Some(b'c') => (2, true),
+            Some(b'[') => {
+                let params = chunk[i + 2..]
+                    .iter()
+                    .take_while(|c| (0x30..=0x3f).contains(*c))
+                    .count();
+                match chunk.get(i + 2 + params) {
+                    Some(f) => (3 + params, matches!(f, b'J' | b'K')),
+                    None => (chunk.len() - i, false),
+                }
+            }
+            Some(b']') => {
+                let end = chunk[i..]
+                    .iter()
+                    .position(|c| *c == 0x07 || *c == 0x9c)
+                    .map_or(chunk.len() - i, |p| p + 1);
+                (end, false)
+            }
+            _ => (2, false),
+        };
+        if wipes && printed && i > 0 {
+            v.push(i);
+            printed = false;
+        }
+        i += len.max(1);
+    }
+    v
 }
 
 fn floor_char(s: &str, mut i: usize) -> usize {
@@ -231,122 +489,5 @@ fn floor_char(s: &str, mut i: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_are_removed_even_when_split() {
-        let mut s = Stripper::default();
-        let mut out = s.feed(b"\x1b[1;3");
-        out += &s.feed(b"2mhello\x1b]0;title\x07 wor");
-        out += &s.feed(b"ld\r\n\x1b[2K\xc3");
-        out += &s.feed(b"\xa9\x1bP1$r\x1b\\!");
-        assert_eq!(out, "hello world\n\u{e9}!");
-    }
-
-    #[test]
-    fn prompts_are_answered_once_per_appearance() {
-        let prompts = vec![PromptAnswer {
-            prompt: "Do you want to continue? [Y/n]".into(),
-            answer: "Y\r".into(),
-        }];
-        let mut o = Output::new(&prompts, &[]);
-        assert!(o.feed(b"Do you want to con").answers.is_empty());
-        assert_eq!(o.feed(b"tinue? [Y/n] ").answers, vec!["Y\r"]);
-        assert!(o.feed(b"Y\nworking...\n").answers.is_empty());
-        assert_eq!(
-            o.feed(b"\x1b[33mDo you want to continue? [Y/n]\x1b[0m")
-                .answers,
-            vec!["Y\r"]
-        );
-    }
-
-    #[test]
-    fn url_is_found_when_complete() {
-        let pat = vec![r"https://auth\.example\.com/authorize\?[^\s\x07]+".to_string()];
-        let mut o = Output::new(&[], &pat);
-        assert_eq!(o.feed(b"Open https://auth.example.com/autho").url, None);
-        assert_eq!(o.feed(b"rize?a=1&b=").url, None);
-        assert_eq!(
-            o.feed(b"2\r\n").url.as_deref(),
-            Some("https://auth.example.com/authorize?a=1&b=2")
-        );
-        assert!(o.tail().ends_with("b=2"));
-    }
-
-    proptest::proptest! {
-        /// However the PTY cuts the stream, the visible text is the same, never holds an
-        /// escape or control byte, and prompts/URLs are found the same way.
-        #[test]
-        fn chunking_does_not_change_the_text(
-            parts in proptest::collection::vec(
-                proptest::prop_oneof![
-                    proptest::strategy::Just(b"\x1b[1;32m".to_vec()),
-                    proptest::strategy::Just(b"\x1b]0;t\x07".to_vec()),
-                    proptest::strategy::Just("\u{e9}\u{1F600}".as_bytes().to_vec()),
-                    proptest::strategy::Just(b"Continue? [Y/n]".to_vec()),
-                    proptest::strategy::Just(b"https://a.example/authorize?x=1 ".to_vec()),
-                    proptest::collection::vec(proptest::num::u8::ANY, 0..8),
-                ],
-                0..20,
-            ),
-            cuts in proptest::collection::vec(0usize..200, 0..10),
-        ) {
-            let all: Vec<u8> = parts.concat();
-            let prompts = vec![PromptAnswer { prompt: "Continue? [Y/n]".into(), answer: "Y\r".into() }];
-            let pats = vec![r"https://a\.example/authorize\?[^\s]+".to_string()];
-            let mut whole = Output::new(&prompts, &pats);
-            let f1 = whole.feed(&all);
-            let mut cut = Output::new(&prompts, &pats);
-            let mut points: Vec<usize> = cuts.into_iter().filter(|c| *c < all.len()).collect();
-            points.sort();
-            points.dedup();
-            let mut answers = Vec::new();
-            let mut url = None;
-            let mut from = 0;
-            for p in points.into_iter().chain([all.len()]) {
-                let f = cut.feed(&all[from..p]);
-                answers.extend(f.answers);
-                url = url.or(f.url);
-                from = p;
-            }
-            proptest::prop_assert_eq!(&whole.text, &cut.text);
-            proptest::prop_assert!(!whole.text.bytes().any(|b| b == 0x1b || (b < 0x20 && b != b'\n' && b != b'\t')));
-            proptest::prop_assert_eq!(f1.answers.len(), answers.len());
-            proptest::prop_assert_eq!(f1.url.is_some(), url.is_some());
-        }
-    }
-
-    #[test]
-    fn pasted_codes_never_leave_even_when_split() {
-        let mut o = Output::new(&[], &[]);
-        o.feed(b"Paste code here if prompted > ");
-        o.add_secret("PASTED-123#st4te");
-        // The echo comes in pieces; between them, no piece of the code is shown.
-        o.feed(b"PASTED-1");
-        assert!(!o.tail().contains("PASTED"), "{}", o.tail());
-        assert!(o.tail().ends_with(REDACTED), "{}", o.tail());
-        o.feed(b"23#st4te\r\nerror: code PASTED-123#st4te rejected\n");
-        let t = o.tail();
-        assert!(!t.contains("PASTED") && !t.contains("23#st4te"), "{t}");
-        assert!(t.ends_with("error: code [redacted] rejected"), "{t}");
-        // A code cut by the start of the shown window is still hidden.
-        let mut o = Output::new(&[], &[]);
-        o.add_secret("SECRETCODE");
-        o.feed(b"SECRETCODE");
-        o.feed(&vec![b'x'; SHOW - 4]);
-        let t = o.tail();
-        assert!(!t.contains("CODE") && !t.contains("ODE"), "{}", &t[..20]);
-    }
-
-    #[test]
-    fn long_output_keeps_the_end() {
-        let mut o = Output::new(&[], &[]);
-        for i in 0..5000 {
-            o.feed(format!("line {i}\n").as_bytes());
-        }
-        assert!(o.tail().ends_with("line 4999"));
-        assert!(o.tail().len() <= SHOW);
-        assert!(o.text.len() <= KEEP);
-    }
-}
+#[path = "output_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptAnswer {
-    /// Text searched for in the CLI's output (escape sequences removed).
+    /// Text searched for on the CLI's rendered screen (whitespace runs count as one space).
     pub prompt: String,
     /// Written to the PTY when the prompt appears (`"Y\r"`).
     pub answer: String,
@@ -33,6 +33,10 @@ pub struct Provider {
     /// Fallback: regexes for the login URL in the CLI's output.
     pub url_patterns: Vec<String>,
     pub prompts: Vec<PromptAnswer>,
+    /// Screen texts that mean the login cannot go on (claude offline: "Unable to connect to
+    /// Anthropic services"): the session fails at once with that line as its reason,
+    /// instead of sitting until its deadline.
+    pub fail_on: Vec<String>,
     /// Port the CLI listens on for the OAuth redirect, when fixed; otherwise the
     /// `redirect_uri` in the URL says where it listens.
     pub callback_ports: Vec<u16>,
@@ -56,6 +60,7 @@ pub struct ProviderOverride {
     pub env_remove: Option<Vec<String>>,
     pub url_patterns: Option<Vec<String>>,
     pub prompts: Option<Vec<PromptAnswer>>,
+    pub fail_on: Option<Vec<String>>,
     pub callback_ports: Option<Vec<u16>>,
     pub credential_paths: Option<Vec<String>>,
     pub required_keys: Option<Vec<String>>,
@@ -111,6 +116,7 @@ pub fn builtins() -> Vec<Provider> {
                     answer: "\r".into(),
                 },
             ],
+            fail_on: s(&["Unable to connect to Anthropic services"]),
             callback_ports: Vec::new(),
             credential_paths: s(&["${CLAUDE_CONFIG_DIR:-~/.claude}/.credentials.json"]),
             required_keys: s(&["claudeAiOauth"]),
@@ -126,6 +132,7 @@ pub fn builtins() -> Vec<Provider> {
             env_remove: Vec::new(),
             url_patterns: s(&[r"https://auth\.openai\.com/oauth/authorize\?[^\s\x07]+"]),
             prompts: Vec::new(),
+            fail_on: Vec::new(),
             callback_ports: vec![1455, 1457],
             credential_paths: s(&["${CODEX_HOME:-~/.codex}/auth.json"]),
             required_keys: s(&["tokens"]),
@@ -135,17 +142,39 @@ pub fn builtins() -> Vec<Provider> {
         Provider {
             // Gemini CLI: Google login only with GOOGLE_GENAI_USE_GCA=true; listens on a random
             // localhost port (OAUTH_CALLBACK_PORT pins it) named in the URL's redirect_uri;
-            // refuses to open a browser when CI is set or DISPLAY is not; asks
-            // "Do you want to continue? [Y/n]" first. Writes ~/.gemini/oauth_creds.json.
+            // refuses to open a browser when CI is set or DISPLAY is not. Asks (0.61, first
+            // run) whether the folder is trusted (then restarts itself), how to authenticate
+            // (without GOOGLE_GENAI_USE_GCA) and whether to open the browser; older releases
+            // "Do you want to continue? [Y/n]". Prints the URL wrapped over several rows with
+            // an indent. Writes ~/.gemini/oauth_creds.json.
             name: "gemini_cli".into(),
             command: s(&["gemini"]),
             env: BTreeMap::from([("GOOGLE_GENAI_USE_GCA".to_string(), "true".to_string())]),
             env_remove: s(&["CI"]),
             url_patterns: s(&[r"https://accounts\.google\.com/o/oauth2/v2/auth\?[^\s\x07]+"]),
-            prompts: vec![PromptAnswer {
-                prompt: "Do you want to continue? [Y/n]".into(),
-                answer: "Y\r".into(),
-            }],
+            prompts: vec![
+                PromptAnswer {
+                    prompt: "Do you want to continue? [Y/n]".into(),
+                    answer: "Y\r".into(),
+                },
+                // First run in a folder: "1. Trust folder" is the highlighted choice.
+                PromptAnswer {
+                    prompt: "Do you trust the files in this folder?".into(),
+                    answer: "\r".into(),
+                },
+                // No saved auth type: "1. Sign in with Google" is the highlighted choice.
+                PromptAnswer {
+                    prompt: "How would you like to authenticate for this project?".into(),
+                    answer: "\r".into(),
+                },
+                // Before it opens the browser (0.61): "1. Yes" is the highlighted choice.
+                PromptAnswer {
+                    prompt: "Opening authentication page in your browser. Do you want to continue?"
+                        .into(),
+                    answer: "\r".into(),
+                },
+            ],
+            fail_on: Vec::new(),
             callback_ports: Vec::new(),
             credential_paths: s(&["~/.gemini/oauth_creds.json"]),
             required_keys: s(&["refresh_token"]),
@@ -176,6 +205,7 @@ pub fn merge(
         env_remove: Vec::new(),
         url_patterns: Vec::new(),
         prompts: Vec::new(),
+        fail_on: Vec::new(),
         callback_ports: Vec::new(),
         credential_paths: Vec::new(),
         required_keys: Vec::new(),
@@ -194,6 +224,7 @@ pub fn merge(
     take!(env_remove);
     take!(url_patterns);
     take!(prompts);
+    take!(fail_on);
     take!(callback_ports);
     take!(credential_paths);
     take!(required_keys);

@@ -1,6 +1,7 @@
 //! Runs a login CLI on a pseudo-terminal: CLIs print their login URL (and ask their
 //! first-run questions) only to a terminal, and wrap long lines at its width, so the PTY is
-//! 500 columns wide. The CLI leads its own session and process group (`setsid`, the PTY as
+//! 200 columns wide: an authorize URL fits on one row, and an Ink CLI's full-width boxes stay
+//! readable in `lastOutput` (the screen is rendered, see [`super::output`]). The CLI leads its own session and process group (`setsid`, the PTY as
 //! controlling terminal), runs as the login user ([`super::user`]) and is a
 //! [`ProcGroup`]: cancelling kills it and everything it started, through pidfds.
 //!
@@ -21,7 +22,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use tokio::sync::{mpsc, oneshot};
 
 /// Terminal size given to the CLI.
-pub const COLUMNS: u16 = 500;
+pub const COLUMNS: u16 = 200;
 pub const ROWS: u16 = 50;
 
 /// A running CLI.
@@ -201,7 +202,7 @@ mod tests {
             let chunk = c.output.recv().await.expect("output before pgid");
             text.push_str(&String::from_utf8_lossy(&chunk));
         }
-        assert!(text.contains("50 500"), "{text}");
+        assert!(text.contains("50 200"), "{text}");
         write(&c.writer, "hello\r").unwrap();
         while !text.contains("got:hello") {
             match c.output.recv().await {

@@ -14,13 +14,15 @@ use guest_proto::oauth::{OpenUrlRequest, SessionInfo, SessionState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// How long an authenticated CLI may take to exit by itself before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// Credential checks when inotify could not be set up.
 const POLL: Duration = Duration::from_secs(2);
+/// How often the screen is looked at without output (ignored answers, a stuck CLI).
+const LOOK: Duration = Duration::from_secs(1);
 
 pub(super) async fn start(
     oauth: &Arc<OAuth>,
@@ -162,11 +164,18 @@ pub(super) async fn start(
         id,
         seq,
         home: cfg.home.clone(),
-        output: super::output::Output::new(&p.prompts, &p.url_patterns),
+        output: super::output::Output::new(
+            (pty::COLUMNS, pty::ROWS),
+            &p.prompts,
+            &p.url_patterns,
+            &p.fail_on,
+            std::time::Instant::now(),
+        ),
         required: p.required_keys.clone(),
         cred_path,
         baseline,
         sdir,
+        stuck_after: cfg.stuck_after,
     };
     let deadline = cfg.deadline_for(&p.name);
     tokio::spawn(task.run(child, watch, ctl_rx, deadline));
@@ -244,6 +253,8 @@ struct Task {
     cred_path: PathBuf,
     baseline: Option<u64>,
     sdir: PathBuf,
+    /// A screen unchanged this long without a URL is reported as stuck.
+    stuck_after: Duration,
 }
 
 /// How the session ended, decided in the loop.
@@ -264,20 +275,31 @@ impl Task {
         let deadline = tokio::time::sleep(lifetime);
         tokio::pin!(deadline);
         let mut poll = tokio::time::interval(POLL);
+        let mut look = tokio::time::interval(LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut exited = false;
         let end = loop {
             tokio::select! {
                 chunk = child.output.recv(), if !exited => match chunk {
-                    Some(chunk) => self.on_output(&chunk, &child.writer).await,
+                    Some(chunk) => {
+                        if let Some(line) = self.on_output(&chunk, &child.writer).await {
+                            break End {
+                                state: SessionState::Failed,
+                                reason: Some(format!("the CLI cannot log in: {line}")),
+                                found: None,
+                            };
+                        }
+                    }
                     None => { /* terminal closed; the exit status follows */ }
                 },
+                _ = look.tick(), if !exited => self.on_tick(&child.writer),
                 st = &mut child.exited, if !exited => {
                     exited = true;
                     // What it printed last may still be in the channel.
                     while let Ok(Some(chunk)) =
                         tokio::time::timeout(Duration::from_millis(200), child.output.recv()).await
                     {
-                        self.on_output(&chunk, &child.writer).await;
+                        let _ = self.on_output(&chunk, &child.writer).await;
                     }
                     let how = match st {
                         Ok(Ok(s)) => describe(s),
@@ -351,18 +373,12 @@ impl Task {
             .filter(|f| Some(f.digest) != self.baseline)
     }
 
-    async fn on_output(&mut self, chunk: &[u8], writer: &std::fs::File) {
-        let f = self.output.feed(chunk);
-        for a in &f.answers {
-            tracing::info!(session = %self.id, "answering a prompt of the CLI");
-            if let Err(e) = pty::write(writer, a) {
-                tracing::warn!(session = %self.id, error = %e, "cannot answer the CLI's prompt");
-            }
-        }
-        let tail = self.output.tail();
-        if let Some(e) = self.mine(&mut self.oauth.lock()) {
-            e.session.last_output = tail;
-        }
+    /// Output: answers, the screen into `lastOutput`, a URL. `Some(line)` when the screen
+    /// says the login cannot go on (the provider's `fail_on`).
+    async fn on_output(&mut self, chunk: &[u8], writer: &std::fs::File) -> Option<String> {
+        let f = self.output.feed(chunk, Instant::now());
+        self.answer(&f.answers, writer);
+        self.show();
         if let Some(url) = f.url {
             let req = OpenUrlRequest {
                 url,
@@ -373,6 +389,43 @@ impl Task {
                 .open_url_for(&req, UrlSource::Output, Some(self.seq))
                 .await;
         }
+        f.failure
+    }
+
+    fn answer(&self, answers: &[String], writer: &std::fs::File) {
+        for a in answers {
+            tracing::info!(session = %self.id, "answering a prompt of the CLI");
+            if let Err(e) = pty::write(writer, a) {
+                tracing::warn!(session = %self.id, error = %e, "cannot answer the CLI's prompt");
+            }
+        }
+    }
+
+    /// The screen into `lastOutput`; while there is no URL, a screen that has not changed
+    /// for the stuck time is said in `reason` (cleared when it changes).
+    fn show(&self) {
+        let tail = self.output.tail();
+        let stuck = self.output.stuck(Instant::now(), self.stuck_after);
+        if let Some(e) = self.mine(&mut self.oauth.lock()) {
+            e.session.last_output = tail;
+            if e.session.state == SessionState::Starting {
+                let was = e.session.reason.is_some();
+                if was != stuck.is_some() {
+                    if let Some(why) = &stuck {
+                        tracing::warn!(session = %self.id, reason = %why, "OAuth session stuck");
+                    }
+                    e.session.reason = stuck;
+                    e.session.updated = SystemTime::now();
+                }
+            }
+        }
+    }
+
+    /// No output for a while: answers typed again, `lastOutput` and stuck.
+    fn on_tick(&mut self, writer: &std::fs::File) {
+        let f = self.output.tick(Instant::now());
+        self.answer(&f.answers, writer);
+        self.show();
     }
 
     /// This task's session in the map: only while it holds this task's generation.
