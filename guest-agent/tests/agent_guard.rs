@@ -239,11 +239,12 @@ fn requests_a_browser_page_makes_are_refused_token_or_not() {
         let (code, body) = raw(a, &head, "");
         assert_eq!(code, 403, "{body}");
         assert!(body.contains("rebind.example"), "{body}");
-        // A top-level navigation from another site to the callback relay.
+        // A top-level navigation from another site to the callback relay passes the guard
+        // (issue 14 item 3: the relayed redirect is one); its OAuth `state` is the check.
         let head = format!(
             "GET /auth/callback?code=x HTTP/1.1\r\nHost: {a}\r\nSec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate{auth}"
         );
-        assert_eq!(raw(a, &head, "").0, 403);
+        assert_eq!(raw(a, &head, "").0, 400);
         // What the host controller / guestctl send passes the guard: JSON with its type,
         // body-less restart without one.
         let head = format!(

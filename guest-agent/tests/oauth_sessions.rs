@@ -313,7 +313,6 @@ fn every_oauth_route_needs_the_token() {
         ("GET", "/credentials/status?sessionId=x"),
         ("GET", "/credentials/get?sessionId=x"),
         ("POST", "/open-url"),
-        ("GET", "/auth/callback?code=1"),
         ("GET", "/v1/oauth/sessions"),
         ("POST", "/v1/oauth/sessions"),
         ("GET", "/v1/oauth/sessions/x"),
@@ -408,10 +407,7 @@ fn the_callback_goes_to_the_session_whose_state_matches() {
     let (code, e) = a.get("/auth/callback?code=x&state=forged");
     assert_eq!(code, 404, "{e}");
     let why = e["error"].as_str().unwrap();
-    assert!(
-        why.contains("no live OAuth session is waiting for this `state`"),
-        "{e}"
-    );
+    assert!(why.contains("no OAuth session has this `state`"), "{e}");
     let o = a.session("older");
     assert!(
         o["state"] == "awaiting_user" || o["state"] == "url_ready",
@@ -432,9 +428,16 @@ fn the_callback_goes_to_the_session_whose_state_matches() {
         n["state"] == "awaiting_user" || n["state"] == "url_ready",
         "{n}"
     );
-    // Once ended, its state takes nothing more.
-    let (code, _) = a.get("/auth/callback?code=again&state=st4te");
-    assert_eq!(code, 404);
+    // Once ended, its state takes nothing more (410, saying so).
+    let (code, e) = a.get("/auth/callback?code=again&state=st4te");
+    assert_eq!(code, 410, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("has ended (authenticated)"),
+        "{e}"
+    );
     let (code, _) = a.get("/auth/callback?code=for-newer&state=other-st4te");
     assert_eq!(code, 200);
     a.wait_state("newer", "authenticated");

@@ -4,7 +4,9 @@
 //! fixed port (codex: 1455). It goes to the live session whose login URL carried the same
 //! OAuth `state` (issue 12 item 6): with two logins under way, the newest one is not
 //! necessarily the one the redirect belongs to, and a redirect nobody asked for goes
-//! nowhere.
+//! nowhere. The route needs no bearer token (a browser cannot add one, issue 14 item 3):
+//! the `state`, unguessable and known only to the CLI, the provider and the user's
+//! browser, is what admits a request, and it only ever reaches that session's own port.
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -20,8 +22,10 @@ const LIMIT: usize = 1 << 20;
 pub enum CallbackError {
     #[error("the callback has no `state` parameter: it cannot be matched to a login")]
     NoState,
-    #[error("no live OAuth session is waiting for this `state` ({live} live session(s); a finished, cancelled or replaced login no longer takes its redirect)")]
-    NoMatch { live: usize },
+    #[error("no OAuth session has this `state`: the redirect does not belong to a login of this agent (or that login is forgotten)")]
+    NoMatch,
+    #[error("the OAuth session this `state` belongs to has ended ({state}): a finished, cancelled or replaced login takes no redirect")]
+    Ended { state: String },
     #[error("session `{0}` has no localhost callback to relay to (its CLI takes a pasted code)")]
     NoListener(String),
 }

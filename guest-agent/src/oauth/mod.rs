@@ -479,14 +479,20 @@ impl OAuth {
             .filter(|s| !s.is_empty())
             .ok_or(OAuthError::Callback(CallbackError::NoState))?;
         let map = self.lock();
-        let e = map
-            .values()
-            .find(|e| e.session.is_live() && e.oauth_state.as_deref() == Some(state.as_str()))
-            .ok_or_else(|| {
-                OAuthError::Callback(CallbackError::NoMatch {
-                    live: map.values().filter(|e| e.session.is_live()).count(),
-                })
-            })?;
+        let ours = |e: &&Entry| e.oauth_state.as_deref() == Some(state.as_str());
+        let e = match map.values().find(|e| e.session.is_live() && ours(e)) {
+            Some(e) => e,
+            None => {
+                // The newest session that had it, to say it ended.
+                let ended = map.values().filter(ours).max_by_key(|e| e.seq);
+                return Err(OAuthError::Callback(match ended {
+                    Some(e) => CallbackError::Ended {
+                        state: e.session.state.to_string(),
+                    },
+                    None => CallbackError::NoMatch,
+                }));
+            }
+        };
         let (port, path) = e
             .callback
             .clone()

@@ -2,6 +2,14 @@
 //! works unchanged, and `/v1/oauth/...` with the full session state. All of them go behind
 //! the bearer token (the caller mounts [`router`] inside the guarded part); credentials
 //! are only ever returned by `GET /credentials/get`.
+//!
+//! One exception, [`public`]: `GET /auth/callback`, the OAuth redirect the controller
+//! relays from the user's browser, which cannot add a bearer token (issue 14 item 3). It is
+//! mounted outside the token and outside the browser guard (the redirect *is* a cross-site
+//! navigation); what protects it is the OAuth `state`: only a live session whose login URL
+//! carried that `state` gets it, and only on its own CLI's callback port. Everything else is
+//! a 4xx naming why: no `state` 400, a `state` no session has 404, its session ended 410,
+//! its CLI takes no redirect 409.
 
 use super::session::UrlSource;
 use super::{callback, OAuth, OAuthError};
@@ -26,7 +34,6 @@ type Shared = Arc<OAuth>;
 /// The routes, with their state applied (merge into the token-guarded router).
 pub fn router<S: Clone + Send + Sync + 'static>(oauth: Arc<OAuth>) -> Router<S> {
     Router::new()
-        .route("/auth/callback", get(auth_callback))
         .route("/auth/{provider}", post(auth_start))
         .route("/oauth-url", get(oauth_url))
         .route("/credentials/status", get(credentials_status))
@@ -38,6 +45,14 @@ pub fn router<S: Clone + Send + Sync + 'static>(oauth: Arc<OAuth>) -> Router<S> 
         .route("/v1/oauth/sessions/{id}", get(v1_get).delete(v1_cancel))
         .route("/v1/oauth/sessions/{id}/cancel", post(v1_cancel))
         .route("/v1/oauth/sessions/{id}/code", post(v1_code))
+        .with_state(oauth)
+}
+
+/// `GET /auth/callback`, to be mounted without the token and the browser guard (see the
+/// module doc).
+pub fn public<S: Clone + Send + Sync + 'static>(oauth: Arc<OAuth>) -> Router<S> {
+    Router::new()
+        .route("/auth/callback", get(auth_callback))
         .with_state(oauth)
 }
 
@@ -66,7 +81,8 @@ fn oauth_error(e: OAuthError) -> Response {
         OAuthError::Stale(_) => StatusCode::CONFLICT,
         OAuthError::Callback(c) => match c {
             super::callback::CallbackError::NoState => StatusCode::BAD_REQUEST,
-            super::callback::CallbackError::NoMatch { .. } => StatusCode::NOT_FOUND,
+            super::callback::CallbackError::NoMatch => StatusCode::NOT_FOUND,
+            super::callback::CallbackError::Ended { .. } => StatusCode::GONE,
             super::callback::CallbackError::NoListener(_) => StatusCode::CONFLICT,
         },
     };
@@ -219,8 +235,9 @@ async fn open_url(State(o): State<Shared>, Json(req): Json<OpenUrlRequest>) -> R
     }
 }
 
-/// `GET /auth/callback?…&state=S`: relayed to the CLI listener of the live session whose
-/// login URL carried `state=S`; 400 without `state`, 404 when no live session has it.
+/// `GET /auth/callback?…&state=S` (no token): relayed to the CLI listener of the live
+/// session whose login URL carried `state=S`; 400 without `state`, 404 when no session has
+/// it, 410 when its session has ended, 409 when its CLI takes no redirect.
 async fn auth_callback(State(o): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let (id, port, path) = match o.callback_target(q.as_deref()) {
         Ok(t) => t,

@@ -273,7 +273,7 @@ pub fn router(opts: &ServeOptions, auth: auth::Auth, conns: Arc<listener::ConnSt
         .route("/services/{name}/logs", get(logs))
         .route("/services/{name}/restart", post(restart))
         .merge(crate::webrtc::proxy::guarded())
-        .merge(crate::oauth::routes::router(oauth))
+        .merge(crate::oauth::routes::router(oauth.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),
             auth::require_auth,
@@ -284,6 +284,8 @@ pub fn router(opts: &ServeOptions, auth: auth::Auth, conns: Arc<listener::ConnSt
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(crate::webrtc::proxy::public())
+        // The OAuth redirect relay: no token, no guard; its `state` admits it (oauth::routes).
+        .merge(crate::oauth::routes::public(oauth))
         .merge(guarded)
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(

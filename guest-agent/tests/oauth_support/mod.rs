@@ -327,12 +327,12 @@ impl Agent {
             rt.block_on(async move {
                 let oauth = OAuth::new(cfg, &state);
                 oauth.listen_shim().unwrap();
-                let app = guest_agent::oauth::routes::router(oauth.clone()).route_layer(
-                    axum::middleware::from_fn_with_state(
+                let app = guest_agent::oauth::routes::router(oauth.clone())
+                    .route_layer(axum::middleware::from_fn_with_state(
                         Arc::new(Some(TOKEN.to_string())),
                         guest_agent::serve::auth::require_token,
-                    ),
-                );
+                    ))
+                    .merge(guest_agent::oauth::routes::public(oauth.clone()));
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx
                     .send((l.local_addr().unwrap(), oauth.clone()))
