@@ -25,6 +25,7 @@ pub mod config;
 pub mod creds;
 pub mod login_dir;
 pub mod output;
+pub mod persist;
 pub mod procs;
 pub mod provider;
 pub mod pty;
@@ -126,6 +127,8 @@ pub struct OAuth {
     next_seq: Mutex<u64>,
     /// Woken on every session change (for requests that wait for a URL).
     changed: Notify,
+    /// One writer of the sessions file at a time, each writing the map as it is then.
+    saving: Mutex<()>,
 }
 
 impl OAuth {
@@ -153,14 +156,42 @@ impl OAuth {
                 "OAuth: killed what an earlier serve's sessions left running"
             );
         }
-        Arc::new(OAuth {
+        let (sessions, seq) = restore(state_dir);
+        let oauth = Arc::new(OAuth {
             cfg,
             dir: state_dir.to_path_buf(),
             login_dir,
-            sessions: Mutex::new(BTreeMap::new()),
-            next_seq: Mutex::new(0),
+            sessions: Mutex::new(sessions),
+            next_seq: Mutex::new(seq),
             changed: Notify::new(),
-        })
+            saving: Mutex::new(()),
+        });
+        oauth.save();
+        oauth
+    }
+
+    /// Every change: waiters woken, the sessions file written ([`persist`]).
+    fn touched(&self) {
+        self.changed.notify_waiters();
+        self.save();
+    }
+
+    fn save(&self) {
+        let _one = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let saved = self
+            .lock()
+            .values()
+            .map(|e| persist::Saved {
+                seq: e.seq,
+                session: e.session.info(),
+                required_keys: e.required_keys.clone(),
+                oauth_state: e.oauth_state.clone(),
+            })
+            .collect();
+        if let Err(e) = persist::save(&self.dir, saved) {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "cannot record the OAuth sessions; a restart of serve will not know them");
+        }
     }
 
     pub fn config(&self) -> &OAuthConfig {
@@ -362,7 +393,7 @@ impl OAuth {
             }
             (fresh, e.seq)
         };
-        self.changed.notify_waiters();
+        self.touched();
         let mut resp = OpenUrlResponse {
             success: true,
             session_id: Some(id.clone()),
@@ -452,18 +483,20 @@ impl OAuth {
             }
         }
         drop(map);
-        self.changed.notify_waiters();
+        self.touched();
         info
     }
 
     /// The host fetched the URL: the user is now expected to act even if our browser failed.
     pub fn url_handed_out(&self, id: &str) {
-        if let Some(e) = self.lock().get_mut(id) {
-            if e.session.state == SessionState::UrlReady {
-                let _ = e
-                    .session
-                    .transition(SessionState::AwaitingUser, SystemTime::now(), None);
-            }
+        let moved = self.lock().get_mut(id).is_some_and(|e| {
+            e.session.state == SessionState::UrlReady
+                && e.session
+                    .transition(SessionState::AwaitingUser, SystemTime::now(), None)
+                    .is_ok()
+        });
+        if moved {
+            self.touched();
         }
     }
 
@@ -514,6 +547,44 @@ fn note_browser_exit(e: &mut Entry) {
             }
         }
     }
+}
+
+/// The sessions an earlier `serve` recorded (see [`persist`]) and the highest generation.
+fn restore(state_dir: &Path) -> (BTreeMap<String, Entry>, u64) {
+    let saved = persist::load(state_dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "OAuth: the earlier sessions cannot be read; starting without them");
+        Vec::new()
+    });
+    let now = SystemTime::now();
+    let mut map = BTreeMap::new();
+    let mut seq = 0;
+    let mut ended = 0;
+    for s in saved {
+        if !session::valid_id(&s.session.session_id) {
+            continue;
+        }
+        ended += usize::from(!s.session.state.is_terminal());
+        seq = seq.max(s.seq);
+        let e = Entry {
+            session: persist::restore(&s.session, now),
+            seq: s.seq,
+            ctl: None,
+            browser: None,
+            opened: None,
+            callback: None,
+            oauth_state: s.oauth_state,
+            required_keys: s.required_keys,
+        };
+        map.insert(s.session.session_id, e);
+    }
+    if ended > 0 {
+        tracing::warn!(
+            sessions = ended,
+            "OAuth: sessions live when serve stopped are ended: {}",
+            persist::RESTARTED
+        );
+    }
+    (map, seq)
 }
 
 fn not_live(s: &Session) -> OAuthError {

@@ -143,7 +143,7 @@ pub(super) async fn start(
             );
             let info = entry.session.info();
             oauth.lock().insert(id.clone(), entry);
-            oauth.changed.notify_waiters();
+            oauth.touched();
             let _ = std::fs::remove_dir_all(&sdir);
             return Err(OAuthError::Spawn {
                 command: p.command[0].clone(),
@@ -156,7 +156,7 @@ pub(super) async fn start(
     entry.ctl = Some(ctl_tx);
     let info = entry.session.info();
     oauth.lock().insert(id.clone(), entry);
-    oauth.changed.notify_waiters();
+    oauth.touched();
     tracing::info!(session = %id, provider = %p.name, pid = child.pid, user = %user.name,
         "OAuth session started");
     let task = Task {
@@ -454,7 +454,7 @@ impl Task {
                 e.browser.take()
             })
         };
-        self.oauth.changed.notify_waiters();
+        self.oauth.touched();
         match &end.reason {
             Some(r) => {
                 tracing::info!(session = %self.id, state = %end.state, reason = %r, "OAuth session ended")
