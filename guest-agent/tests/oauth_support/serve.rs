@@ -23,6 +23,17 @@ impl RealServe {
     /// Starts serve on `dir` (made by [`test_dir`]); `config` is oauth.toml with the
     /// placeholders of [`Agent::start`]. A second start on the same `dir` is a restart.
     pub fn start(dir: &Path, config: &str) -> RealServe {
+        Self::start_with(dir, config, &[], &[])
+    }
+
+    /// [`Self::start`], with `prefix` before the serve command line (a wrapper that sets up
+    /// a mount namespace) and `env` added to serve's environment (the CLIs inherit it).
+    pub fn start_with(
+        dir: &Path,
+        config: &str,
+        prefix: &[String],
+        env: &[(String, String)],
+    ) -> RealServe {
         use std::os::unix::fs::OpenOptionsExt;
         ensure_login_user();
         let state = Self::state(dir);
@@ -54,7 +65,16 @@ impl RealServe {
             .append(true)
             .open(dir.join("serve.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = match prefix.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--listen", &addr.to_string(), "--state-dir"])
             .arg(&state)
             .arg("--token-file")
