@@ -40,8 +40,15 @@ pub enum Cause {
     KernelBug,
     /// A kernel module the boot needs is not in the image (failure F1).
     ModuleMissing,
-    /// No network interface appeared.
+    /// No network interface appeared (or a tool could not find it: `ip`, ifupdown, ...).
     NoNetworkDevice,
+    /// `Network is unreachable`: the guest has no route (its network was never configured).
+    NetworkUnreachable,
+    /// A DHCP client gave up (udhcpc, dhclient, systemd-networkd, NetworkManager).
+    DhcpFailed,
+    /// The boot reached userspace but the console never shows a network being configured
+    /// (an image whose networking silently did nothing). Added at the end of the log.
+    NoNetworkConfigured,
     /// guest-netinit stopped with an error.
     NetinitFailed,
     /// One guest-netinit step failed.
@@ -181,6 +188,11 @@ pub struct Diagnoser {
     /// A line only a running kernel (or its userspace) prints: timestamp, `Linux version`,
     /// a guestkit event.
     kernel_ran: bool,
+    /// A line showing a network being configured (an address, a lease): see
+    /// [`Cause::NoNetworkConfigured`].
+    net_configured: bool,
+    /// A `GUESTKIT:` event was seen: guestkit runs here and reports the network itself.
+    guestkit: bool,
 }
 
 impl Diagnoser {
@@ -202,6 +214,7 @@ impl Diagnoser {
         let event = ConsoleEvent::find_in_line(&line);
         self.note_milestone(&line, n, event.as_ref());
         self.note_pre_kernel(&line, n, event.is_some());
+        self.guestkit |= matches!(event, Some(Ok(_)));
         let hit = match event {
             Some(Ok(ev)) => event_hit(&ev),
             Some(Err(_)) => Some(Found {
@@ -221,6 +234,10 @@ impl Diagnoser {
             }),
         };
         self.note_user_output(&line);
+        if !self.net_configured && signatures::net::configures_network(&line) {
+            self.net_configured = true;
+        }
+
         let hit = hit?;
         self.findings.record(found_to_finding(hit, n, &line))
     }
@@ -318,6 +335,9 @@ impl Diagnoser {
                 occurrences: 1,
             });
         }
+        if let Some(f) = self.no_network_finding(&findings) {
+            findings.push(f);
+        }
         if !self.printed {
             findings.push(Finding {
                 cause: Cause::NoConsoleOutput,
@@ -334,6 +354,43 @@ impl Diagnoser {
             timeline: self.timeline.clone(),
             lines: self.lines,
         }
+    }
+
+    /// A boot that reached userspace while nothing on the console shows a network being
+    /// configured, and no finding already says why: an image whose networking silently did
+    /// nothing must not read as "no problems found". (Not when the boot failed fatally, nor
+    /// on a console guestkit writes to: its events report the network.)
+    fn no_network_finding(&self, findings: &[Finding]) -> Option<Finding> {
+        let userspace = self
+            .timeline
+            .iter()
+            .find(|e| e.milestone == Milestone::Userspace)?;
+        // guestkit's own events say how its network went (or it is still going)
+        let guestkit_net = self.guestkit;
+        let explained = findings.iter().any(|f| {
+            f.severity == Severity::Fatal
+                || matches!(
+                    f.cause,
+                    Cause::ModuleMissing
+                        | Cause::NoNetworkDevice
+                        | Cause::NetworkUnreachable
+                        | Cause::DhcpFailed
+                        | Cause::NetinitFailed
+                        | Cause::NetinitStepFailed
+                )
+        });
+        if self.net_configured || guestkit_net || explained {
+            return None;
+        }
+        Some(Finding {
+            cause: Cause::NoNetworkConfigured,
+            severity: Severity::Warning,
+            subject: None,
+            line: userspace.line,
+            evidence: userspace.evidence.clone(),
+            hint: hint(Cause::NoNetworkConfigured, None),
+            occurrences: 1,
+        })
     }
 
     /// Ends the log; see [`Diagnoser::snapshot`].

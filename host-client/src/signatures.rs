@@ -9,6 +9,9 @@
 
 use crate::diagnose::{Cause, Severity};
 
+#[path = "signatures_net.rs"]
+pub(crate) mod net;
+
 /// What one line says, before it becomes a [`crate::Finding`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -157,13 +160,8 @@ pub fn match_line(line: &str) -> Option<Hit> {
             Some(dev.to_string()),
         ));
     }
-    if let Some(rest) = after(line, "Cannot find device \"") {
-        let iface = rest.split('"').next().unwrap_or(rest);
-        return Some(Hit::new(
-            Cause::NoNetworkDevice,
-            Severity::Warning,
-            Some(iface.to_string()),
-        ));
+    if let Some(hit) = net::match_line(line) {
+        return Some(hit);
     }
     if let Some(rest) = after(line, "Dependency failed for ") {
         return Some(Hit::new(

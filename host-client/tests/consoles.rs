@@ -90,8 +90,9 @@ const CASES: &[Case] = &[
     },
     Case {
         file: "old-script-failed.log",
-        worst: Some((C::UnitFailed, S::Error)),
-        also: &[C::DependencyFailed, C::NoNetworkDevice],
+        // the missing eth0 comes first and is the cause; the failed unit follows from it
+        worst: Some((C::NoNetworkDevice, S::Error)),
+        also: &[C::DependencyFailed, C::UnitFailed],
         milestones: &[M::KernelStarted, M::Userspace],
     },
     // Captured: QEMU q35 + Debian 6.1 cloud kernel booting the `cargo xtask demo` initramfs,

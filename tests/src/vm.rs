@@ -10,6 +10,7 @@
 pub mod boot;
 pub mod browser_flow;
 pub mod browser_image;
+pub mod busybox;
 pub mod cpio;
 pub mod fixture;
 pub mod image;

@@ -33,6 +33,10 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         why: "cargo-fuzz builds libFuzzer (C++)",
     },
     SystemPackage {
+        package: "busybox-static",
+        why: "the busybox initramfs of vm_foreign_console (consoles guestkit did not write)",
+    },
+    SystemPackage {
         package: "dnsmasq-base",
         why: "the real DHCP server of guest-netinit's DHCP netns tests",
     },
