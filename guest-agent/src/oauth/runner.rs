@@ -295,11 +295,14 @@ impl Task {
                 _ = look.tick(), if !exited => self.on_tick(&child.writer),
                 st = &mut child.exited, if !exited => {
                     exited = true;
-                    // What it printed last may still be in the channel.
+                    // What it printed last may still be in the channel; a screen that says
+                    // why it cannot log in is the reason, as when seen before the exit.
+                    let mut cannot = None;
                     while let Ok(Some(chunk)) =
                         tokio::time::timeout(Duration::from_millis(200), child.output.recv()).await
                     {
-                        let _ = self.on_output(&chunk, &child.writer).await;
+                        let f = self.on_output(&chunk, &child.writer).await;
+                        cannot = cannot.or(f);
                     }
                     let how = match st {
                         Ok(Ok(s)) => describe(s),
@@ -312,6 +315,14 @@ impl Task {
                         // ("already logged in").
                         Ok(f) if success || Some(f.digest) != self.baseline => {
                             break End { state: SessionState::Authenticated, reason: None, found: Some(f) };
+                        }
+                        _ if cannot.is_some() => {
+                            let line = cannot.unwrap_or_default();
+                            break End {
+                                state: SessionState::Failed,
+                                reason: Some(format!("the CLI cannot log in: {line}")),
+                                found: None,
+                            };
                         }
                         res => {
                             let last = self.output.tail();
