@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod provider;
 pub mod qemu;
 pub mod systemd_image;
+pub mod vsock;
 
 pub use boot::{cmdline, default_boot_args, BootReport, BootSpec, Vm, VmNet, GUEST_IP};
 pub use image::{Binaries, ExtraFile, ImageInfo, InitramfsSpec};

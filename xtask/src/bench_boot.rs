@@ -176,6 +176,7 @@ pub fn cli(args: &[String]) -> Result<()> {
                 disk: None,
                 nic: true,
                 console: console.clone(),
+                vsock: false,
                 keep_after_exit: false,
             };
             let vm = Vm::boot(&spec)?;

@@ -76,6 +76,7 @@ pub fn boot_and_measure(
         disk: Some(image.disk.clone()),
         nic: true,
         console: console.clone(),
+        vsock: false,
         keep_after_exit: keep,
     };
     let vm = Vm::boot(&spec)?;

@@ -99,6 +99,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         disk: None,
         nic: true,
         console: console.clone(),
+        vsock: false,
         keep_after_exit: opts.keep,
     };
 

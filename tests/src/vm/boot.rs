@@ -6,6 +6,7 @@
 use super::image::AGENT_PATH;
 use super::kernel::Kernel;
 use super::qemu::{Nic, Qemu, QemuSpec};
+use super::vsock::VsockDevice;
 use super::VmError;
 use crate::netns::Namespace;
 use crate::topology::{GATEWAY, HOST_BRIDGE, SUBNET_PREFIX};
@@ -159,6 +160,8 @@ pub struct BootSpec {
     pub nic: bool,
     /// Where the console log goes.
     pub console: PathBuf,
+    /// Give the VM a virtio-vsock device ([`super::vsock`]), its sockets next to the console.
+    pub vsock: bool,
     /// Let QEMU outlive this process (`demo --keep`); otherwise it dies with its parent, so a
     /// killed test run leaves no VM behind.
     pub keep_after_exit: bool,
@@ -169,6 +172,8 @@ pub struct BootSpec {
 pub struct Vm {
     // Field order: QEMU goes before the namespace it runs in.
     pub qemu: Qemu,
+    /// The vsock device (after QEMU: it outlives the VM attached to it).
+    pub vsock: Option<VsockDevice>,
     pub net: VmNet,
 }
 
@@ -213,10 +218,25 @@ impl Vm {
             disk: spec.disk.clone(),
             nic,
             console: spec.console.clone(),
+            vsock: None,
             keep_after_exit: spec.keep_after_exit,
         };
+        let vsock = match spec.vsock {
+            true => {
+                let dir = spec
+                    .console
+                    .parent()
+                    .unwrap_or(std::path::Path::new("/tmp"));
+                Some(VsockDevice::start(dir)?)
+            }
+            false => None,
+        };
+        let qspec = QemuSpec {
+            vsock: vsock.as_ref().map(|v| v.vhost_socket.clone()),
+            ..qspec
+        };
         let qemu = Qemu::start(&net.ns, &qspec)?;
-        Ok(Self { qemu, net })
+        Ok(Self { qemu, vsock, net })
     }
 
     /// host-client's `wait_ready` on the agent, following the console; the milestones are
@@ -232,11 +252,19 @@ impl Vm {
         deadline: Duration,
         console_poll: Duration,
     ) -> Result<BootReport, Box<WaitError>> {
-        let opts = WaitOptions {
+        self.wait_with(WaitOptions {
             deadline,
-            console: Some(self.qemu.console.clone()),
             console_poll,
             ..WaitOptions::default()
+        })
+    }
+
+    /// [`Vm::wait`] with the caller's options (a vsock address, a readiness socket); the
+    /// console is always followed.
+    pub fn wait_with(&self, opts: WaitOptions) -> Result<BootReport, Box<WaitError>> {
+        let opts = WaitOptions {
+            console: Some(self.qemu.console.clone()),
+            ..opts
         };
         let started = self.qemu.started;
         let outcome = self.net.run(move || async move {

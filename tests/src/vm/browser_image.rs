@@ -173,6 +173,8 @@ pub fn build(
         &netinit,
         &agent,
         &units,
+        super::kernel::NET_MODULES,
+        super::kernel::VSOCK_MODULES,
     )
         .hash(&mut h);
     (&spec.agent_config, &spec.oauth_config).hash(&mut h);

@@ -121,6 +121,7 @@ pub fn boot(kernel: &Kernel, script: &str, dir: &Path, limit: Duration) -> Resul
         disk: None,
         nic: None,
         console: console.clone(),
+        vsock: None,
         keep_after_exit: false,
     };
     let mut cmd = Command::new(QEMU);

@@ -95,6 +95,8 @@ pub struct TestBoot {
     pub cmdline: String,
     pub memory_mib: u32,
     pub nic: bool,
+    /// A virtio-vsock device ([`super::vsock`]).
+    pub vsock: bool,
 }
 
 impl TestBoot {
@@ -106,6 +108,7 @@ impl TestBoot {
                 .unwrap_or_else(|e| panic!("{e}")),
             memory_mib: DEFAULT_MEMORY_MIB,
             nic: true,
+            vsock: false,
         }
     }
 
@@ -133,6 +136,7 @@ impl TestBoot {
             disk: None,
             nic: self.nic,
             console: dir.path().join("console.log"),
+            vsock: self.vsock,
             keep_after_exit: false,
         };
         let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
@@ -177,6 +181,7 @@ pub fn boot_systemd(agent_config: &str) -> (TestVm, super::systemd_image::System
         disk: None,
         nic: true,
         console: dir.path().join("console.log"),
+        vsock: false,
         keep_after_exit: false,
     };
     let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));
@@ -232,6 +237,7 @@ pub fn boot_browser_image(
         disk: Some(image.disk.clone()),
         nic: true,
         console: dir.path().join("console.log"),
+        vsock: false,
         keep_after_exit: false,
     };
     let vm = Vm::boot(&spec).unwrap_or_else(|e| panic!("starting QEMU: {e}"));

@@ -5,14 +5,14 @@
 //! /sbin/guest-netinit                  guest_netinit.next= (the agent) with init's arguments
 //! /sbin/guest-agent                    `supervise` (as the next init) runs `serve` as a child
 //! /etc/guest-agent/config.toml         the supervisor's services
-//! /lib/modules/<release>/...           the virtio network modules, no modules.dep (Debian's
+//! /lib/modules/<release>/...           the virtio network and vsock modules, no modules.dep (Debian's
 //!                                      package has none: netinit reads each module's .modinfo)
 //! /dev/console                         the kernel opens it for init's stdio before devtmpfs
 //! ```
 //! Fault variants for the VM tests change one thing each ([`InitramfsSpec`]).
 
 use super::cpio::Writer;
-use super::kernel::{Kernel, MODULE_INDEXES, NET_MODULES};
+use super::kernel::{Kernel, MODULE_INDEXES, NET_MODULES, VSOCK_MODULES};
 use super::{run_checked, VmError};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -151,9 +151,15 @@ pub fn build(
     let module_base = format!("/lib/modules/{}", kernel.release);
     tree.dir(&module_base);
     let files: Vec<&str> = match spec.modules {
-        ModuleSet::Virtio => NET_MODULES.iter().chain(MODULE_INDEXES).copied().collect(),
+        ModuleSet::Virtio => NET_MODULES
+            .iter()
+            .chain(VSOCK_MODULES)
+            .chain(MODULE_INDEXES)
+            .copied()
+            .collect(),
         ModuleSet::NoVirtioNet => NET_MODULES
             .iter()
+            .chain(VSOCK_MODULES)
             .chain(MODULE_INDEXES)
             .copied()
             .filter(|m| !m.ends_with("virtio_net.ko") && !m.ends_with("failover.ko"))

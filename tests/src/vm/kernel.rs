@@ -28,6 +28,14 @@ pub const NET_MODULES: &[&str] = &[
     "kernel/drivers/net/virtio_net.ko",
 ];
 
+/// The virtio-vsock transport (guest-netinit's init mode loads it when the VM has the
+/// device), copied with the network modules.
+pub const VSOCK_MODULES: &[&str] = &[
+    "kernel/net/vmw_vsock/vsock.ko",
+    "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+    "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+];
+
 /// Index files copied next to the modules (`modules.order` lets netinit find a module by
 /// name without walking the tree; `modules.builtin*` say what needs no file).
 pub const MODULE_INDEXES: &[&str] = &[

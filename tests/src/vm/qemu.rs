@@ -44,6 +44,10 @@ pub struct QemuSpec {
     pub nic: Option<Nic>,
     /// Where the serial console goes.
     pub console: PathBuf,
+    /// A virtio-vsock device: the vhost-user control socket of a running
+    /// `vhost-device-vsock` ([`super::vsock`]). Guest memory is then a shared memfd, which
+    /// a vhost-user backend needs to reach the rings.
+    pub vsock: Option<PathBuf>,
     /// Without it, QEMU gets SIGKILL when the thread that started it dies (PR_SET_PDEATHSIG).
     pub keep_after_exit: bool,
 }
@@ -82,6 +86,22 @@ impl QemuSpec {
                 "file={},if=virtio,format=raw,snapshot=on,cache=unsafe",
                 disk.display().to_string().replace(',', ",,")
             ));
+        }
+        if let Some(sock) = &self.vsock {
+            args.push("-object".into());
+            args.push(format!(
+                "memory-backend-memfd,id=mem0,size={}M,share=on",
+                self.memory_mib
+            ));
+            args.push("-numa".into());
+            args.push("node,memdev=mem0".into());
+            args.push("-chardev".into());
+            args.push(format!(
+                "socket,id=vsock0,path={}",
+                sock.display().to_string().replace(',', ",,")
+            ));
+            args.push("-device".into());
+            args.push("vhost-user-vsock-pci,chardev=vsock0".into());
         }
         match &self.nic {
             Some(nic) => {
@@ -215,6 +235,7 @@ mod tests {
             disk: None,
             nic,
             console: "/tmp/c.log".into(),
+            vsock: None,
             keep_after_exit: false,
         }
     }

@@ -9,7 +9,7 @@
 //! time, never again); each image is made from a copy of it.
 
 use super::image::{self, Binaries, AGENT_CONFIG_PATH, AGENT_PATH, NETINIT_PATH};
-use super::kernel::{cache_dir, Kernel, MODULE_INDEXES, NET_MODULES};
+use super::kernel::{cache_dir, Kernel, MODULE_INDEXES, NET_MODULES, VSOCK_MODULES};
 use super::{cpio::Writer, run_checked, VmError};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -220,12 +220,14 @@ pub fn build(
     })
 }
 
-/// The virtio modules (network and block, what `check --root` asks for) into `root`, with
+/// The virtio modules (network, block and the vsock transport: what `check --root` asks
+/// for) into `root`, with
 /// modules.dep and modules.alias made by the image's own depmod, so udev can load them too.
 pub(crate) fn install_modules(root: &Path, kernel: &Kernel) -> Result<(), VmError> {
     let modules = root.join("lib/modules").join(&kernel.release);
     for rel in NET_MODULES
         .iter()
+        .chain(VSOCK_MODULES)
         .chain(MODULE_INDEXES)
         .chain(&[VIRTIO_BLK, VIRTIO_MMIO, AUTOFS4])
     {
