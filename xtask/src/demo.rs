@@ -9,7 +9,7 @@
 use crate::image;
 use crate::sh::banner;
 use anyhow::{bail, Context, Result};
-use guestkit_tests::vm::boot::{pretty_health, BootSummary, DEFAULT_MEMORY_MIB};
+use guestkit_tests::vm::boot::{pretty_health, BootSummary, VsockHealth, DEFAULT_MEMORY_MIB};
 use guestkit_tests::vm::{self, cmdline, default_boot_args, BootSpec, Vm, GUEST_IP};
 use std::time::Duration;
 
@@ -99,7 +99,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         disk: None,
         nic: true,
         console: console.clone(),
-        vsock: false,
+        vsock: true,
         keep_after_exit: opts.keep,
     };
 
@@ -157,6 +157,22 @@ pub fn cli(args: &[String]) -> Result<()> {
     let health = vm.health().context("GET /health")?;
     banner(&format!("GET http://{GUEST_IP}:8080/health"));
     println!("{}", pretty_health(&health));
+    let vsock = vm.vsock_health();
+    match &vsock {
+        VsockHealth::Health { addr, health } => {
+            banner(&format!("GET /health over {addr} (no network involved)"));
+            println!(
+                "status {}, network {}",
+                health.status,
+                health
+                    .network
+                    .as_ref()
+                    .map(|n| format!("{:?}", n.outcome))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        VsockHealth::Error { addr, error } => println!("\n/health over vsock {addr}: {error}"),
+    }
 
     if opts.keep {
         let ns = vm.net.ns.name().to_string();
@@ -164,8 +180,10 @@ pub fn cli(args: &[String]) -> Result<()> {
         println!(
             "\nthe VM keeps running (--keep):\n  ip netns exec {ns} {gc} health {GUEST_IP}:8080\n  \
              ip netns exec {ns} {gc} wait {GUEST_IP}:8080 --console {con}\n  \
+             {gc} health {vs} (vsock: no network needed)\n  \
              console: tail -f {con}\n  stop: kill {pid}; ip netns del {ns}",
             gc = guestctl_hint(),
+            vs = vm.vsock.as_ref().map(|d| d.agent_addr().to_string()).unwrap_or_default(),
             con = console.display()
         );
     }
@@ -179,6 +197,7 @@ pub fn cli(args: &[String]) -> Result<()> {
             ready_after_s: report.ready_after.as_secs_f64(),
             ready: &report.ready,
             health: &health,
+            vsock: &vsock,
         };
         println!("{}", summary.to_json());
     }

@@ -373,6 +373,54 @@ pub struct BootSummary<'a> {
     pub ready_after_s: f64,
     pub ready: &'a Ready,
     pub health: &'a HealthResponse,
+    /// The same `/health` fetched over the VM's vsock device (Firecracker's hybrid socket),
+    /// or why it could not be.
+    pub vsock: &'a VsockHealth,
+}
+
+/// `vsock` in [`BootSummary`].
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VsockHealth {
+    Health {
+        addr: String,
+        health: Box<HealthResponse>,
+    },
+    Error {
+        addr: String,
+        error: String,
+    },
+}
+
+impl Vm {
+    /// `GET /health` over the VM's vsock device (no network involved).
+    pub fn vsock_health(&self) -> VsockHealth {
+        let Some(dev) = &self.vsock else {
+            return VsockHealth::Error {
+                addr: String::new(),
+                error: "this VM has no vsock device".into(),
+            };
+        };
+        let addr = dev.agent_addr();
+        let shown = addr.to_string();
+        let r = self
+            .net
+            .run(move || async move { GuestClient::new(addr).health().await });
+        match r {
+            Ok(Ok(h)) => VsockHealth::Health {
+                addr: shown,
+                health: Box::new(h),
+            },
+            Ok(Err(e)) => VsockHealth::Error {
+                addr: shown,
+                error: e.to_string(),
+            },
+            Err(e) => VsockHealth::Error {
+                addr: shown,
+                error: e.to_string(),
+            },
+        }
+    }
 }
 
 impl BootSummary<'_> {
