@@ -22,12 +22,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Opts {
     runs: usize,
     max_delay: Duration,
+    /// Boots of the vsock part ([`crate::bench_wait_vsock`]); 0 skips it.
+    vm_runs: usize,
 }
 
 pub fn cli(args: &[String]) -> Result<()> {
     let mut opts = Opts {
         runs: 50,
         max_delay: Duration::from_millis(1000),
+        vm_runs: 5,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -47,7 +50,16 @@ pub fn cli(args: &[String]) -> Result<()> {
                         .context("--max-delay-ms")?,
                 )
             }
-            other => bail!("bench wait: unknown argument `{other}` (--runs N, --max-delay-ms N)"),
+            "--vm-runs" => {
+                opts.vm_runs = it
+                    .next()
+                    .context("--vm-runs needs a number")?
+                    .parse()
+                    .context("--vm-runs")?
+            }
+            other => bail!(
+                "bench wait: unknown argument `{other}` (--runs N, --max-delay-ms N, --vm-runs N)"
+            ),
         }
     }
     if opts.runs == 0 {
@@ -90,6 +102,9 @@ pub fn cli(args: &[String]) -> Result<()> {
         None => println!(
             "guest-agent serve: not built (cargo build -p guest-agent), only the minimal listener was measured"
         ),
+    }
+    if opts.vm_runs > 0 {
+        crate::bench_wait_vsock::run(opts.vm_runs)?;
     }
     Ok(())
 }

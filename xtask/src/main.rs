@@ -18,6 +18,7 @@ mod bench_browser;
 mod bench_floor;
 mod bench_stream;
 mod bench_wait;
+mod bench_wait_vsock;
 // ---- end of bench modules ----
 // ---- VM tasks (issue 5 helper): image, demo ----
 mod demo;
