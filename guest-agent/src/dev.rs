@@ -53,6 +53,7 @@ pub fn screen(size: DisplaySize) -> anyhow::Result<Screen> {
 
 /// The built-in config: `serve` on `addr` (and a ticker to watch in the logs); with a
 /// screen, Xvfb, openbox and the streamer too, `serve` proxying to the streamer's socket.
+/// No vsock listener: on a laptop that runs VMs, vsock would hand the agent to its guests.
 pub fn config(exe: &Path, dir: &Path, addr: SocketAddr, screen: Option<&Screen>) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let p = |p: &Path| q(&p.display().to_string());
@@ -62,7 +63,7 @@ pub fn config(exe: &Path, dir: &Path, addr: SocketAddr, screen: Option<&Screen>)
 stop_grace_ms = 2000
 
 [services.serve]
-command = [{exe}, "serve", "--listen", {addr}, "--state-dir", {dir}, "--token-file", {token}, "--netinit-state", {net}]
+command = [{exe}, "serve", "--listen", {addr}, "--vsock-port", "0", "--state-dir", {dir}, "--token-file", {token}, "--netinit-state", {net}]
 required = true
 liveness = {{ http = {url}, interval_ms = 2000, timeout_ms = 1000, failures = 3, initial_delay_ms = 1000 }}
 {serve_env}
@@ -151,5 +152,6 @@ mod tests {
         let plain = config(Path::new("/x/guest-agent"), Path::new("/tmp/d"), addr, None);
         let cfg = crate::config::parse(&plain, "<dev>").expect("parses");
         assert_eq!(cfg.services.len(), 2);
+        assert!(plain.contains(r#""--vsock-port", "0""#), "{plain}");
     }
 }

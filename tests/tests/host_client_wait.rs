@@ -34,7 +34,9 @@ fn serve_cmd(cmd: &mut Command, listen: &str, dir: &Path) {
     if !dir.join("token").exists() {
         std::fs::write(dir.join("token"), "wait-test-token\n").unwrap();
     }
-    cmd.args(["serve", "--listen", listen, "--state-dir"])
+    // No vsock listener: this machine's vsock reaches its real host, and test agents running
+    // side by side would fight over the port.
+    cmd.args(["serve", "--listen", listen, "--vsock-port", "0", "--state-dir"])
         .arg(dir)
         .arg("--token-file")
         .arg(dir.join("token"))
