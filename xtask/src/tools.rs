@@ -24,12 +24,23 @@ pub fn vhost_device_vsock() -> Result<PathBuf> {
         .join(format!("vhost-device-vsock-{VHOST_DEVICE_VSOCK}"));
     let bin = root.join("bin/vhost-device-vsock");
     if bin.exists() {
-        println!("vhost-device-vsock {VHOST_DEVICE_VSOCK}: cached ({})", bin.display());
+        println!(
+            "vhost-device-vsock {VHOST_DEVICE_VSOCK}: cached ({})",
+            bin.display()
+        );
         return Ok(bin);
     }
-    banner(&format!("vhost-device-vsock {VHOST_DEVICE_VSOCK} (cargo install, once)"));
+    banner(&format!(
+        "vhost-device-vsock {VHOST_DEVICE_VSOCK} (cargo install, once)"
+    ));
     run(cargo()
-        .args(["install", "--locked", "--version", VHOST_DEVICE_VSOCK, "--root"])
+        .args([
+            "install",
+            "--locked",
+            "--version",
+            VHOST_DEVICE_VSOCK,
+            "--root",
+        ])
         .arg(&root)
         .arg("vhost-device-vsock"))?;
     if !bin.exists() {
