@@ -63,7 +63,14 @@ fn an_ink_cli_is_answered_from_its_screen_and_its_wrapped_url_taken_whole() {
     let t = Instant::now();
     let (code, body) = a.post("/auth/ink", json!({"sessionId": "ink1"}));
     assert_eq!(code, 200, "{body}");
-    let s = a.wait_session("ink1", "a URL", |s| s["oauthUrl"].is_string());
+    // The URL is taken as soon as its last line is on the screen; the CLI draws its
+    // "Waiting" line after it, so wait for both before reading the screen.
+    let s = a.wait_session("ink1", "a URL and the CLI waiting", |s| {
+        s["oauthUrl"].is_string()
+            && s["lastOutput"]
+                .as_str()
+                .is_some_and(|l| l.contains("Waiting for authentication..."))
+    });
     let url = s["oauthUrl"].as_str().unwrap();
     let want = format!(
         "{}?redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&scope={}&state=ink-st4te&client_id=stand-in",

@@ -25,7 +25,10 @@ fn healthy() -> tempfile::TempDir {
         ("kernel/drivers/block/virtio_blk.ko", ""),
         // The agent's config below does not turn vsock off: the image needs its transport.
         ("kernel/net/vmw_vsock/vsock.ko", ""),
-        ("kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko", ""),
+        (
+            "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+            "",
+        ),
         ("kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko", ""),
     ] {
         write(r, &format!("{m}/{f}"), "ko");

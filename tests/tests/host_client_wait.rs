@@ -36,14 +36,21 @@ fn serve_cmd(cmd: &mut Command, listen: &str, dir: &Path) {
     }
     // No vsock listener: this machine's vsock reaches its real host, and test agents running
     // side by side would fight over the port.
-    cmd.args(["serve", "--listen", listen, "--vsock-port", "0", "--state-dir"])
-        .arg(dir)
-        .arg("--token-file")
-        .arg(dir.join("token"))
-        .arg("--cmdline")
-        .arg(dir.join("cmdline"))
-        .arg("--netinit-state")
-        .arg(dir.join("netinit.json"));
+    cmd.args([
+        "serve",
+        "--listen",
+        listen,
+        "--vsock-port",
+        "0",
+        "--state-dir",
+    ])
+    .arg(dir)
+    .arg("--token-file")
+    .arg(dir.join("token"))
+    .arg("--cmdline")
+    .arg(dir.join("cmdline"))
+    .arg("--netinit-state")
+    .arg(dir.join("netinit.json"));
 }
 
 struct Killed(Child);
