@@ -61,3 +61,39 @@ fn a_bad_setting_is_reported_naming_the_parameter_and_the_default_is_used() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_proxy_reaches_the_services_as_a_url_or_the_gateway_port() {
+    let (env, _) = settings_seen("guest_agent.proxy=http://192.168.100.1:3128\n");
+    assert!(
+        env.lines()
+            .any(|l| l == "GUESTKIT_PROXY=http://192.168.100.1:3128"),
+        "{env}"
+    );
+    let (env, _) = settings_seen(
+        "ip=192.168.100.2::192.168.100.1:255.255.255.0::eth0:off decodo_port=10001\n",
+    );
+    assert!(
+        env.lines()
+            .any(|l| l == "GUESTKIT_PROXY_GATEWAY_PORT=10001"),
+        "{env}"
+    );
+    assert!(!env.contains("GUESTKIT_PROXY="), "{env}");
+}
+
+#[test]
+fn a_bad_proxy_is_said_on_the_console_and_no_proxy_is_set() {
+    let (env, stdout) = settings_seen("decodo_port=undefined\n");
+    assert!(!env.contains("GUESTKIT_PROXY"), "{env}");
+    assert!(
+        stdout.contains("decodo_port: port `undefined` is not a number in 1..=65535; logins start without a proxy"),
+        "{stdout}"
+    );
+    let (env, stdout) = settings_seen("guest_agent.proxy=http://user:hunter2@10.0.0.1:3128\n");
+    assert!(!env.contains("GUESTKIT_PROXY"), "{env}");
+    assert!(
+        stdout.contains("guest_agent.proxy: `http://***@10.0.0.1:3128` has credentials"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}

@@ -32,6 +32,8 @@ pub struct Launch<'a> {
     pub display: &'a str,
     pub user: &'a LoginUser,
     pub home: &'a Path,
+    /// The proxy the page loads go through ([`super::proxy`]); `None`: direct.
+    pub proxy: Option<&'a str>,
     pub track: Track<'a>,
 }
 
@@ -39,10 +41,17 @@ pub struct Launch<'a> {
 pub fn open(command: &[String], url: &str, l: &Launch) -> (BrowserInfo, Option<Browser>) {
     let name = command.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&name);
-    cmd.args(&command[1.min(command.len())..])
-        .arg(url)
+    let mut env = super::user::child_env(l.user, l.home);
+    cmd.args(&command[1.min(command.len())..]);
+    if let Some(p) = l.proxy {
+        env.extend(super::proxy::env(p));
+        if super::proxy::is_chromium(command) {
+            cmd.args(super::proxy::chromium_args(p));
+        }
+    }
+    cmd.arg(url)
         .env_clear()
-        .envs(super::user::child_env(l.user, l.home))
+        .envs(env)
         .env("DISPLAY", l.display)
         .env(procs::MARK_ENV, l.track.marker)
         .current_dir(l.home)
@@ -140,6 +149,7 @@ mod tests {
             display: ":99",
             user: &user,
             home: Path::new("/"),
+            proxy: None,
             track: Track {
                 marker: "t",
                 what: "browser",

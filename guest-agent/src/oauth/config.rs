@@ -14,6 +14,8 @@
 //! stuck_secs = 20                # no URL and the CLI's screen unchanged this long: the
 //!                                # session's `reason` says it is stuck (it stays live)
 //! shim_command = ["/usr/bin/guest-agent", "open-url"]        # what BROWSER/xdg-open run
+//! proxy = "http://10.0.0.1:3128"  # what the CLIs and the browser go through; the kernel
+//!                                # command line's guest_agent.proxy= / decodo_port= win
 //! [providers.codex]              # override fields of a built-in, or define a new provider
 //! command = ["/opt/codex/bin/codex", "login"]
 //! ```
@@ -47,6 +49,8 @@ pub struct OAuthConfig {
     pub deadlines: BTreeMap<String, Duration>,
     /// What the `BROWSER`/`xdg-open` shim execs (the URL is appended).
     pub shim_command: Vec<String>,
+    /// The proxy of this file (`oauth::proxy` says which one a login uses).
+    pub proxy: Option<String>,
     pub providers: BTreeMap<String, Provider>,
 }
 
@@ -63,6 +67,8 @@ pub enum OAuthConfigError {
     Empty { file: String, field: &'static str },
     #[error("{file}: run_as must be a user name (not empty, no `:`), got {value:?}")]
     RunAs { file: String, value: String },
+    #[error("{file}: proxy: {error}")]
+    Proxy { file: String, error: String },
 }
 
 #[derive(Deserialize, Default)]
@@ -75,6 +81,7 @@ struct Raw {
     deadline_secs: Option<u64>,
     stuck_secs: Option<u64>,
     shim_command: Option<Vec<String>>,
+    proxy: Option<String>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
 }
@@ -108,6 +115,7 @@ impl OAuthConfig {
             stuck_after: DEFAULT_STUCK,
             deadlines: BTreeMap::new(),
             shim_command: vec![shim, "open-url".into()],
+            proxy: None,
             providers: provider::builtins()
                 .into_iter()
                 .map(|p| (p.name.clone(), p))
@@ -164,6 +172,15 @@ impl OAuthConfig {
                 return Err(empty("shim_command"));
             }
             c.shim_command = s;
+        }
+        if let Some(p) = raw.proxy.filter(|p| !p.is_empty()) {
+            guest_proto::vm_settings::check_proxy_url(&p).map_err(|error| {
+                OAuthConfigError::Proxy {
+                    file: file.to_string(),
+                    error,
+                }
+            })?;
+            c.proxy = Some(p);
         }
         if let Some(d) = raw.deadline_secs {
             c.deadline = Duration::from_secs(d.max(1));

@@ -28,6 +28,7 @@ pub mod output;
 pub mod persist;
 pub mod procs;
 pub mod provider;
+pub mod proxy;
 pub mod pty;
 pub mod routes;
 mod runner;
@@ -114,6 +115,8 @@ struct Entry {
     /// `state` it carries.
     oauth_state: Option<String>,
     required_keys: Vec<String>,
+    /// The proxy this login goes through ([`proxy`]), chosen when it started.
+    proxy: Option<String>,
 }
 
 /// The session manager (one per `serve`).
@@ -440,6 +443,11 @@ impl OAuth {
         if let Some(b) = old {
             b.close(Duration::from_secs(2)).await;
         }
+        let proxy = self
+            .lock()
+            .get(id)
+            .filter(|e| e.seq == seq)
+            .and_then(|e| e.proxy.clone());
         let (info, b) = match self.login_user() {
             Ok(user) => {
                 let name = format!("{id}.{seq}.browser-{:016x}", fastrand::u64(..));
@@ -448,6 +456,7 @@ impl OAuth {
                     display: &self.cfg.display,
                     user: &user,
                     home: &self.cfg.home,
+                    proxy: proxy.as_deref(),
                     track: pty::Track {
                         marker: &name,
                         what: "browser",
@@ -574,6 +583,7 @@ fn restore(state_dir: &Path) -> (BTreeMap<String, Entry>, u64) {
             callback: None,
             oauth_state: s.oauth_state,
             required_keys: s.required_keys,
+            proxy: None,
         };
         map.insert(s.session.session_id, e);
     }

@@ -83,7 +83,18 @@ pub(super) async fn start(
             bin.display()
         ))
     })?;
-    let env = session_env(oauth, &p, (&id, seq), &user, &bin, &browser_shim);
+    let proxy = super::proxy::for_login(cfg.proxy.as_deref());
+    let mut env = session_env(oauth, &p, (&id, seq), &user, &bin, &browser_shim);
+    if let Some(url) = &proxy {
+        // Before the provider's own variables, which may override them.
+        let own: std::collections::BTreeSet<&String> = p.env.keys().collect();
+        for (k, v) in super::proxy::env(url) {
+            if !own.contains(&k) && !p.env_remove.contains(&k) {
+                env.insert(k, v);
+            }
+        }
+        tracing::info!(session = %id, proxy = %url, "the login goes through the proxy");
+    }
     let cred_path = provider::credential_path(&p, &env)
         .filter(|path| provider::is_usable(path))
         .ok_or_else(|| {
@@ -127,6 +138,7 @@ pub(super) async fn start(
             .map(|port| (*port, "/auth/callback".to_string())),
         oauth_state: None,
         required_keys: p.required_keys.clone(),
+        proxy,
     };
     let child = match child {
         Ok(c) => c,
