@@ -65,7 +65,7 @@ impl std::str::FromStr for DisplaySize {
             let n: u16 = v
                 .parse()
                 .map_err(|_| format!("`{s}`: {what} `{v}` is not a number"))?;
-            if !(16..=max).contains(&n) || n % 2 != 0 {
+            if !(16..=max).contains(&n) || !n.is_multiple_of(2) {
                 return Err(format!(
                     "`{s}`: {what} must be even and 16..={max}, got {n}"
                 ));

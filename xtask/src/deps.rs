@@ -37,6 +37,10 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         why: "the busybox initramfs of vm_foreign_console (consoles guestkit did not write)",
     },
     SystemPackage {
+        package: "tinyproxy-bin",
+        why: "the real HTTP proxy of the per-VM proxy test (the binary, no service)",
+    },
+    SystemPackage {
         package: "dnsmasq-base",
         why: "the real DHCP server of guest-netinit's DHCP netns tests",
     },

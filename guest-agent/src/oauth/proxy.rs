@@ -9,7 +9,7 @@
 //! An unusable value never stops a login: it is said on the console and in the log,
 //! naming the parameter, and the login goes direct.
 
-use guest_proto::vm_settings::{Proxy, PROXY_PARAM};
+use guest_proto::vm_settings::Proxy;
 use std::net::IpAddr;
 
 /// What stays direct: the agent, the shim's socket peers and the CLIs' callback ports.
@@ -27,7 +27,8 @@ pub fn for_login(configured: Option<&str>) -> Option<String> {
     match chosen {
         Ok(url) => Some(url),
         Err(e) => {
-            let message = format!("{PROXY_PARAM}: {e}; this login starts without a proxy");
+            // `e` names what was bad: the variable, or `decodo_port=N` without a gateway.
+            let message = format!("proxy: {e}; this login starts without a proxy");
             tracing::error!("{message}");
             crate::console::emit(
                 guest_proto::Level::Error,

@@ -136,7 +136,11 @@ pub const CODE: &str = "c0de42";
 
 impl FakeOAuthServer {
     pub fn start() -> FakeOAuthServer {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// On a listener bound elsewhere (another network namespace).
+    pub fn start_on(l: TcpListener) -> FakeOAuthServer {
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
