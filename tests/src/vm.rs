@@ -13,6 +13,7 @@ pub mod browser_image;
 pub mod busybox;
 pub mod cpio;
 pub mod fixture;
+pub mod forward;
 pub mod image;
 pub mod kernel;
 pub mod provider;

@@ -11,6 +11,7 @@ use guest_proto::api::ServiceState;
 use guest_proto::oauth::SessionState;
 use guestkit_tests::vm::browser_flow::{test_variant, Pixel, Viewer};
 use guestkit_tests::vm::fixture::{boot_browser, browser_boot_args, TestVm};
+use guestkit_tests::vm::forward::Forwarder;
 use guestkit_tests::vm::provider::{self, FakeProvider};
 use guestkit_tests::vm::{boot::agent_addr, GUEST_IP};
 use host_client::oauth::OAuthClient;
@@ -218,6 +219,35 @@ fn login_in_the_browser_vm_seen_and_clicked_through_the_stream_from_the_host() {
     eprintln!(
         "stream back {:?} after the viewer reconnected: {back:?}",
         reconnected.elapsed()
+    );
+
+    // 6. The viewer a person opens on the host itself (`cargo xtask demo --keep`): a browser
+    // in the host's own namespace, which cannot route to the VM's bridge, plays the screen
+    // through the forwarder (HTTP, and the stream's UDP relayed from loopback ports).
+    let fwd = Forwarder::start(
+        std::path::Path::new(&t.vm.net.ns.path()),
+        SocketAddr::new(IpAddr::V4(GUEST_IP), 8080),
+        0,
+    )
+    .expect("forwarder");
+    let url = format!("http://127.0.0.1:{}/viewer#token={TOKEN}", fwd.port);
+    let opened = Instant::now();
+    let mut host_viewer =
+        Viewer::open_url(std::process::Command::new("chromium"), &url).expect("host chromium");
+    let on_host = host_viewer
+        .wait(WIDTH / 2, HEIGHT / 5, DEADLINE, |p| p.frames > 0 && p.w > 0)
+        .unwrap_or_else(|last| {
+            panic!(
+                "the host's own browser never decoded a frame through the forwarder; last \
+                 sample {last:?}\n--- console ---\n{}",
+                t.vm.console()
+            )
+        });
+    assert_eq!(on_host.w, u64::from(WIDTH), "{on_host:?}");
+    eprintln!(
+        "a browser in the host's namespace decoded frames through the forwarder {:?} after \
+         it opened {url}: {on_host:?}",
+        opened.elapsed()
     );
 }
 

@@ -9,8 +9,6 @@ use crate::sh::banner;
 use anyhow::{Context, Result};
 use guestkit_tests::vm::boot::{pretty_health, TEST_TOKEN};
 use guestkit_tests::vm::{self, GUEST_IP};
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
 /// Runs the demo.
@@ -89,9 +87,9 @@ pub fn run(json: bool, keep: bool) -> Result<()> {
         let ns = b.vm.net.ns.name().to_string();
         let url = format!("http://{GUEST_IP}:8080/viewer#token={TEST_TOKEN}");
         println!(
-            "\nthe VM keeps running (--keep):\n  viewer (HTTP forwarded from the host's loopback): http://127.0.0.1:{port}/viewer#token={TEST_TOKEN}\n  \
-             the stream's media is UDP to {GUEST_IP}, which only the VM's namespace can reach here: \
-             play it from there, e.g.\n    ip netns exec {ns} chromium --no-sandbox '{url}'\n  \
+            "\nthe VM keeps running (--keep):\n  viewer: http://127.0.0.1:{port}/viewer#token={TEST_TOKEN}\n  \
+             (open it in a browser on this host: the forwarder carries the HTTP and relays the \
+             stream's UDP from loopback ports to the VM's candidates)\n  \
              (on a fleet host, where fcbr0 is the host's own bridge, {url} plays directly)\n  \
              console: tail -f {con}\n  stop: kill {qemu} {fwd}; ip netns del {ns}",
             con = console.display(),
@@ -113,49 +111,17 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// `xtask __forward NS_PATH PORT TARGET`: listens on 127.0.0.1:PORT and connects each client to
-/// TARGET from inside the namespace at NS_PATH.
+/// `xtask __forward NS_PATH PORT TARGET`: serves 127.0.0.1:PORT as the VM's TARGET inside the
+/// namespace at NS_PATH, the stream's UDP included (`guestkit_tests::vm::forward`).
 pub fn forward(args: &[String]) -> Result<()> {
     let [ns, port, target] = args else {
         anyhow::bail!("__forward NS_PATH PORT TARGET");
     };
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
-    let target: std::net::SocketAddr = target.parse()?;
-    for client in listener.incoming().flatten() {
-        let ns = ns.clone();
-        std::thread::spawn(move || {
-            let Ok(file) = std::fs::File::open(&ns) else {
-                return;
-            };
-            // SAFETY: setns on this thread only, with an fd held open.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return;
-            }
-            let Ok(upstream) = std::net::TcpStream::connect(target) else {
-                return;
-            };
-            let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
-                return;
-            };
-            std::thread::spawn(move || pump(c2, u2));
-            pump(upstream, client);
-        });
-    }
-    Ok(())
-}
-
-/// Copies `from` into `to` until either side ends.
-fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
-    let mut buf = [0u8; 16384];
+    let port: u16 = port.parse().context("PORT")?;
+    let target: std::net::SocketAddr = target.parse().context("TARGET")?;
+    guestkit_tests::vm::forward::Forwarder::start(std::path::Path::new(ns), target, port)
+        .context("forwarder")?;
     loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
+        std::thread::park();
     }
-    let _ = to.shutdown(std::net::Shutdown::Write);
 }

@@ -70,8 +70,13 @@ impl Viewer {
     /// Opens `http://<VM>:8080/viewer#token=<test token>` inside the VM's namespace.
     pub fn open(net: &VmNet) -> Result<Viewer, String> {
         let url = format!("http://{GUEST_IP}:8080/viewer#token={TEST_TOKEN}");
+        Self::open_url(net.ns.exec("chromium"), &url)
+    }
+
+    /// Opens `url` with `chromium` (a command that may enter a namespace first).
+    pub fn open_url(chromium: std::process::Command, url: &str) -> Result<Viewer, String> {
         Ok(Viewer {
-            browser: Chromium::launch(net.ns.exec("chromium"), &url)?,
+            browser: Chromium::launch(chromium, url)?,
         })
     }
 
