@@ -62,6 +62,10 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         why: "the VM's browser (OAuth tests) and the WebRTC viewer",
     },
     SystemPackage {
+        package: "firefox-esr",
+        why: "the VM's browser in the Firefox variants of the OAuth and stream-input tests",
+    },
+    SystemPackage {
         package: "openssl",
         why: "the test CA of the real-claude OAuth test's stand-in for Anthropic's servers",
     },

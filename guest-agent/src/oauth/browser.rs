@@ -32,6 +32,8 @@ pub struct Launch<'a> {
     pub display: &'a str,
     pub user: &'a LoginUser,
     pub home: &'a Path,
+    /// The session it is for (Firefox keeps one profile per session, [`super::firefox`]).
+    pub session: &'a str,
     /// The proxy the page loads go through ([`super::proxy`]); `None`: direct.
     pub proxy: Option<&'a str>,
     pub track: Track<'a>,
@@ -40,9 +42,29 @@ pub struct Launch<'a> {
 /// Starts `command URL` with `DISPLAY=display`. `Err` is the reason for the session.
 pub fn open(command: &[String], url: &str, l: &Launch) -> (BrowserInfo, Option<Browser>) {
     let name = command.first().cloned().unwrap_or_default();
-    let mut cmd = Command::new(&name);
     let mut env = super::user::child_env(l.user, l.home);
-    cmd.args(&command[1.min(command.len())..]);
+    let mut cmd = if super::firefox::is_firefox(command) {
+        let plan = super::firefox::check_installed(command, env.get("PATH").map(String::as_str))
+            .and_then(|()| super::firefox::prepare(l));
+        match plan {
+            Ok(plan) => {
+                env.extend(plan.env().into_iter().map(|(k, v)| (k.to_string(), v)));
+                plan.command(command)
+            }
+            Err(why) => {
+                let info = BrowserInfo {
+                    command: name,
+                    pid: None,
+                    error: Some(why),
+                };
+                return (info, None);
+            }
+        }
+    } else {
+        let mut cmd = Command::new(&name);
+        cmd.args(&command[1.min(command.len())..]);
+        cmd
+    };
     if let Some(p) = l.proxy {
         env.extend(super::proxy::env(p));
         if super::proxy::is_chromium(command) {
@@ -149,6 +171,7 @@ mod tests {
             display: ":99",
             user: &user,
             home: Path::new("/"),
+            session: "s",
             proxy: None,
             track: Track {
                 marker: "t",

@@ -23,6 +23,7 @@ pub mod browser;
 pub mod callback;
 pub mod config;
 pub mod creds;
+pub mod firefox;
 pub mod login_dir;
 pub mod output;
 pub mod persist;
@@ -440,9 +441,6 @@ impl OAuth {
             .get_mut(id)
             .filter(|e| e.seq == seq)
             .and_then(|e| e.browser.take());
-        if let Some(b) = old {
-            b.close(Duration::from_secs(2)).await;
-        }
         let proxy = self
             .lock()
             .get(id)
@@ -456,6 +454,7 @@ impl OAuth {
                     display: &self.cfg.display,
                     user: &user,
                     home: &self.cfg.home,
+                    session: id,
                     proxy: proxy.as_deref(),
                     track: pty::Track {
                         marker: &name,
@@ -463,16 +462,40 @@ impl OAuth {
                         records: Some((&records, &name)),
                     },
                 };
-                browser::open(&self.cfg.browser, url, &launch)
+                // Firefox takes a new URL of the session into the window it has open.
+                match old {
+                    Some(b)
+                        if firefox::is_firefox(&self.cfg.browser)
+                            && firefox::open_in_running(&b, &self.cfg.browser, url, &launch)
+                                .await =>
+                    {
+                        let info = guest_proto::oauth::BrowserInfo {
+                            command: self.cfg.browser.first().cloned().unwrap_or_default(),
+                            pid: Some(b.group.pid() as u32),
+                            error: None,
+                        };
+                        (info, Some(b))
+                    }
+                    running => {
+                        if let Some(b) = running {
+                            b.close(Duration::from_secs(2)).await;
+                        }
+                        let (info, b) = browser::open(&self.cfg.browser, url, &launch);
+                        (info, b.map(Arc::new))
+                    }
+                }
             }
-            Err(e) => (
-                guest_proto::oauth::BrowserInfo {
+            Err(e) => {
+                if let Some(b) = old {
+                    b.close(Duration::from_secs(2)).await;
+                }
+                let info = guest_proto::oauth::BrowserInfo {
                     command: self.cfg.browser.first().cloned().unwrap_or_default(),
                     pid: None,
                     error: Some(e.to_string()),
-                },
-                None,
-            ),
+                };
+                (info, None)
+            }
         };
         match &info.error {
             Some(e) => tracing::warn!(session = id, error = %e, "browser did not start"),
@@ -484,7 +507,7 @@ impl OAuth {
         if let Some(e) = map.get_mut(id).filter(|e| e.seq == seq) {
             e.session.browser = Some(info.clone());
             e.opened = Some(url.to_string());
-            e.browser = b.map(Arc::new);
+            e.browser = b;
             if info.error.is_none() {
                 let _ = e
                     .session

@@ -1,0 +1,569 @@
+//! Firefox (Debian's `firefox-esr`) as the VM's browser (issue 14 item 5). Chosen by the
+//! browser command's file name (`firefox`, `firefox-esr`); Chromium needs none of this.
+//!
+//! - **One profile per session**: `<home>/.guestkit/firefox/session-<id>`, owned by the login
+//!   user, with a `user.js` written before each start that turns off what would stand
+//!   between the user and the login page (first-run and what's-new pages, the default-browser
+//!   question, session restore, the safe-mode offer after kills, telemetry, updates,
+//!   password saving) and what would browse on its own through the VM's (paid) proxy
+//!   (prefetching, safe-browsing updates, studies). The proxy, when the login has one, is
+//!   set there too (`network.proxy.*`; loopback stays direct).
+//! - **Kiosk**: `--kiosk` is added when the command lacks it; `--profile DIR` always.
+//! - **New URLs into the running instance**: Firefox 153 ESR forwards a second
+//!   `firefox --profile DIR URL` to the instance owning that profile over D-Bus only (no X11
+//!   remoting any more). The VM's login user has no session bus, and without one the second
+//!   start hangs on a modal "Firefox is already running, but is not responding". So each
+//!   Firefox gets a private bus: it is started through `sh`, which first forks
+//!   `dbus-daemon --session` on an abstract socket named after the profile (the daemon
+//!   inherits the group's marker, so closing the browser closes it), then execs Firefox. A
+//!   new URL of the same session is handed over with [`open_in_running`] (measured: the
+//!   client exits and the page is requested ~0.1 s later, against ~1.5-2 s for a restart);
+//!   when that fails (no `dbus-daemon` in the image, Firefox gone) the caller falls back to
+//!   closing and starting again.
+//!
+//! Files in the login user's home are written by root here, so nothing follows a link the
+//! user may have planted: every directory is opened with `O_NOFOLLOW` relative to its
+//! parent, `user.js` is a fresh file (`O_EXCL`) renamed into place.
+
+use super::browser::{Browser, Launch};
+use super::procs::{self, ProcGroup};
+use super::user::LoginUser;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Where profiles live, under the login home.
+pub const PROFILES_DIR: &str = ".guestkit/firefox";
+/// How long a second `firefox --profile DIR URL` may take to hand its URL over.
+pub const REMOTE_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether `command` runs Firefox (its file name is `firefox` or `firefox-esr`).
+pub fn is_firefox(command: &[String]) -> bool {
+    command.first().is_some_and(|c| {
+        let name = Path::new(c)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        matches!(name.as_str(), "firefox" | "firefox-esr" | "firefox-bin")
+    })
+}
+
+/// The profile directory of `session` (ids are `[A-Za-z0-9_.-]`, so `..` is possible: the
+/// prefix keeps every id a plain name).
+pub fn profile_dir(home: &Path, session: &str) -> PathBuf {
+    home.join(PROFILES_DIR).join(format!("session-{session}"))
+}
+
+/// The private bus of the Firefox using `profile` (abstract socket: no path-length limit,
+/// nothing left on disk; the bus lets in only its own uid).
+pub fn bus_address(profile: &Path) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(profile.as_os_str().as_encoded_bytes());
+    format!("unix:abstract=guestkit-firefox-{h:016x}")
+}
+
+/// Preferences of every session's profile.
+const PREFS: &[(&str, &str)] = &[
+    // The login page at once: no first-run, welcome, what's-new or default-browser pages.
+    ("browser.shell.checkDefaultBrowser", "false"),
+    ("browser.startup.homepage_override.mstone", "\"ignore\""),
+    ("startup.homepage_welcome_url", "\"\""),
+    ("startup.homepage_welcome_url.additional", "\"\""),
+    ("startup.homepage_override_url", "\"\""),
+    ("browser.startup.firstrunSkipsHomepage", "true"),
+    ("browser.aboutwelcome.enabled", "false"),
+    ("trailhead.firstrun.didSeeAboutWelcome", "true"),
+    ("browser.messaging-system.whatsNewPanel.enabled", "false"),
+    ("browser.uitour.enabled", "false"),
+    ("browser.laterrun.enabled", "false"),
+    ("browser.rights.3.shown", "true"),
+    ("datareporting.policy.firstRunURL", "\"\""),
+    (
+        "datareporting.policy.dataSubmissionPolicyBypassNotification",
+        "true",
+    ),
+    ("browser.startup.page", "0"),
+    ("browser.startup.homepage", "\"about:blank\""),
+    ("browser.newtabpage.enabled", "false"),
+    // A browser closed by the agent (TERM, KILL) starts again clean: no restored tabs,
+    // no "start in safe mode?" after a few kills.
+    ("browser.sessionstore.resume_from_crash", "false"),
+    ("browser.sessionstore.max_resumed_crashes", "0"),
+    ("toolkit.startup.max_resumed_crashes", "-1"),
+    ("browser.warnOnQuit", "false"),
+    ("browser.tabs.warnOnClose", "false"),
+    ("browser.crashReports.unsubmittedCheck.autoSubmit2", "false"),
+    // Nothing over the login page: no offer to save the password, no translation bar.
+    ("signon.rememberSignons", "false"),
+    ("browser.translations.automaticallyPopup", "false"),
+    // Telemetry, studies, updates: off.
+    ("datareporting.policy.dataSubmissionEnabled", "false"),
+    ("datareporting.healthreport.uploadEnabled", "false"),
+    ("toolkit.telemetry.enabled", "false"),
+    ("toolkit.telemetry.unified", "false"),
+    ("toolkit.telemetry.archive.enabled", "false"),
+    ("toolkit.telemetry.reportingpolicy.firstRun", "false"),
+    ("app.normandy.enabled", "false"),
+    ("app.shield.optoutstudies.enabled", "false"),
+    ("app.update.auto", "false"),
+    ("app.update.enabled", "false"),
+    ("app.update.disabledForTesting", "true"),
+    ("extensions.update.enabled", "false"),
+    ("extensions.systemAddon.update.enabled", "false"),
+    ("extensions.getAddons.cache.enabled", "false"),
+    // No browsing of its own through the VM's proxy.
+    ("network.prefetch-next", "false"),
+    ("network.dns.disablePrefetch", "true"),
+    ("network.http.speculative-parallel-limit", "0"),
+    ("browser.urlbar.speculativeConnect.enabled", "false"),
+    ("network.captive-portal-service.enabled", "false"),
+    ("network.connectivity-service.enabled", "false"),
+    ("browser.safebrowsing.malware.enabled", "false"),
+    ("browser.safebrowsing.phishing.enabled", "false"),
+    ("browser.safebrowsing.downloads.enabled", "false"),
+    ("browser.safebrowsing.blockedURIs.enabled", "false"),
+    ("browser.region.update.enabled", "false"),
+    ("browser.search.update", "false"),
+    ("browser.topsites.contile.enabled", "false"),
+    ("browser.newtabpage.activity-stream.feeds.topsites", "false"),
+    (
+        "browser.newtabpage.activity-stream.feeds.section.topstories",
+        "false",
+    ),
+    // The profile stays small (it is per session): no disk cache.
+    ("browser.cache.disk.enable", "false"),
+];
+
+/// `user.js` of a profile: [`PREFS`] and the proxy (`None`: direct, whatever the
+/// environment says). `Err` names what is wrong with the proxy URL.
+pub fn user_js(proxy: Option<&str>) -> Result<String, String> {
+    let mut text = String::from("// Written by guest-agent before each start; edits are lost.\n");
+    let mut pref = |k: &str, v: &str| text.push_str(&format!("user_pref(\"{k}\", {v});\n"));
+    for (k, v) in PREFS {
+        pref(k, v);
+    }
+    match proxy.map(parse_proxy).transpose()? {
+        None => pref("network.proxy.type", "0"),
+        Some(p) => {
+            pref("network.proxy.type", "1");
+            let host = format!("\"{}\"", p.host);
+            if p.socks {
+                pref("network.proxy.socks", &host);
+                pref("network.proxy.socks_port", &p.port.to_string());
+                pref("network.proxy.socks_version", if p.v4 { "4" } else { "5" });
+                pref("network.proxy.socks_remote_dns", "true");
+            } else {
+                for k in ["http", "ssl"] {
+                    pref(&format!("network.proxy.{k}"), &host);
+                    pref(&format!("network.proxy.{k}_port"), &p.port.to_string());
+                }
+            }
+            pref(
+                "network.proxy.no_proxies_on",
+                "\"localhost,127.0.0.1,[::1]\"",
+            );
+            pref("network.proxy.allow_hijacking_localhost", "false");
+        }
+    }
+    Ok(text)
+}
+
+struct ProxyPrefs {
+    host: String,
+    port: u16,
+    socks: bool,
+    v4: bool,
+}
+
+/// `http://host:port`, `https://…`, `socks5://…`, `socks4://…`; user:password is refused
+/// (prefs cannot carry it), the host must be a plain name or address.
+fn parse_proxy(url: &str) -> Result<ProxyPrefs, String> {
+    let bad = |why: &str| format!("proxy {url:?}: {why}");
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("no scheme (http://host:port)"))?;
+    let (socks, v4, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => (false, false, 80),
+        "https" => (false, false, 443),
+        "socks" | "socks5" | "socks5h" => (true, false, 1080),
+        "socks4" | "socks4a" => (true, true, 1080),
+        _ => return Err(bad("scheme is not http, https, socks5 or socks4")),
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(bad("credentials in the URL cannot be given to Firefox"));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| bad("port is not a number"))?,
+        None => default_port,
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_');
+    if host.is_empty() || !host.chars().all(plain) {
+        return Err(bad("host is empty or not a plain name or address"));
+    }
+    Ok(ProxyPrefs {
+        host: host.to_string(),
+        port,
+        socks,
+        v4,
+    })
+}
+
+/// What the browser's start needs for Firefox.
+pub struct Plan {
+    pub profile: PathBuf,
+}
+
+/// Makes the session's profile and its `user.js` (before each start, so a new proxy
+/// applies); `Err` is the session's browser error.
+pub fn prepare(l: &Launch) -> Result<Plan, String> {
+    let profile = profile_dir(l.home, l.session);
+    let js = match user_js(l.proxy) {
+        Ok(js) => js,
+        Err(e) => {
+            // Never stops a login: it goes direct, as for the CLIs (oauth::proxy).
+            tracing::error!(
+                session = l.session,
+                "firefox: {e}; this browser starts without a proxy"
+            );
+            user_js(None)?
+        }
+    };
+    write_profile(l.home, &profile, &js, l.user)
+        .map_err(|e| format!("firefox profile {}: {e}", profile.display()))?;
+    Ok(Plan { profile })
+}
+
+impl Plan {
+    /// `sh -c` starting the private bus and then Firefox with `command`'s arguments,
+    /// `--kiosk` when missing and `--profile`; the URL is appended by the caller.
+    pub fn command(&self, command: &[String]) -> Command {
+        const SCRIPT: &str = r#"bus="$1"; shift
+if command -v dbus-daemon >/dev/null 2>&1 &&
+   dbus-daemon --session --fork --nopidfile --address="$bus" </dev/null >/dev/null 2>&1; then
+  export DBUS_SESSION_BUS_ADDRESS="$bus"
+fi
+exec "$@""#;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            SCRIPT,
+            "guestkit-firefox",
+            &bus_address(&self.profile),
+        ])
+        .args(self.firefox_args(command));
+        cmd
+    }
+
+    fn firefox_args(&self, command: &[String]) -> Vec<String> {
+        let mut args = command.to_vec();
+        if !args.iter().any(|a| a == "--kiosk" || a == "-kiosk") {
+            args.push("--kiosk".into());
+        }
+        args.push("--profile".into());
+        args.push(self.profile.display().to_string());
+        args
+    }
+
+    /// Variables Firefox gets beside the login user's.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("MOZ_CRASHREPORTER_DISABLE", "1".into()),
+            // Not its own auto-update or background-task machinery: the image updates it.
+            ("MOZ_APP_AUTO_UPDATE", "0".into()),
+        ]
+    }
+}
+
+/// The program `command` names is there (searched in `PATH` when it has no `/`): `Err` is
+/// the same reason a direct start would give, since `sh` hides a missing program.
+pub fn check_installed(command: &[String], path: Option<&str>) -> Result<(), String> {
+    let name = command.first().cloned().unwrap_or_default();
+    let found = if name.contains('/') {
+        Path::new(&name).is_file()
+    } else {
+        path.unwrap_or("/usr/local/bin:/usr/bin:/bin")
+            .split(':')
+            .any(|d| !d.is_empty() && Path::new(d).join(&name).is_file())
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!("{name}: not found (is the browser installed?)"))
+    }
+}
+
+/// Hands `url` to the Firefox `running` of the same session (its profile and bus): a
+/// second `firefox --profile DIR URL`, which exits once the running one has it. `false`
+/// when it did not within [`REMOTE_WAIT`] (the caller restarts the browser).
+pub async fn open_in_running(
+    running: &Browser,
+    command: &[String],
+    url: &str,
+    l: &Launch<'_>,
+) -> bool {
+    if running.exited().is_some() || !running.group.alive() {
+        return false;
+    }
+    let plan = Plan {
+        profile: profile_dir(l.home, l.session),
+    };
+    let mut cmd = Command::new(command.first().map(String::as_str).unwrap_or(""));
+    cmd.args(&plan.firefox_args(command)[1..])
+        .arg(url)
+        .env_clear()
+        .envs(super::user::child_env(l.user, l.home))
+        .envs(plan.env())
+        .env("DBUS_SESSION_BUS_ADDRESS", bus_address(&plan.profile))
+        .env("DISPLAY", l.display)
+        .current_dir(l.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Its own marker: if it starts a browser of its own instead, that is killed, not the
+    // running one.
+    let marker = format!("{}-remote", l.track.marker);
+    cmd.env(procs::MARK_ENV, &marker);
+    l.user.apply(&mut cmd);
+    let parent = std::process::id() as i32;
+    // SAFETY: setsid, prctl and getppid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            procs::die_with_parent(parent)
+        });
+    }
+    let started = std::time::Instant::now();
+    let mut child = match procs::spawn(cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(session = l.session, error = %e, "firefox: cannot start the remote client");
+            return false;
+        }
+    };
+    let group = ProcGroup::adopt(child.id(), l.user.uid, &marker, "browser-remote", None);
+    let until = tokio::time::Instant::now() + REMOTE_WAIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            _ => break None,
+        }
+    };
+    let ok = status.is_some_and(|s| s.success());
+    if !ok {
+        group.close(Duration::from_millis(500)).await;
+        let _ = child.wait();
+    }
+    tracing::info!(
+        session = l.session,
+        ok,
+        ms = started.elapsed().as_millis() as u64,
+        "firefox: new URL handed to the running instance"
+    );
+    ok
+}
+
+/// Creates `profile` (under `home`) and writes `user.js` in it, as described in the module
+/// doc; directories made here are given to `user`.
+fn write_profile(home: &Path, profile: &Path, js: &str, user: &LoginUser) -> std::io::Result<()> {
+    let rel = profile
+        .strip_prefix(home)
+        .map_err(|_| std::io::Error::other("not under the login home"))?;
+    let mut dir = open_dir(libc::AT_FDCWD, home)?;
+    for part in rel.components() {
+        dir = subdir(&dir, part.as_os_str(), user)?;
+    }
+    let tmp = format!(".user.js.{:016x}", fastrand::u64(..));
+    let ctmp = cstr(tmp.as_ref())?;
+    // SAFETY: valid descriptor and NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            ctmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened and own.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let written = f.write_all(js.as_bytes()).and_then(|()| {
+        if user.switch {
+            std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid))?;
+        }
+        Ok(())
+    });
+    let cjs = cstr("user.js".as_ref())?;
+    // SAFETY: valid descriptors and NUL-terminated names.
+    let renamed = written.and_then(|()| {
+        match unsafe {
+            libc::renameat(
+                dir.as_raw_fd(),
+                ctmp.as_ptr(),
+                dir.as_raw_fd(),
+                cjs.as_ptr(),
+            )
+        } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    });
+    if renamed.is_err() {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), ctmp.as_ptr(), 0) };
+    }
+    renamed
+}
+
+fn cstr(p: &std::ffi::OsStr) -> std::io::Result<CString> {
+    CString::new(p.as_encoded_bytes()).map_err(|_| std::io::Error::other("NUL in a path"))
+}
+
+fn open_dir(at: i32, name: &Path) -> std::io::Result<File> {
+    let c = cstr(name.as_os_str())?;
+    // SAFETY: NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            at,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened and own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `parent/name`, made (0700, given to `user`) when missing; an existing one must be the
+/// user's own (not a link: `O_NOFOLLOW`).
+fn subdir(parent: &File, name: &std::ffi::OsStr, user: &LoginUser) -> std::io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let c = cstr(name)?;
+    // SAFETY: valid descriptor and NUL-terminated name.
+    let made = unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o700) } == 0;
+    if !made {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    let dir = open_dir(parent.as_raw_fd(), Path::new(name))?;
+    if user.switch {
+        if made {
+            std::os::unix::fs::fchown(&dir, Some(user.uid), Some(user.gid))?;
+        } else if dir.metadata()?.uid() != user.uid {
+            return Err(std::io::Error::other(format!(
+                "{} is not owned by {}",
+                name.to_string_lossy(),
+                user.name
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firefox_is_recognised_by_its_file_name() {
+        let c = |s: &str| vec![s.to_string()];
+        assert!(is_firefox(&c("/usr/bin/firefox-esr")));
+        assert!(is_firefox(&c("firefox")));
+        assert!(!is_firefox(&c("/usr/bin/chromium")));
+        assert!(!is_firefox(&c("/opt/firefox-wrapper.sh")));
+        assert!(!is_firefox(&[]));
+    }
+
+    #[test]
+    fn a_session_id_is_always_a_plain_directory_name() {
+        let p = profile_dir(Path::new("/h"), "..");
+        assert_eq!(p, Path::new("/h/.guestkit/firefox/session-.."));
+        assert_eq!(p.parent(), Some(Path::new("/h/.guestkit/firefox")));
+    }
+
+    #[test]
+    fn proxy_prefs_keep_loopback_direct() {
+        let js = user_js(Some("http://192.168.100.1:3128")).unwrap();
+        for want in [
+            "user_pref(\"network.proxy.type\", 1);",
+            "user_pref(\"network.proxy.http\", \"192.168.100.1\");",
+            "user_pref(\"network.proxy.ssl_port\", 3128);",
+            "user_pref(\"network.proxy.no_proxies_on\", \"localhost,127.0.0.1,[::1]\");",
+        ] {
+            assert!(js.contains(want), "{want} missing in\n{js}");
+        }
+        let js = user_js(Some("socks5://[fd00::1]:1080/")).unwrap();
+        assert!(
+            js.contains("user_pref(\"network.proxy.socks\", \"fd00::1\");"),
+            "{js}"
+        );
+        assert!(user_js(None)
+            .unwrap()
+            .contains("\"network.proxy.type\", 0);"));
+        for bad in [
+            "192.168.1.1:3128",
+            "ftp://h:1",
+            "http://u:p@h:1",
+            "http://h:x",
+            "http://\"h:1",
+        ] {
+            let e = user_js(Some(bad)).unwrap_err();
+            assert!(e.starts_with("proxy "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_profile_is_made_without_following_links() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let user = LoginUser::current();
+        let p = profile_dir(&home, "s1");
+        write_profile(&home, &p, "one", &user).unwrap();
+        write_profile(&home, &p, "two", &user).unwrap();
+        assert_eq!(std::fs::read_to_string(p.join("user.js")).unwrap(), "two");
+        assert_eq!(
+            std::fs::read_dir(&p).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        // A link planted where a directory goes is refused, not followed.
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, home.join(PROFILES_DIR).join("session-s2")).unwrap();
+        assert!(write_profile(&home, &profile_dir(&home, "s2"), "x", &user).is_err());
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_missing_firefox_is_named() {
+        let e = check_installed(&["no-such-firefox".into()], Some("/usr/bin")).unwrap_err();
+        assert_eq!(e, "no-such-firefox: not found (is the browser installed?)");
+        assert!(check_installed(&["sh".into()], Some("/nonexistent:/bin")).is_ok());
+    }
+}
