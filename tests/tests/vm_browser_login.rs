@@ -4,8 +4,10 @@
 //! the host side of the TAP, as the real provider is reached across the network — in the
 //! WebRTC stream decoded by a headless Chromium on the host side, click its authorize button
 //! through the stream's input channel, and get the credentials. Then a fault mid-login: Xvfb
-//! killed (the supervisor starts it again and the stream comes back to the viewer page after a
-//! reconnect). Everything waits for events and pixels, never for a time.
+//! killed (the supervisor starts it again, the waiting login's Chromium goes with the X server
+//! and its session reports it, and the stream comes back to the viewer page after a
+//! reconnect); last, a browser in the host's own namespace plays the screen through the
+//! `demo --keep` forwarder. Everything waits for events and pixels, never for a time.
 
 use guest_proto::api::ServiceState;
 use guest_proto::oauth::SessionState;
@@ -162,8 +164,16 @@ fn login_in_the_browser_vm_seen_and_clicked_through_the_stream_from_the_host() {
         let still_page = viewer
             .sample(WIDTH / 2, HEIGHT / 5)
             .is_some_and(|p| p.is_page_colour());
+        // What the streamer injected, to tell a lost click from a page that ignored it.
+        let (_, status) = http_get(&t, "/webrtc/status");
+        let input = serde_json::from_str::<serde_json::Value>(&status)
+            .map(|v| v["input"].to_string())
+            .unwrap_or(status);
+        eprintln!(
+            "click {clicks}: session {:?}, page still shown: {still_page}, streamer input: {input}",
+            s.state
+        );
         if s.state.is_terminal() || !still_page || clicks == 5 {
-            eprintln!("authorize clicked {clicks} time(s); page still shown: {still_page}");
             break wait_session(&t, "vm-login-1", "authenticated", |s| s.state.is_terminal());
         }
     };
@@ -210,6 +220,24 @@ fn login_in_the_browser_vm_seen_and_clicked_through_the_stream_from_the_host() {
             .and_then(|s| s.pid);
         pid.is_some() && pid != Some(xvfb_pid) && running("webrtc") && running("openbox")
     });
+    // The VM's Chromium of the waiting login went with the X server: the session says so
+    // (the user is no longer looking at the login page), while it stays live.
+    let gone = wait_session(&t, "vm-login-2", "its browser reported gone", |s| {
+        s.browser.as_ref().is_some_and(|b| b.error.is_some()) || s.state.is_terminal()
+    });
+    let why = gone
+        .browser
+        .as_ref()
+        .and_then(|b| b.error.clone())
+        .unwrap_or_default();
+    assert!(
+        why.contains("chromium ended ("),
+        "the session should report its browser gone: {gone:#?}"
+    );
+    eprintln!(
+        "session vm-login-2 after Xvfb went: browser error {why:?}, state {:?}",
+        gone.state
+    );
     // The stream comes back to the same viewer page after a reconnect.
     let reconnected = Instant::now();
     viewer.reload().expect("reload the viewer");
