@@ -22,6 +22,50 @@ use std::time::{Duration, Instant};
 /// by then (it takes 2-5 s here), so the second one goes to a running instance.
 const BROWSER_DELAY_SECS: u32 = 20;
 
+/// Xvfb on a display it picks itself (`-displayfd`): the two tests here start theirs at
+/// the same moment, and `oauth_support::Xvfb` can hand both the same number when they race.
+struct Display {
+    display: String,
+    child: std::process::Child,
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn xvfb() -> Display {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x720x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Xvfb is not installed: `apt-get install -y xvfb`");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let n: u32 = line
+        .trim()
+        .parse()
+        .expect("Xvfb printed its display number");
+    Display {
+        display: format!(":{n}"),
+        child,
+    }
+}
+
 fn firefox() -> String {
     let which = std::process::Command::new("sh")
         .args(["-c", "command -v firefox-esr"])
@@ -52,7 +96,7 @@ fn pids_with(needle: &str) -> Vec<i32> {
 #[test]
 fn login_through_firefox_on_a_virtual_display() {
     let ff = firefox();
-    let x = Xvfb::start();
+    let x = xvfb();
     let fake = FakeOAuthServer::start();
     let config = format!(
         r#"
@@ -189,4 +233,122 @@ fn wait_file(p: &std::path::Path) -> std::fs::Metadata {
 
 fn procs_uid(pid: i32) -> Option<u32> {
     guest_agent::oauth::procs::uid_of(pid)
+}
+
+/// An HTTP proxy that answers every request with a small page and records the request
+/// lines (`GET http://host/path HTTP/1.1`) with their User-Agent.
+fn start_recording_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut ua = String::new();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("user-agent") {
+                        ua = v.trim().to_string();
+                    }
+                }
+            }
+            s2.lock().unwrap().push(Seen {
+                path: first.trim().to_string(),
+                user_agent: ua,
+            });
+            let body = "<html><body>through the proxy</body></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+/// The login's proxy (`proxy =` in oauth.toml here; the kernel command line's in a VM)
+/// reaches Firefox through the profile's prefs: the login page goes through it, loopback
+/// (the CLI's callback, the agent) stays direct.
+#[test]
+fn firefox_browses_through_the_logins_proxy() {
+    let ff = firefox();
+    let x = xvfb();
+    let fake = FakeOAuthServer::start();
+    let (proxy, through) = start_recording_proxy();
+    let config = format!(
+        r#"
+home = "{{home}}"
+display = "{display}"
+browser = ["{ff}"]
+shim_command = ["{{bin}}", "open-url"]
+deadline_secs = 180
+proxy = "http://{proxy}"
+
+[providers.fake]
+command = ["python3", "{{fixture}}", "--authorize", "{auth}", "--creds", "~/.fake/creds.json", "--hang"]
+credential_paths = ["~/.fake/creds.json"]
+required_keys = ["tokens"]
+url_patterns = ['http://never\.invalid/\S+']
+"#,
+        display = x.display,
+        auth = fake.authorize_url(),
+    );
+    let a = Agent::start(&config);
+    let (code, body) = a.post("/auth/fake", json!({"sessionId": "ff-1"}));
+    assert_eq!(code, 200, "{body}");
+    let page = "http://login.example.test/authorize?client_id=fake";
+    let (code, r) = a.post("/open-url", json!({"sessionId": "ff-1", "url": page}));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["opened"], true, "{r}");
+    let user_js =
+        std::fs::read_to_string(a.home().join(".guestkit/firefox/session-ff-1/user.js")).unwrap();
+    assert!(
+        user_js.contains(&format!(
+            "user_pref(\"network.proxy.http_port\", {});",
+            proxy.port()
+        )),
+        "{user_js}"
+    );
+    let start = Instant::now();
+    let hit = loop {
+        if let Some(h) = through
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|h| h.path.starts_with(&format!("GET {page} ")))
+        {
+            break h.clone();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the login page never went through the proxy; it saw {:?}; session {:#}",
+            through.lock().unwrap(),
+            a.session("ff-1")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(hit.user_agent.contains("Firefox/"), "{hit:?}");
+
+    // Loopback goes direct (into the same Firefox).
+    let direct = format!("http://127.0.0.1:{}/direct", fake.addr.port());
+    let (code, r) = a.post("/open-url", json!({"sessionId": "ff-1", "url": direct}));
+    assert_eq!(code, 200, "{r}");
+    wait_seen(&fake, &a, "/direct");
+    let proxied = through.lock().unwrap().clone();
+    assert!(
+        !proxied.iter().any(|h| h.path.contains("/direct")),
+        "loopback went through the proxy: {proxied:?}"
+    );
 }

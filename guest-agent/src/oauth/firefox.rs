@@ -7,7 +7,8 @@
 //!   question, session restore, the safe-mode offer after kills, telemetry, updates,
 //!   password saving) and what would browse on its own through the VM's (paid) proxy
 //!   (prefetching, safe-browsing updates, studies). The proxy, when the login has one, is
-//!   set there too (`network.proxy.*`; loopback stays direct).
+//!   set there too (`network.proxy.*`; loopback stays direct). Profiles of other sessions
+//!   idle for an hour and held by no Firefox are removed when a profile is prepared.
 //! - **Kiosk**: `--kiosk` is added when the command lacks it; `--profile DIR` always.
 //! - **New URLs into the running instance**: Firefox 153 ESR forwards a second
 //!   `firefox --profile DIR URL` to the instance owning that profile over D-Bus only (no X11
@@ -41,6 +42,8 @@ use std::time::Duration;
 pub const PROFILES_DIR: &str = ".guestkit/firefox";
 /// How long a second `firefox --profile DIR URL` may take to hand its URL over.
 pub const REMOTE_WAIT: Duration = Duration::from_secs(5);
+/// Profiles of other sessions older than this and not in use are removed.
+pub const PRUNE_AFTER: Duration = Duration::from_secs(3600);
 
 /// Whether `command` runs Firefox (its file name is `firefox` or `firefox-esr`).
 pub fn is_firefox(command: &[String]) -> bool {
@@ -245,7 +248,69 @@ pub fn prepare(l: &Launch) -> Result<Plan, String> {
     };
     write_profile(l.home, &profile, &js, l.user)
         .map_err(|e| format!("firefox profile {}: {e}", profile.display()))?;
+    prune(&profile, l.user);
     Ok(Plan { profile })
+}
+
+/// Profiles of earlier sessions (tens of MB each) untouched for [`PRUNE_AFTER`] and held by
+/// no running Firefox are removed, by `rm -rf` run as the login user in the background (so
+/// a link planted in its home can only lead to what that user may delete anyway).
+fn prune(keep: &Path, user: &LoginUser) {
+    let Some(parent) = keep.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let stale: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p != keep
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("session-"))
+                && std::fs::symlink_metadata(p).is_ok_and(|m| {
+                    m.is_dir()
+                        && m.modified()
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age > PRUNE_AFTER)
+                })
+                && !in_use(p)
+        })
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let mut cmd = Command::new("rm");
+    cmd.arg("-rf")
+        .arg("--")
+        .args(&stale)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    user.apply(&mut cmd);
+    let _ = std::thread::Builder::new()
+        .name("firefox-prune".into())
+        .spawn(move || match cmd.status() {
+            Ok(st) if st.success() => {
+                tracing::info!(
+                    profiles = stale.len(),
+                    "firefox: old session profiles removed"
+                )
+            }
+            r => tracing::warn!(result = ?r, "firefox: removing old session profiles failed"),
+        });
+}
+
+/// Whether a Firefox runs on `profile`: its `lock` is a link to `IP:+PID` while it does.
+fn in_use(profile: &Path) -> bool {
+    std::fs::read_link(profile.join("lock"))
+        .ok()
+        .and_then(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.rsplit_once('+')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        })
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl Plan {
@@ -486,84 +551,5 @@ fn subdir(parent: &File, name: &std::ffi::OsStr, user: &LoginUser) -> std::io::R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn firefox_is_recognised_by_its_file_name() {
-        let c = |s: &str| vec![s.to_string()];
-        assert!(is_firefox(&c("/usr/bin/firefox-esr")));
-        assert!(is_firefox(&c("firefox")));
-        assert!(!is_firefox(&c("/usr/bin/chromium")));
-        assert!(!is_firefox(&c("/opt/firefox-wrapper.sh")));
-        assert!(!is_firefox(&[]));
-    }
-
-    #[test]
-    fn a_session_id_is_always_a_plain_directory_name() {
-        let p = profile_dir(Path::new("/h"), "..");
-        assert_eq!(p, Path::new("/h/.guestkit/firefox/session-.."));
-        assert_eq!(p.parent(), Some(Path::new("/h/.guestkit/firefox")));
-    }
-
-    #[test]
-    fn proxy_prefs_keep_loopback_direct() {
-        let js = user_js(Some("http://192.168.100.1:3128")).unwrap();
-        for want in [
-            "user_pref(\"network.proxy.type\", 1);",
-            "user_pref(\"network.proxy.http\", \"192.168.100.1\");",
-            "user_pref(\"network.proxy.ssl_port\", 3128);",
-            "user_pref(\"network.proxy.no_proxies_on\", \"localhost,127.0.0.1,[::1]\");",
-        ] {
-            assert!(js.contains(want), "{want} missing in\n{js}");
-        }
-        let js = user_js(Some("socks5://[fd00::1]:1080/")).unwrap();
-        assert!(
-            js.contains("user_pref(\"network.proxy.socks\", \"fd00::1\");"),
-            "{js}"
-        );
-        assert!(user_js(None)
-            .unwrap()
-            .contains("\"network.proxy.type\", 0);"));
-        for bad in [
-            "192.168.1.1:3128",
-            "ftp://h:1",
-            "http://u:p@h:1",
-            "http://h:x",
-            "http://\"h:1",
-        ] {
-            let e = user_js(Some(bad)).unwrap_err();
-            assert!(e.starts_with("proxy "), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_profile_is_made_without_following_links() {
-        let d = tempfile::tempdir().unwrap();
-        let home = d.path().join("home");
-        std::fs::create_dir(&home).unwrap();
-        let user = LoginUser::current();
-        let p = profile_dir(&home, "s1");
-        write_profile(&home, &p, "one", &user).unwrap();
-        write_profile(&home, &p, "two", &user).unwrap();
-        assert_eq!(std::fs::read_to_string(p.join("user.js")).unwrap(), "two");
-        assert_eq!(
-            std::fs::read_dir(&p).unwrap().count(),
-            1,
-            "no temporary file left"
-        );
-        // A link planted where a directory goes is refused, not followed.
-        let elsewhere = d.path().join("elsewhere");
-        std::fs::create_dir(&elsewhere).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, home.join(PROFILES_DIR).join("session-s2")).unwrap();
-        assert!(write_profile(&home, &profile_dir(&home, "s2"), "x", &user).is_err());
-        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn a_missing_firefox_is_named() {
-        let e = check_installed(&["no-such-firefox".into()], Some("/usr/bin")).unwrap_err();
-        assert_eq!(e, "no-such-firefox: not found (is the browser installed?)");
-        assert!(check_installed(&["sh".into()], Some("/nonexistent:/bin")).is_ok());
-    }
-}
+#[path = "firefox_tests.rs"]
+mod tests;
