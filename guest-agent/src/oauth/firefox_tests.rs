@@ -91,3 +91,32 @@ fn a_missing_firefox_is_named() {
     assert_eq!(e, "no-such-firefox: not found (is the browser installed?)");
     assert!(check_installed(&["sh".into()], Some("/nonexistent:/bin")).is_ok());
 }
+
+#[test]
+fn idle_profiles_of_other_sessions_are_pruned() {
+    let d = tempfile::tempdir().unwrap();
+    let mk = |name: &str, age_secs: u64| {
+        let p = d.path().join(name);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("prefs.js"), "x").unwrap();
+        let t = std::time::SystemTime::now() - Duration::from_secs(age_secs);
+        File::open(&p).unwrap().set_modified(t).unwrap();
+        p
+    };
+    let keep = mk("session-now", 7200);
+    let old = mk("session-old", 7200);
+    let fresh = mk("session-fresh", 60);
+    let held = mk("session-held", 7200);
+    let lock = format!("127.0.0.1:+{}", std::process::id());
+    std::os::unix::fs::symlink(lock, held.join("lock")).unwrap();
+    let other = mk("not-a-profile", 7200);
+    prune(&keep, &LoginUser::current());
+    let start = std::time::Instant::now();
+    while old.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not pruned");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in [&keep, &fresh, &held, &other] {
+        assert!(p.exists(), "{} was removed", p.display());
+    }
+}
