@@ -346,11 +346,9 @@ exec "$@""#;
 
     /// Variables Firefox gets beside the login user's.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("MOZ_CRASHREPORTER_DISABLE", "1".into()),
-            // Not its own auto-update or background-task machinery: the image updates it.
-            ("MOZ_APP_AUTO_UPDATE", "0".into()),
-        ]
+        // No crash reporter dialog over the login page after a kill. Nothing else: the
+        // content sandbox works as the unprivileged login user (no MOZ_DISABLE_*).
+        vec![("MOZ_CRASHREPORTER_DISABLE", "1".into())]
     }
 }
 
