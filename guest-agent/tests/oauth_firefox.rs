@@ -352,3 +352,62 @@ url_patterns = ['http://never\.invalid/\S+']
         "loopback went through the proxy: {proxied:?}"
     );
 }
+
+/// A Firefox that died (here: killed) is started again on the same profile for the next
+/// URL of the session, and shows that URL at once (no restored tabs, no safe-mode offer).
+#[test]
+fn a_firefox_that_died_is_started_again_on_its_profile() {
+    let ff = firefox();
+    let x = xvfb();
+    let fake = FakeOAuthServer::start();
+    let config = format!(
+        r#"
+home = "{{home}}"
+display = "{display}"
+browser = ["{ff}"]
+shim_command = ["{{bin}}", "open-url"]
+deadline_secs = 180
+
+[providers.fake]
+command = ["python3", "{{fixture}}", "--authorize", "{auth}", "--creds", "~/.fake/creds.json", "--hang"]
+credential_paths = ["~/.fake/creds.json"]
+required_keys = ["tokens"]
+url_patterns = ['http://never\.invalid/\S+']
+"#,
+        display = x.display,
+        auth = fake.authorize_url(),
+    );
+    let a = Agent::start(&config);
+    let (code, body) = a.post("/auth/fake", json!({"sessionId": "ff-1"}));
+    assert_eq!(code, 200, "{body}");
+    let (code, r) = a.post(
+        "/open-url",
+        json!({"sessionId": "ff-1", "url": format!("http://{}/one", fake.addr)}),
+    );
+    assert_eq!(code, 200, "{r}");
+    wait_seen(&fake, &a, "/one");
+    let first = a.session("ff-1")["browser"]["pid"].as_i64().unwrap();
+    // SAFETY: plain kill(2) of the browser this test's agent started.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    wait_group_gone(first);
+
+    let (code, r) = a.post(
+        "/open-url",
+        json!({"sessionId": "ff-1", "url": format!("http://{}/two", fake.addr)}),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["opened"], true, "{r}");
+    wait_seen(&fake, &a, "/two");
+    let s = a.session("ff-1");
+    let second = s["browser"]["pid"].as_i64().unwrap();
+    assert_ne!(second, first, "{s:#}");
+    // Nothing of the killed session came back.
+    std::thread::sleep(Duration::from_secs(2));
+    let ones = fake.seen().iter().filter(|h| h.path == "/one").count();
+    assert_eq!(
+        ones,
+        1,
+        "the killed window's page was restored: {:?}",
+        fake.seen()
+    );
+}
