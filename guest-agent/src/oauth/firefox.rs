@@ -19,8 +19,8 @@
 //!   inherits the group's marker, so closing the browser closes it), then execs Firefox. A
 //!   new URL of the same session is handed over with [`open_in_running`] (measured: the
 //!   client exits and the page is requested ~0.1 s later, against ~1.5-2 s for a restart);
-//!   when that fails (no `dbus-daemon` in the image, Firefox gone) the caller falls back to
-//!   closing and starting again.
+//!   when that cannot work (no `dbus-daemon` in the image: no bus listening; Firefox gone) or
+//!   fails within [`REMOTE_WAIT`], the caller falls back to closing and starting again.
 //!
 //! Files in the login user's home are written by root here, so nothing follows a link the
 //! user may have planted: every directory is opened with `O_NOFOLLOW` relative to its
@@ -40,8 +40,10 @@ use std::time::Duration;
 
 /// Where profiles live, under the login home.
 pub const PROFILES_DIR: &str = ".guestkit/firefox";
-/// How long a second `firefox --profile DIR URL` may take to hand its URL over.
-pub const REMOTE_WAIT: Duration = Duration::from_secs(5);
+/// How long a second `firefox --profile DIR URL` may take to hand its URL over (0.1-0.5 s
+/// measured; it is a whole Firefox starting, so slow under emulation). Only tried when the
+/// private bus is up, so an image without `dbus-daemon` does not wait for nothing.
+pub const REMOTE_WAIT: Duration = Duration::from_secs(15);
 /// Profiles of other sessions older than this and not in use are removed.
 pub const PRUNE_AFTER: Duration = Duration::from_secs(3600);
 
@@ -65,8 +67,21 @@ pub fn profile_dir(home: &Path, session: &str) -> PathBuf {
 /// The private bus of the Firefox using `profile` (abstract socket: no path-length limit,
 /// nothing left on disk; the bus lets in only its own uid).
 pub fn bus_address(profile: &Path) -> String {
+    format!("unix:abstract={}", bus_name(profile))
+}
+
+fn bus_name(profile: &Path) -> String {
     let h = xxhash_rust::xxh3::xxh3_64(profile.as_os_str().as_encoded_bytes());
-    format!("unix:abstract=guestkit-firefox-{h:016x}")
+    format!("guestkit-firefox-{h:016x}")
+}
+
+/// Whether a listener holds the private bus of `profile` (`@name` in `/proc/net/unix`).
+fn bus_is_up(profile: &Path) -> bool {
+    let want = format!("@{}", bus_name(profile));
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some(want.as_str()))
+    })
 }
 
 /// Preferences of every session's profile.
@@ -385,6 +400,13 @@ pub async fn open_in_running(
     let plan = Plan {
         profile: profile_dir(l.home, l.session),
     };
+    if !bus_is_up(&plan.profile) {
+        tracing::info!(
+            session = l.session,
+            "firefox: no private bus (is dbus-daemon installed?): the browser is started again"
+        );
+        return false;
+    }
     let mut cmd = Command::new(command.first().map(String::as_str).unwrap_or(""));
     cmd.args(&plan.firefox_args(command)[1..])
         .arg(url)

@@ -120,3 +120,17 @@ fn idle_profiles_of_other_sessions_are_pruned() {
         assert!(p.exists(), "{} was removed", p.display());
     }
 }
+
+#[test]
+fn the_private_bus_is_seen_while_something_listens_on_it() {
+    use std::os::linux::net::SocketAddrExt;
+    let profile = Path::new("/nonexistent/home/.guestkit/firefox/session-bus-test");
+    assert!(!bus_is_up(profile));
+    let name = bus_name(profile);
+    assert_eq!(bus_address(profile), format!("unix:abstract={name}"));
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    assert!(bus_is_up(profile));
+    drop(l);
+    assert!(!bus_is_up(profile));
+}
