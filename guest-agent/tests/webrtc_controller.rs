@@ -245,7 +245,10 @@ fn a_stalled_controller_answer_does_not_stop_polling() {
     let first = wait_for("the first request", Duration::from_secs(30), || {
         requests.lock().expect("requests").first().cloned()
     });
-    assert!(first.1.contains("/api/webrtc/ice-servers"), "{first:?}");
+    assert!(
+        first.1.contains("/api/webrtc/session/stall/offer"),
+        "{first:?}"
+    );
     // Polling resumes after the stalled request's deadline (10 s), not never.
     let n = wait_for(
         "polling to go on past the stalled answer",
@@ -267,7 +270,83 @@ fn a_stalled_controller_answer_does_not_stop_polling() {
         second.0 - first.0
     );
     assert!(
-        second.1.contains("/api/webrtc/ice-servers"),
-        "ICE servers asked again: {second:?}"
+        second.1.contains("/api/webrtc/session/stall/offer"),
+        "the offer asked again: {second:?}"
     );
+}
+
+/// A VP8-only offer (what Firefox without OpenH264 sends) in the old controller's format.
+fn vp8_offer(n: u32) -> Value {
+    let sdp = format!(
+        "v=0\r\no=- {n} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
+         a=rtpmap:96 VP8/90000\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=setup:actpass\r\n"
+    );
+    json!({"type": "offer", "sdp": sdp})
+}
+
+/// The 404 loop of the old incident reports: an offer the streamer refuses is answered to
+/// the controller with the reason, and each new offer fetches the ICE servers again (TURN
+/// credentials expire).
+#[test]
+fn a_refused_offer_is_answered_with_its_reason_and_each_offer_fetches_ice_servers() {
+    let state: S = Arc::default();
+    let port = free_port();
+    let app = fake_controller(Arc::clone(&state));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind fake controller");
+            axum::serve(l, app).await.expect("fake controller");
+        });
+    });
+    let _streamer = start_streamer_with(
+        ":9998",
+        320,
+        240,
+        &[
+            format!("--controller=http://127.0.0.1:{port}"),
+            "--session-id=refuse".into(),
+        ],
+    );
+    wait_for("polling", Duration::from_secs(30), || {
+        (state.lock().expect("fake").sessions_seen.len() >= 3).then_some(())
+    });
+    assert_eq!(
+        state.lock().expect("fake").ice_fetches,
+        0,
+        "no offer yet: no ICE fetch"
+    );
+    for n in 1..=2u32 {
+        {
+            let mut f = state.lock().expect("fake");
+            f.answer = None;
+            f.offer = Some(vp8_offer(n));
+        }
+        let answer = wait_for("the refusal", Duration::from_secs(30), || {
+            state.lock().expect("fake").answer.clone()
+        });
+        assert_eq!(answer["answer"], Value::Null, "{answer}");
+        assert_eq!(
+            answer["error"]["code"],
+            json!("no_common_codec"),
+            "{answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("VP8"),
+            "the reason names what was offered: {answer}"
+        );
+        assert_eq!(
+            state.lock().expect("fake").ice_fetches,
+            n,
+            "one ICE servers fetch per offer"
+        );
+    }
 }

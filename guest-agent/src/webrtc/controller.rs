@@ -3,10 +3,15 @@
 //! the streamer runs (no exit after 60 s without a viewer).
 //!
 //! - `GET {controller}/api/webrtc/ice-servers` → `{iceServers:[{urls, username?, credential?}]}`
-//!   (a bare array is accepted too; `urls` may be a string);
+//!   (a bare array is accepted too; `urls` may be a string), fetched again for every new
+//!   offer, so TURN credentials that expire are renewed (on a failed fetch the last list
+//!   stays);
 //! - poll `GET .../session/{id}/offer` → `{offer:{type,sdp}, candidates:[...]}` (404/204 or a
 //!   null offer while there is none);
-//! - `POST .../session/{id}/answer` `{answer:{type:"answer", sdp}}` (after ICE gathering, capped);
+//! - `POST .../session/{id}/answer` `{answer:{type:"answer", sdp}}` (after ICE gathering, capped),
+//!   or, when the offer is refused, `{answer:null, error:{code, message}}` so the frontend can
+//!   show why instead of polling for an answer that never comes (`code`: `viewers_full`,
+//!   `no_common_codec`, `bad_offer`, `negotiation_failed`);
 //! - `POST .../session/{id}/candidate` `{candidate:{candidate, sdpMid, sdpMLineIndex}}` for each
 //!   of our candidates (they are also in the answer);
 //! - poll `GET .../session/{id}/candidates/browser` → `{candidates:[...]}` (or an array) while
@@ -217,6 +222,28 @@ pub fn sdp_candidates(sdp: &str) -> Vec<Value> {
     out
 }
 
+/// Fetches the controller's ICE servers for the offer about to be answered; on failure the
+/// last list stays (a controller that is briefly away must not cost the viewer its TURN).
+async fn refresh_ice_servers(streamer: &Streamer, base: &str, t: Duration) {
+    match request(
+        Method::GET,
+        &format!("{base}/api/webrtc/ice-servers"),
+        None,
+        t,
+    )
+    .await
+    {
+        Ok((200, v)) => match parse_ice_servers(&v) {
+            Ok(servers) => streamer.set_ice_servers(servers).await,
+            Err(e) => tracing::warn!("controller ice-servers: {e}; keeping the last list"),
+        },
+        Ok((code, _)) => {
+            tracing::warn!("controller ice-servers: HTTP {code}; keeping the last list")
+        }
+        Err(e) => tracing::warn!("controller ice-servers: {e}; keeping the last list"),
+    }
+}
+
 /// Polls the controller for offers until the process ends. Never returns Ok.
 pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(), ControllerError> {
     let base = opts.base.trim_end_matches('/').to_string();
@@ -226,36 +253,12 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
     let session = format!("{base}/api/webrtc/session/{}", opts.session);
     let t = opts.request_timeout;
     let mut delay = opts.poll_min;
-    let mut ice_loaded = false;
     let mut last_offer: Option<String> = None;
     let mut current: Option<String> = None;
     let mut seen_candidates = 0usize;
     loop {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(opts.poll_max);
-        if !ice_loaded {
-            match request(
-                Method::GET,
-                &format!("{base}/api/webrtc/ice-servers"),
-                None,
-                t,
-            )
-            .await
-            {
-                Ok((200, v)) => match parse_ice_servers(&v) {
-                    Ok(servers) => {
-                        streamer.set_ice_servers(servers).await;
-                        ice_loaded = true;
-                    }
-                    Err(e) => tracing::warn!("controller ice-servers: {e}"),
-                },
-                Ok((code, _)) => tracing::warn!("controller ice-servers: HTTP {code}"),
-                Err(e) => {
-                    tracing::debug!("{e}");
-                    continue;
-                }
-            }
-        }
         // The current viewer's trickled browser candidates.
         if let Some(id) = &current {
             if !streamer.has_viewer(id).await {
@@ -299,10 +302,18 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
         if let Some(old) = current.take() {
             streamer.remove_viewer(&old).await;
         }
+        refresh_ice_servers(&streamer, &base, t).await;
         let (id, answer) = match streamer.add_viewer(sdp).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!("controller offer: {e}");
+                tracing::warn!("controller offer refused: {e}");
+                let body =
+                    json!({"answer": null, "error": {"code": e.code(), "message": e.to_string()}});
+                if let Err(e) =
+                    request(Method::POST, &format!("{session}/answer"), Some(body), t).await
+                {
+                    tracing::warn!("posting the refusal: {e}");
+                }
                 continue;
             }
         };

@@ -74,6 +74,12 @@ pub struct WebrtcArgs {
     pub cmdline: PathBuf,
     #[arg(long, default_value_t = 4)]
     pub max_viewers: usize,
+    /// STUN/TURN servers for every viewer, and named to WHEP viewers in `Link` headers: a
+    /// JSON file `{"iceServers": [{"urls": ..., "username"?, "credential"?}]}` (a file, so
+    /// TURN credentials never show in process arguments). In controller mode the controller's
+    /// list, fetched for each offer, replaces it.
+    #[arg(long)]
+    pub ice_servers_file: Option<PathBuf>,
     /// Controller-mode signaling: the host controller's base URL (http://host:port); per VM
     /// from `guest_agent.webrtc_controller=` through the supervisor.
     #[arg(long, env = "GUESTKIT_WEBRTC_CONTROLLER", requires = "session_id")]
@@ -159,6 +165,17 @@ pub fn default_ice_ip() -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// The `--ice-servers-file` list; errors name the file and the bad entry.
+fn read_ice_servers(path: &std::path::Path) -> Result<Vec<peer::IceServer>, WebrtcError> {
+    let bad = |reason: String| WebrtcError::Config {
+        field: "ice-servers-file",
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    controller::parse_ice_servers(&v).map_err(bad)
+}
+
 /// Runs the streamer until the process is signalled.
 pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
     args.validate()?;
@@ -174,11 +191,15 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
                 .map_err(|e| e.to_string())
         }),
     );
+    let ice_servers = match &args.ice_servers_file {
+        Some(f) => read_ice_servers(f)?,
+        None => Vec::new(),
+    };
     let input = inject_thread::InputSink::start(args.display.clone());
     let peer = peer::PeerOptions {
         ice_ip: args.ice_ip.unwrap_or_else(default_ice_ip),
         ice_port: args.ice_port,
-        ice_servers: Vec::new(),
+        ice_servers,
         gather_timeout: Duration::from_millis(2500),
         fps: args.fps,
         playout_delay_max: Duration::from_millis(u64::from(args.playout_delay_max_ms)),
@@ -243,5 +264,38 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
             Some(Ok(Err(e))) => Err(WebrtcError::Serve(e)),
             _ => Ok(()),
         },
+    }
+}
+
+#[cfg(test)]
+mod ice_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_ice_servers_file_names_the_file_and_the_entry() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("ice.json");
+        std::fs::write(
+            &f,
+            r#"{"iceServers": [{"urls": "stun:a:1"}, {"url": "x"}]}"#,
+        )
+        .expect("write");
+        let e = read_ice_servers(&f).expect_err("bad entry").to_string();
+        assert!(e.starts_with("--ice-servers-file: "), "{e}");
+        assert!(e.contains("ice.json: iceServers[1].urls: missing"), "{e}");
+        std::fs::write(&f, "{").expect("write");
+        let e = read_ice_servers(&f).expect_err("bad json").to_string();
+        assert!(e.contains("ice.json: EOF"), "{e}");
+        let e = read_ice_servers(&d.path().join("none.json"))
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("none.json: No such file"), "{e}");
+        std::fs::write(
+            &f,
+            r#"[{"urls": ["turn:t:3478"], "username": "u", "credential": "c"}]"#,
+        )
+        .expect("write");
+        let s = read_ice_servers(&f).expect("good");
+        assert_eq!(s[0].username.as_deref(), Some("u"));
     }
 }

@@ -254,6 +254,44 @@ pub enum AddError {
     Aborted,
 }
 
+impl AddError {
+    /// A stable code for a refusal, for frontends to branch on (the message says the rest).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AddError::Full(_) => "viewers_full",
+            AddError::Peer(peer::PeerError::NoH264 { .. }) => "no_common_codec",
+            AddError::Peer(peer::PeerError::Offer(_)) => "bad_offer",
+            AddError::Peer(_) | AddError::Aborted => "negotiation_failed",
+        }
+    }
+}
+
+/// The ICE servers as WHEP `Link` header values (RFC 9725 §4.6): `<URL>; rel="ice-server"`,
+/// with `username`, `credential` and `credential-type="password"` when there are
+/// credentials. Values with a quote, backslash or control character are left out (a header
+/// must not be split or broken by a value).
+pub fn ice_server_links(servers: &[peer::IceServer]) -> Vec<String> {
+    let ok = |v: &str| {
+        !v.chars()
+            .any(|c| c == '"' || c == '\\' || c == '>' || c.is_control())
+    };
+    let mut out = Vec::new();
+    for s in servers {
+        let creds = match (&s.username, &s.credential) {
+            (Some(u), Some(c)) if ok(u) && ok(c) => Some(format!(
+                "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+            )),
+            (None, None) => Some(String::new()),
+            _ => None,
+        };
+        let Some(creds) = creds else { continue };
+        for url in s.urls.iter().filter(|u| ok(u) && !u.contains(' ')) {
+            out.push(format!("<{url}>; rel=\"ice-server\"{creds}"));
+        }
+    }
+    out
+}
+
 /// The streamer's routes; `token` None = no check (unix socket behind `serve`).
 pub fn router(streamer: Arc<Streamer>, token: Option<String>) -> Router {
     let token = Arc::new(token);
@@ -310,15 +348,24 @@ async fn whep_post(State(s): State<Arc<Streamer>>, headers: HeaderMap, body: Str
             .into_response();
     }
     match s.add_viewer(body).await {
-        Ok((id, answer)) => (
-            StatusCode::CREATED,
-            [
-                (header::CONTENT_TYPE, "application/sdp".to_string()),
-                (header::LOCATION, format!("/webrtc/whep/{id}")),
-            ],
-            answer,
-        )
-            .into_response(),
+        Ok((id, answer)) => {
+            let links = ice_server_links(&s.peer.lock().await.ice_servers);
+            let mut r = (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (header::LOCATION, format!("/webrtc/whep/{id}")),
+                ],
+                answer,
+            )
+                .into_response();
+            for l in links {
+                if let Ok(v) = header::HeaderValue::from_str(&l) {
+                    r.headers_mut().append(header::LINK, v);
+                }
+            }
+            r
+        }
         Err(AddError::Full(n)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("already {n} viewers (max_viewers)\n"),
@@ -341,4 +388,62 @@ async fn whep_delete(State(s): State<Arc<Streamer>>, Path(id): Path<String>) -> 
 
 async fn status(State(s): State<Arc<Streamer>>) -> Json<Status> {
     Json(s.status().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_become_whep_link_headers() {
+        let servers = vec![
+            peer::IceServer {
+                urls: vec!["stun:stun.example.net:3478".into()],
+                username: None,
+                credential: None,
+            },
+            peer::IceServer {
+                urls: vec![
+                    "turn:turn.example.net:3478?transport=udp".into(),
+                    "turns:turn.example.net:5349".into(),
+                ],
+                username: Some("1700000000:vm-7".into()),
+                credential: Some("c2VjcmV0".into()),
+            },
+            // A value that would break the header is left out, with its URLs.
+            peer::IceServer {
+                urls: vec!["turn:evil:1".into()],
+                username: Some("u\"; rel=\"x".into()),
+                credential: Some("c".into()),
+            },
+            peer::IceServer {
+                urls: vec!["stun:a b".into(), "stun:ok:1".into()],
+                username: None,
+                credential: None,
+            },
+        ];
+        assert_eq!(
+            ice_server_links(&servers),
+            vec![
+                r#"<stun:stun.example.net:3478>; rel="ice-server""#.to_string(),
+                r#"<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="1700000000:vm-7"; credential="c2VjcmV0"; credential-type="password""#.to_string(),
+                r#"<turns:turn.example.net:5349>; rel="ice-server"; username="1700000000:vm-7"; credential="c2VjcmV0"; credential-type="password""#.to_string(),
+                r#"<stun:ok:1>; rel="ice-server""#.to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn refusals_have_stable_codes() {
+        assert_eq!(AddError::Full(4).code(), "viewers_full");
+        assert_eq!(
+            AddError::Peer(peer::PeerError::NoH264 { offered: vec![] }).code(),
+            "no_common_codec"
+        );
+        assert_eq!(
+            AddError::Peer(peer::PeerError::Offer("x".into())).code(),
+            "bad_offer"
+        );
+        assert_eq!(AddError::Aborted.code(), "negotiation_failed");
+    }
 }
