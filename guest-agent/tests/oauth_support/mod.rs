@@ -211,6 +211,11 @@ pub struct Xvfb {
 
 impl Xvfb {
     /// Fails the test (does not skip) when Xvfb is not installed.
+    ///
+    /// Xvfb picks a free display number itself and prints it on `-displayfd` once it accepts
+    /// connections: choosing the number here (first free socket/lock file) raced when two
+    /// tests started at the same moment, both got the same number, and one test's browser
+    /// died with the other test's Xvfb.
     pub fn start() -> Xvfb {
         let which = Command::new("sh")
             .args(["-c", "command -v Xvfb"])
@@ -220,42 +225,40 @@ impl Xvfb {
             which.status.success(),
             "Xvfb is not installed: `apt-get install -y xvfb` (the OAuth browser tests need a real display)"
         );
-        for n in (std::process::id() % 400 + 100)..1000 {
-            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                || Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            {
-                continue;
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x720x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().expect("Xvfb stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_default();
+        match line.trim().parse::<u32>() {
+            Ok(n) => Xvfb {
+                display: format!(":{n}"),
+                child,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("Xvfb did not print its display number within {WAIT:?} (got {line:?})");
             }
-            let display = format!(":{n}");
-            let mut child = Command::new("Xvfb")
-                .args([
-                    display.as_str(),
-                    "-screen",
-                    "0",
-                    "1280x720x24",
-                    "-nolisten",
-                    "tcp",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let sock = format!("/tmp/.X11-unix/X{n}");
-            let start = Instant::now();
-            while start.elapsed() < WAIT {
-                if Path::new(&sock).exists() {
-                    return Xvfb { display, child };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // display taken after all: next number
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        panic!("could not start Xvfb on any display");
     }
 }
 
