@@ -196,6 +196,23 @@ fn login_in_the_browser_vm_seen_and_clicked_through_the_stream_from_the_host() {
         .run(|| async { oauth().start("fake", Some("vm-login-2")).await })
         .expect("namespace")
         .expect("second login");
+    // Its Chromium is up (it asked for the page) before the X server goes: a Chromium still
+    // starting under TCG would simply connect to the new X server and lose nothing.
+    let end = Instant::now() + DEADLINE;
+    while provider
+        .seen()
+        .iter()
+        .filter(|h| h.path.starts_with("/authorize?"))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < end,
+            "the second login's Chromium never requested the page\n--- console ---\n{}",
+            t.vm.console()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     wait_pixel(&t, &mut viewer, "the provider's page again", |p| {
         p.is_page_colour()
     });

@@ -127,10 +127,15 @@ impl Viewer {
         }
     }
 
-    /// A left click at (x, y) through the stream's input channel; the channel's state.
+    /// A left click at (x, y) through the stream's input channel, as a person makes it: the
+    /// pointer arrives, rests a moment, the button goes down and up (Chromium in the VM was
+    /// seen ignoring a press that came in the same instant as the pointer's jump to it); the
+    /// channel's state.
     pub fn click(&mut self, x: u16, y: u16) -> Result<String, String> {
         let js = format!(
-            "(() => {{ viewer.send(viewer.enc.move({x}, {y})); viewer.send(viewer.enc.buttonDown(1)); \
+            "(async () => {{ const pause = (ms) => new Promise((r) => setTimeout(r, ms)); \
+             viewer.send(viewer.enc.move({x}, {y})); await pause(400); \
+             viewer.send(viewer.enc.buttonDown(1)); await pause(100); \
              viewer.send(viewer.enc.buttonUp(1)); return viewer.dc.readyState; }})()"
         );
         let v = self.browser.eval(&js)?;
