@@ -13,6 +13,11 @@
 //!
 //! Reports delivered fps, streamer CPU % of one core, bitrate, and glass-to-glass latency
 //! (colour painted → colour decoded) p50/p95. Goals (issue 8): ≥ 30 fps, ≤ 1 core, p50 ≤ 100 ms.
+//! Each figure is taken for a `busy` screen (repainted every frame) and a `still` one (only
+//! the box changes, like a login page), with the streamer grabbing on DAMAGE and, as the
+//! baseline in the same run, on a clock (`--capture clock`, the way before issue 15); the
+//! streamer's own share (screen drawn, by the DAMAGE report's timestamp → frame encoded) and
+//! the ratios are printed at the end.
 //! Then the reconnect phase ([`reconnect`], `--reconnects N`, default 20, 0 = skip): the
 //! streamer's RSS, threads and live peers as viewers come and go.
 
@@ -53,6 +58,22 @@ struct Opts {
     leave: String,
     /// A prebuilt guest-agent instead of building the release one.
     agent: Option<std::path::PathBuf>,
+    /// Screens to measure: `busy`, `still`.
+    screens: Vec<&'static str>,
+    /// Capture modes of the streamer: `clock` (baseline), `damage`.
+    captures: Vec<&'static str>,
+}
+
+/// One run's figures, for the side-by-side table.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    fps: f64,
+    cpu: f64,
+    mbps: f64,
+    p50: f64,
+    p95: f64,
+    share_p50: f64,
+    share_p95: f64,
 }
 
 /// Entry point from `cargo xtask bench stream`.
@@ -65,6 +86,8 @@ pub fn cli(args: &[String]) -> Result<()> {
         reconnects: 20,
         leave: "mixed".into(),
         agent: None,
+        screens: vec!["busy", "still"],
+        captures: vec!["clock", "damage"],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -90,12 +113,81 @@ pub fn cli(args: &[String]) -> Result<()> {
             "--agent" => {
                 o.agent = Some(it.next().context("--agent needs a path")?.into());
             }
+            "--screen" => {
+                o.screens = match it.next().map(String::as_str) {
+                    Some("busy") => vec!["busy"],
+                    Some("still") => vec!["still"],
+                    Some("both") => vec!["busy", "still"],
+                    other => bail!("--screen: {other:?} is not busy, still or both"),
+                }
+            }
+            "--capture" => {
+                o.captures = match it.next().map(String::as_str) {
+                    Some("clock") => vec!["clock"],
+                    Some("damage") => vec!["damage"],
+                    Some("both") => vec!["clock", "damage"],
+                    other => bail!("--capture: {other:?} is not clock, damage or both"),
+                }
+            }
             other => bail!(
-                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --agent PATH)"
+                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --agent PATH --screen busy|still|both --capture clock|damage|both)"
             ),
         }
     }
-    run_bench(&o)
+    let agent = match &o.agent {
+        Some(a) => a.clone(),
+        None => {
+            run(cargo().args(["build", "--release", "-p", "guest-agent"]))?;
+            target_dir().join("release/guest-agent")
+        }
+    };
+    let runs: Vec<(&str, &str)> = o
+        .screens
+        .iter()
+        .flat_map(|s| o.captures.iter().map(move |c| (*s, *c)))
+        .collect();
+    let mut table = Vec::new();
+    for (i, (screen, capture)) in runs.iter().enumerate() {
+        let reconnects = if i + 1 == runs.len() { o.reconnects } else { 0 };
+        let f = run_bench(&o, &agent, screen, capture, reconnects)?;
+        table.push((*screen, *capture, f));
+    }
+    banner("bench stream: side by side (clock = grabbing on every tick, the way before; damage = on the X server's reports)");
+    println!(
+        "{:<6} {:<7} {:>6} {:>7} {:>8} {:>8} {:>8} {:>11} {:>11}",
+        "screen",
+        "capture",
+        "fps",
+        "CPU %",
+        "Mbit/s",
+        "g2g p50",
+        "g2g p95",
+        "share p50",
+        "share p95"
+    );
+    for (screen, capture, f) in &table {
+        println!(
+            "{screen:<6} {capture:<7} {:>6.1} {:>7.1} {:>8.2} {:>6.0} ms {:>6.0} ms {:>8.1} ms {:>8.1} ms",
+            f.fps, f.cpu, f.mbps, f.p50, f.p95, f.share_p50, f.share_p95
+        );
+    }
+    for screen in &o.screens {
+        let get = |c: &str| {
+            table
+                .iter()
+                .find(|(s, k, _)| s == screen && *k == c)
+                .map(|t| t.2.clone())
+        };
+        if let (Some(clock), Some(damage)) = (get("clock"), get("damage")) {
+            println!(
+                "{screen}: damage / clock  glass-to-glass p50 {:.2}x, streamer share p50 {:.2}x, CPU {:.2}x   (goals: share p50 <= 12 ms, g2g p50 <= 45 ms, CPU no higher)",
+                damage.p50 / clock.p50,
+                damage.share_p50 / clock.share_p50,
+                damage.cpu / clock.cpu
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Children killed when the bench ends.
@@ -121,18 +213,19 @@ struct Collected {
     reconnects_done: bool,
 }
 
-fn run_bench(o: &Opts) -> Result<()> {
-    banner("bench stream: setup");
+fn run_bench(
+    o: &Opts,
+    agent: &std::path::Path,
+    screen: &str,
+    capture: &str,
+    reconnects: u64,
+) -> Result<Figures> {
+    banner(&format!(
+        "bench stream: setup ({screen} screen, capture {capture})"
+    ));
     if !on_path("Xvfb") || !on_path("chromium") {
         ensure(PACKAGES)?;
     }
-    let agent = match &o.agent {
-        Some(a) => a.clone(),
-        None => {
-            run(cargo().args(["build", "--release", "-p", "guest-agent"]))?;
-            target_dir().join("release/guest-agent")
-        }
-    };
     let tmp = std::env::temp_dir().join(format!("bench-stream-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     std::fs::write(tmp.join("token"), TOKEN)?;
@@ -168,8 +261,9 @@ fn run_bench(o: &Opts) -> Result<()> {
     };
     let data = Arc::new(Mutex::new(Collected::default()));
 
-    let streamer = Command::new(&agent)
+    let streamer = Command::new(agent)
         .args(["webrtc", "--display", &display, "--ice-ip", "127.0.0.1"])
+        .arg(format!("--capture={capture}"))
         .arg(format!("--width={}", o.width))
         .arg(format!("--height={}", o.height))
         .arg(format!("--fps={}", o.fps))
@@ -188,7 +282,7 @@ fn run_bench(o: &Opts) -> Result<()> {
 
     {
         let data = Arc::clone(&data);
-        let page = (o.width, o.height, o.seconds, o.reconnects);
+        let page = (o.width, o.height, o.seconds, reconnects);
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let data = Arc::clone(&data);
@@ -212,7 +306,7 @@ fn run_bench(o: &Opts) -> Result<()> {
             ])
             .arg(format!("--window-size={},{}", o.width, o.height))
             .arg(format!("--user-data-dir={}", screen_profile.display()))
-            .arg(format!("http://{here}/screen"))
+            .arg(format!("http://{here}/screen?{screen}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -294,6 +388,21 @@ fn run_bench(o: &Opts) -> Result<()> {
         }
         lat[((lat.len() - 1) as f64 * p).round() as usize]
     };
+    let share = |k: &str| {
+        d.streamer_status
+            .as_ref()
+            .and_then(|st| st["pipeline"][k].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let figures = Figures {
+        fps: frames / secs,
+        cpu,
+        mbps: bytes * 8.0 / secs / 1e6,
+        p50: pct(0.5),
+        p95: pct(0.95),
+        share_p50: share("damage_to_encoded_p50_ms"),
+        share_p95: share("damage_to_encoded_p95_ms"),
+    };
     println!("window             {secs:.1} s");
     println!(
         "delivered fps      {:.1}   (goal >= {})",
@@ -330,9 +439,15 @@ fn run_bench(o: &Opts) -> Result<()> {
         let p = &st["pipeline"];
         let f = |k: &str| p[k].as_f64().unwrap_or(0.0);
         println!(
-            "streamer           grab {:.1} ms, convert+encode {:.1} ms per frame (averages since start)",
+            "streamer           grab {:.1} ms, convert+encode {:.1} ms per frame (averages since start); {} grabs, {} unchanged",
             f("grab_us_total") / f("frames_grabbed").max(1.0) / 1000.0,
             f("encode_us_total") / f("frames_encoded").max(1.0) / 1000.0,
+            f("frames_grabbed"),
+            f("frames_unchanged"),
+        );
+        println!(
+            "streamer share     screen drawn -> frame encoded p50 {:.1} ms, p95 {:.1} ms (last 256 frames)",
+            figures.share_p50, figures.share_p95
         );
     }
     println!(
@@ -340,22 +455,22 @@ fn run_bench(o: &Opts) -> Result<()> {
         report["frameWidth"], report["frameHeight"], report["freezeCount"]
     );
     drop(d);
-    if o.reconnects > 0 {
+    if reconnects > 0 {
         banner(&format!(
             "bench stream: {} reconnects (connect, decode 10 frames, leave: {})",
-            o.reconnects, o.leave
+            reconnects, o.leave
         ));
         let done = wait(
-            Duration::from_secs(60 + 40 * o.reconnects),
+            Duration::from_secs(60 + 40 * reconnects),
             "the reconnect phase",
             || data.lock().map(|d| d.reconnects_done).unwrap_or(false),
         );
         let d = data.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        reconnect::print(&d.reconnects, o.reconnects);
+        reconnect::print(&d.reconnects, reconnects);
         done?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    Ok(())
+    Ok(figures)
 }
 
 fn wait(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
@@ -507,14 +622,18 @@ fn handle(
     }
 }
 
-/// The "VM screen": repaints every frame; the box changes colour every 150 ms.
+/// The "VM screen": repaints every frame (`?busy`) or only when the box changes (`?still`);
+/// the box changes colour every 150 ms.
 const SCREEN_HTML: &str = r#"<!doctype html><html><body style="margin:0;overflow:hidden">
 <canvas id="c"></canvas><script>
 const P = [[255,0,0],[0,255,0],[0,0,255],[255,255,0],[0,255,255],[255,0,255],[255,255,255],[0,0,0]];
 const c = document.getElementById('c'); c.width = innerWidth; c.height = innerHeight;
 const g = c.getContext('2d'); let k = 0, last = 0, n = 0;
+const still = location.search.includes('still');
 function frame(now) {
   n++;
+  // A still screen draws only when the box changes (a login page, mostly).
+  if (still && n > 1 && now - last <= 150) { requestAnimationFrame(frame); return; }
   const grad = g.createLinearGradient(0, 0, c.width, c.height);
   grad.addColorStop(0, `hsl(${n * 3 % 360},60%,40%)`); grad.addColorStop(1, `hsl(${(n * 3 + 180) % 360},60%,40%)`);
   g.fillStyle = grad; g.fillRect(0, 0, c.width, c.height);

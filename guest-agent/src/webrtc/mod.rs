@@ -74,6 +74,10 @@ pub struct WebrtcArgs {
     pub cmdline: PathBuf,
     #[arg(long, default_value_t = 4)]
     pub max_viewers: usize,
+    /// When to grab: `damage` as soon as the X server reports the screen changed (capped at
+    /// --fps), or `clock` at every tick of --fps (the old way; the benchmark's baseline).
+    #[arg(long, value_enum, default_value_t = CaptureMode::Damage)]
+    pub capture: CaptureMode,
     /// STUN/TURN servers for every viewer, and named to WHEP viewers in `Link` headers: a
     /// JSON file `{"iceServers": [{"urls": ..., "username"?, "credential"?}]}` (a file, so
     /// TURN credentials never show in process arguments). In controller mode the controller's
@@ -87,6 +91,13 @@ pub struct WebrtcArgs {
     /// Controller-mode session id (`guest_agent.webrtc_session=`).
     #[arg(long, env = "GUESTKIT_WEBRTC_SESSION", requires = "controller")]
     pub session_id: Option<String>,
+}
+
+/// `--capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureMode {
+    Damage,
+    Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,11 +194,15 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
     let settings = args.encoder_settings();
     let display = args.display.clone();
     let (w, h) = (args.width, args.height);
+    let clock = args.capture == CaptureMode::Clock;
     let pipeline = pipeline::Pipeline::start(
         settings,
         Box::new(move || {
             capture::Capturer::connect(display.as_deref(), w, h)
-                .map(|c| Box::new(c) as Box<dyn pipeline::FrameSource>)
+                .map(|mut c| {
+                    c.set_clock(clock);
+                    Box::new(c) as Box<dyn pipeline::FrameSource>
+                })
                 .map_err(|e| e.to_string())
         }),
     );

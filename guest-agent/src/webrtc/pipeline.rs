@@ -19,7 +19,28 @@ pub trait FrameSource: Send {
     fn shm(&self) -> bool {
         false
     }
+    /// Waits at most `timeout` for the picture to change; `true`: grab now. Sources that
+    /// cannot tell say `true` at once and the loop's clock paces them.
+    fn wait_change(&mut self, _timeout: Duration) -> Result<bool, String> {
+        Ok(true)
+    }
+    /// Whether [`FrameSource::wait_change`] is driven by the display's damage reports.
+    fn damage(&self) -> bool {
+        false
+    }
+    /// How long ago the change the last `wait_change` reported was drawn (the display's
+    /// clock), for the latency figures.
+    fn change_age(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// Longest single wait for a change: the loop looks at viewers, keyframe requests and stop
+/// at least this often.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// A still screen is grabbed anyway this often (hash-skipped when unchanged), so a missed
+/// damage report can never leave a viewer with a stale picture for long.
+const LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 impl FrameSource for super::capture::Capturer {
     fn grab(&mut self) -> Result<&[u8], String> {
@@ -27,6 +48,15 @@ impl FrameSource for super::capture::Capturer {
     }
     fn shm(&self) -> bool {
         self.uses_shm()
+    }
+    fn wait_change(&mut self, timeout: Duration) -> Result<bool, String> {
+        super::capture::Capturer::wait_change(self, timeout).map_err(|e| e.to_string())
+    }
+    fn damage(&self) -> bool {
+        self.uses_damage()
+    }
+    fn change_age(&self) -> Option<Duration> {
+        self.damage_age()
     }
 }
 
@@ -55,6 +85,13 @@ pub struct PipelineStats {
     pub bytes_encoded: u64,
     pub grab_us_total: u64,
     pub encode_us_total: u64,
+    /// Whether grabs follow the display's DAMAGE reports (else a clock at `fps`).
+    pub damage: bool,
+    /// Median over the last 256 encoded frames of screen drawn (the DAMAGE report's
+    /// timestamp) → frame encoded, in ms: the streamer's share of the latency.
+    pub damage_to_encoded_p50_ms: Option<f64>,
+    /// The same, 95th percentile.
+    pub damage_to_encoded_p95_ms: Option<f64>,
     /// Frames encoded per second over the last full second (0 while idle).
     pub fps: f32,
     /// Encoded frames written to viewers' tracks, summed over all viewers: with the shared
@@ -177,10 +214,18 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
     let mut detector = ChangeDetector::default();
     let mut seq = 0u64;
     let mut next = Instant::now();
+    let mut last_grab = Instant::now();
+    let mut retry = false;
+    let mut latencies = Latencies::default();
     let mut rate = FrameRate::new();
     while !shared.stop.load(Ordering::SeqCst) {
         if let Some(fps) = rate.tick() {
-            record(&shared, |s| s.fps = fps);
+            let (p50, p95) = (latencies.percentile(0.5), latencies.percentile(0.95));
+            record(&shared, |s| {
+                s.fps = fps;
+                s.damage_to_encoded_p50_ms = p50;
+                s.damage_to_encoded_p95_ms = p95;
+            });
         }
         if shared.viewers.load(Ordering::SeqCst) == 0 {
             // Idle: release the X connection's SHM segment and the encoder state.
@@ -195,24 +240,22 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
             next = Instant::now();
             continue;
         }
+        // The fps cap: never two grabs closer than `period`.
         let now = Instant::now();
         if now < next {
             std::thread::sleep(next - now);
         }
-        next += period;
-        if next < Instant::now() {
-            next = Instant::now() + period; // fell behind: drop ticks, don't burst
-        }
         if source.is_none() {
             match factory() {
                 Ok(s) => {
-                    let shm = s.shm();
+                    let (shm, damage) = (s.shm(), s.damage());
                     source = Some(s);
                     detector.reset();
                     shared.keyframe.store(true, Ordering::SeqCst);
                     record(&shared, |st| {
                         st.running = true;
                         st.shm = shm;
+                        st.damage = damage;
                         st.last_error = None;
                     });
                 }
@@ -236,7 +279,24 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         let (Some(src), Some(enc)) = (source.as_mut(), encoder.as_mut()) else {
             continue;
         };
+        // Grab when the screen changed (DAMAGE), not at the next tick of a clock; a keyframe
+        // request or a frame rate control dropped does not wait.
+        if !retry && !shared.keyframe.load(Ordering::SeqCst) {
+            match src.wait_change(WAIT_SLICE) {
+                Ok(true) => {}
+                Ok(false) if last_grab.elapsed() < LOOK_AGAIN => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    record(&shared, |st| st.last_error = Some(e));
+                    source = None;
+                    continue;
+                }
+            }
+        }
+        retry = false;
         let t0 = Instant::now();
+        last_grab = t0;
+        next = t0 + period;
         let frame = match src.grab() {
             Ok(f) => f,
             Err(e) => {
@@ -264,6 +324,9 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         let encode_us = t1.elapsed().as_micros() as u64;
         match out {
             Ok(Some(ef)) => {
+                if let Some(age) = src.change_age() {
+                    latencies.push(age.as_secs_f64() * 1000.0);
+                }
                 seq += 1;
                 rate.frames += 1;
                 let len = ef.data.len() as u64;
@@ -287,6 +350,7 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 // Rate control dropped it: try again next tick even if the screen then
                 // looks unchanged, or the viewer would keep a stale picture.
                 detector.reset();
+                retry = true;
                 if want_key {
                     shared.keyframe.store(true, Ordering::SeqCst);
                 }
@@ -297,6 +361,30 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 encoder = None;
             }
         }
+    }
+}
+
+/// The last 256 change → encoded latencies, in ms.
+#[derive(Default)]
+struct Latencies {
+    ring: std::collections::VecDeque<f64>,
+}
+
+impl Latencies {
+    fn push(&mut self, ms: f64) {
+        if self.ring.len() == 256 {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(ms);
+    }
+
+    fn percentile(&self, p: f64) -> Option<f64> {
+        let mut v: Vec<f64> = self.ring.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[((v.len() - 1) as f64 * p).round() as usize])
     }
 }
 
