@@ -101,8 +101,8 @@ fn fake_controller(state: S) -> Router {
     api.with_state(state)
 }
 
-#[test]
-fn controller_mode_exchange_connects_a_browser() {
+/// The fake controller on a free loopback port, on its own thread: its state and port.
+fn serve_fake_controller() -> (S, u16) {
     let state: S = Arc::default();
     let port = free_port();
     let app = fake_controller(Arc::clone(&state));
@@ -118,6 +118,12 @@ fn controller_mode_exchange_connects_a_browser() {
             axum::serve(l, app).await.expect("fake controller");
         });
     });
+    (state, port)
+}
+
+#[test]
+fn controller_mode_exchange_connects_a_browser() {
+    let (state, port) = serve_fake_controller();
 
     let x = start_xvfb(640, 480);
     let _window = start_window(&x.display);
@@ -291,21 +297,7 @@ fn vp8_offer(n: u32) -> Value {
 /// credentials expire).
 #[test]
 fn a_refused_offer_is_answered_with_its_reason_and_each_offer_fetches_ice_servers() {
-    let state: S = Arc::default();
-    let port = free_port();
-    let app = fake_controller(Arc::clone(&state));
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .expect("bind fake controller");
-            axum::serve(l, app).await.expect("fake controller");
-        });
-    });
+    let (state, port) = serve_fake_controller();
     let _streamer = start_streamer_with(
         ":9998",
         320,

@@ -144,9 +144,10 @@ pub struct SettingError {
     pub message: String,
 }
 
-/// `http://` or `https://`, printable ASCII without spaces, at most 2048 bytes.
-pub fn check_controller_url(url: &str) -> Result<(), String> {
-    let shown: String = url
+/// A URL value as an error message shows it (80 characters at most, escaped), after the
+/// checks every URL parameter shares: at most 2048 bytes, printable ASCII without spaces.
+fn checked_shape(url: &str, shown_as: &str) -> Result<String, String> {
+    let shown: String = shown_as
         .chars()
         .take(80)
         .flat_map(char::escape_default)
@@ -157,6 +158,12 @@ pub fn check_controller_url(url: &str) -> Result<(), String> {
     if !url.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!("`{shown}` has spaces or control characters"));
     }
+    Ok(shown)
+}
+
+/// `http://` or `https://`, printable ASCII without spaces, at most 2048 bytes.
+pub fn check_controller_url(url: &str) -> Result<(), String> {
+    let shown = checked_shape(url, url)?;
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -175,17 +182,7 @@ pub fn check_proxy_url(url: &str) -> Result<(), String> {
         (Some(i), Some(j)) if j > i => format!("{}***{}", &url[..i + 3], &url[j..]),
         _ => url.to_string(),
     };
-    let shown: String = redacted
-        .chars()
-        .take(80)
-        .flat_map(char::escape_default)
-        .collect();
-    if url.len() > 2048 {
-        return Err(format!("`{shown}…` is longer than 2048 bytes"));
-    }
-    if !url.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("`{shown}` has spaces or control characters"));
-    }
+    let shown = checked_shape(url, &redacted)?;
     let rest = ["http://", "https://", "socks5://"]
         .iter()
         .find_map(|p| url.strip_prefix(p))
