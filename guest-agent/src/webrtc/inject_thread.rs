@@ -2,9 +2,12 @@
 //! bounded queue ([`super::input_queue`]: injection never blocks a network task, and a viewer
 //! sending faster than X takes it costs dropped events, not memory); it connects lazily,
 //! reconnects after an X error, and releases everything held when a viewer goes away.
+//! The handle also carries the clipboard thread ([`super::clipboard`]) and the count of
+//! messages the parser refused, so a peer needs one handle for all a viewer sends.
 
+use super::clipboard::{Clipboard, ClipboardStats};
 use super::inject::{InjectCounters, Injector};
-use super::input::InputEvent;
+use super::input::{InputError, InputEvent};
 use super::input_queue::{InputQueue, QueueStats};
 use std::sync::{Arc, Mutex};
 
@@ -17,12 +20,20 @@ pub struct InputStats {
     pub queue: QueueStats,
     #[serde(flatten)]
     pub keys: InjectCounters,
+    /// Messages refused whole by the parser (any malformed event in them).
+    pub malformed: u64,
+    /// Of those, clipboard texts over the bound (`input::MAX_CLIPBOARD`).
+    pub clipboard_too_large: u64,
+    /// The last refusal, naming the event and field.
+    pub last_malformed: Option<String>,
+    pub clipboard: ClipboardStats,
     pub last_error: Option<String>,
 }
 
 struct Inner {
     queue: Arc<InputQueue>,
     stats: Arc<Mutex<InputStats>>,
+    clipboard: Clipboard,
 }
 
 impl Drop for Inner {
@@ -41,6 +52,7 @@ pub struct InputSink {
 impl InputSink {
     /// Starts the thread for `display` (None: `$DISPLAY`).
     pub fn start(display: Option<String>) -> InputSink {
+        let clipboard = Clipboard::start(display.clone());
         let queue = Arc::new(InputQueue::default());
         let stats = Arc::new(Mutex::new(InputStats::default()));
         let (q, st) = (Arc::clone(&queue), Arc::clone(&stats));
@@ -53,7 +65,11 @@ impl InputSink {
             }
         }
         InputSink {
-            inner: Arc::new(Inner { queue, stats }),
+            inner: Arc::new(Inner {
+                queue,
+                stats,
+                clipboard,
+            }),
         }
     }
 
@@ -67,6 +83,22 @@ impl InputSink {
         self.inner.queue.push_all([InputEvent::ReleaseAll]);
     }
 
+    /// The VM's clipboard (shared by all viewers).
+    pub fn clipboard(&self) -> &Clipboard {
+        &self.inner.clipboard
+    }
+
+    /// Counts a message the parser refused.
+    pub fn malformed(&self, e: &InputError) {
+        if let Ok(mut s) = self.inner.stats.lock() {
+            s.malformed += 1;
+            if matches!(e, InputError::ClipboardTooLarge { .. }) {
+                s.clipboard_too_large += 1;
+            }
+            s.last_malformed = Some(e.to_string());
+        }
+    }
+
     pub fn stats(&self) -> InputStats {
         let mut s = self
             .inner
@@ -75,6 +107,7 @@ impl InputSink {
             .map(|s| s.clone())
             .unwrap_or_default();
         s.queue = self.inner.queue.stats();
+        s.clipboard = self.inner.clipboard.stats();
         s
     }
 }

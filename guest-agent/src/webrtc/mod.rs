@@ -8,6 +8,7 @@
 //! the agent's HTTP up; `--listen` adds a TCP listener (development, tests).
 
 pub mod capture;
+pub mod clipboard;
 pub mod controller;
 pub mod encode;
 pub mod inject;

@@ -1,7 +1,8 @@
 //! One viewer's webrtc-rs 0.21 peer connection: answers the viewer's offer (non-trickle: the
 //! answer carries our candidates once gathering completes, capped), sends the shared H.264
 //! stream on a `TrackLocalStaticSample`, turns PLI/FIR into forced keyframes, and feeds the
-//! `input` data channel into the injector.
+//! `input` data channel into the injector and the clipboard (answering clipboard reads on
+//! the same channel).
 //! Video packets carry the playout-delay header extension when the browser offers it
 //! ([`super::playout`]).
 
@@ -22,7 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -186,11 +187,15 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let input = self.input.clone();
         tokio::spawn(async move {
+            let reading = Arc::new(AtomicBool::new(false));
             while let Some(ev) = dc.poll().await {
                 match ev {
                     DataChannelEvent::OnMessage(msg) => match input::parse(&msg.data) {
-                        Ok(evs) => input.send(evs),
-                        Err(e) => tracing::debug!("bad input message: {e}"),
+                        Ok(evs) => apply(evs, &input, &dc, &reading).await,
+                        Err(e) => {
+                            tracing::debug!("bad input message: {e}");
+                            input.malformed(&e);
+                        }
                     },
                     DataChannelEvent::OnClose => break,
                     _ => {}
@@ -198,6 +203,51 @@ impl PeerConnectionEventHandler for Handler {
             }
             input.viewer_gone();
         });
+    }
+}
+
+/// Applies one message's events in order. Input goes to the injector's queue; a clipboard
+/// set is awaited (the X server owns the text) before the events after it are queued, so a
+/// Ctrl+V sent right after a paste pastes the new text; a clipboard read runs on its own
+/// (input is not held up by a slow owner in the VM), one at a time per channel (a read sent
+/// while one runs is dropped and counted as busy), and is answered with a 0x80 message.
+async fn apply(
+    evs: Vec<input::Event>,
+    input: &InputSink,
+    dc: &Arc<dyn DataChannel>,
+    reading: &Arc<AtomicBool>,
+) {
+    let mut batch = Vec::new();
+    for e in evs {
+        match e {
+            input::Event::Input(e) => batch.push(e),
+            input::Event::ClipboardSet(text) => {
+                if !batch.is_empty() {
+                    input.send(std::mem::take(&mut batch));
+                }
+                if let Err(e) = input.clipboard().set(text).await {
+                    tracing::info!("clipboard set: {e}");
+                }
+            }
+            input::Event::ClipboardGet => {
+                if reading.swap(true, Ordering::SeqCst) {
+                    input.clipboard().count_busy();
+                    continue;
+                }
+                let (clip, dc, reading) = (input.clipboard().clone(), dc.clone(), reading.clone());
+                tokio::spawn(async move {
+                    let r = clip.get().await;
+                    let msg = input::encode_clipboard_reply(&r);
+                    if let Err(e) = dc.send(bytes::BytesMut::from(&msg[..])).await {
+                        tracing::debug!("clipboard reply: {e}");
+                    }
+                    reading.store(false, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+    if !batch.is_empty() {
+        input.send(batch);
     }
 }
 

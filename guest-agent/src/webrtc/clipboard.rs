@@ -1,0 +1,578 @@
+//! The VM's side of the viewer's clipboard: one thread with its own X connection and an
+//! unmapped window of ours that
+//! - owns CLIPBOARD and PRIMARY with the latest text a viewer pasted (so Ctrl+V and a middle
+//!   click both paste it) and answers `SelectionRequest`s for `TARGETS`, `UTF8_STRING`,
+//!   `TEXT` and `STRING` (Latin-1, `?` for what it cannot carry);
+//! - reads the VM's CLIPBOARD for a viewer (`ConvertSelection` to our window, then the
+//!   property), time-bounded, as `UTF8_STRING` else `STRING`.
+//!
+//! Why a thread of its own: an owner must answer requests whenever they come, while the
+//! injector thread sleeps until there is input. It waits in `poll(2)` on its X socket and a
+//! wake-up socket the handles write to, so it costs nothing while idle.
+//!
+//! Text is bounded to [`MAX_CLIPBOARD`] both ways, under the X server's maximum request size,
+//! so answers are one `ChangeProperty` and INCR transfers are never needed; an owner in the
+//! VM that answers with INCR (its text is over 256 KiB or so) is reported as too large.
+//! Ownership is taken at `CurrentTime` (as xclip does): ICCCM prefers an event's timestamp,
+//! but no requester here asks for `TIMESTAMP` and the server orders it for us.
+//!
+//! A set is acknowledged once the server confirms we own CLIPBOARD (a round trip on our
+//! connection), so a Ctrl+V the injector sends after it pastes the new text.
+
+use super::input::{ClipboardReply, MAX_CLIPBOARD};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{
+    self, Atom, AtomEnum, ConnectionExt as _, CreateWindowAux, EventMask, PropMode,
+    SelectionNotifyEvent, SelectionRequestEvent, Window, WindowClass,
+};
+use x11rb::protocol::Event;
+use x11rb::rust_connection::RustConnection;
+use x11rb::wrapper::ConnectionExt as _;
+use x11rb::{CURRENT_TIME, NONE};
+
+x11rb::atom_manager! {
+    Atoms: AtomsCookie {
+        CLIPBOARD,
+        UTF8_STRING,
+        TARGETS,
+        TEXT,
+        INCR,
+        GUESTKIT_CLIPBOARD,
+    }
+}
+
+/// How long the VM's clipboard owner gets to answer a read.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a viewer's request waits for the thread (it answers well within this).
+const HANDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Requests waiting for the thread: at most one set and one get per viewer are in flight,
+/// so this only fills when the thread is stuck.
+const QUEUE: usize = 16;
+
+/// Counters (part of `/webrtc/status` → `input.clipboard`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClipboardStats {
+    /// Texts from viewers now owned in the VM.
+    pub sets: u64,
+    /// Reads of the VM's clipboard answered.
+    pub gets: u64,
+    /// Requests of VM programs answered with our text (or its targets).
+    pub served: u64,
+    /// Requests of VM programs refused (a target we do not offer, a selection we lost).
+    pub refused: u64,
+    /// Viewer requests dropped: the thread's queue was full, or that viewer's previous read
+    /// is still running.
+    pub busy: u64,
+    /// We own CLIPBOARD now.
+    pub owned: bool,
+    pub last_error: Option<String>,
+}
+
+enum Cmd {
+    Set(String, oneshot::Sender<Result<(), String>>),
+    Get(oneshot::Sender<ClipboardReply>),
+}
+
+struct Shared {
+    tx: mpsc::SyncSender<Cmd>,
+    /// Written to wake the thread; closed with the last handle, which ends the thread.
+    /// None when the thread could not be started (requests then fail at once).
+    wake: Option<UnixStream>,
+    stats: Arc<Mutex<ClipboardStats>>,
+}
+
+/// Cheap clonable handle to the clipboard thread.
+#[derive(Clone)]
+pub struct Clipboard {
+    shared: Arc<Shared>,
+}
+
+impl Clipboard {
+    /// Starts the thread for `display` (None: `$DISPLAY`); it connects on the first request
+    /// and again after an X error.
+    pub fn start(display: Option<String>) -> Clipboard {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let stats = Arc::new(Mutex::new(ClipboardStats::default()));
+        let st = Arc::clone(&stats);
+        let wake = match UnixStream::pair() {
+            Ok((wake, wake_rx)) => {
+                let _ = wake.set_nonblocking(true);
+                let _ = wake_rx.set_nonblocking(true);
+                std::thread::Builder::new()
+                    .name("webrtc-clipboard".into())
+                    .spawn(move || run(display, rx, wake_rx, &st))
+                    .map(|_| wake)
+                    .map_err(|e| format!("cannot start clipboard thread: {e}"))
+            }
+            Err(e) => Err(format!("cannot make the wake-up socket: {e}")),
+        };
+        let wake = wake.map_err(|e| note(&stats, e)).ok();
+        Clipboard {
+            shared: Arc::new(Shared { tx, wake, stats }),
+        }
+    }
+
+    fn submit(&self, cmd: Cmd) -> bool {
+        let Some(wake) = &self.shared.wake else {
+            return false;
+        };
+        if self.shared.tx.try_send(cmd).is_err() {
+            self.count_busy();
+            return false;
+        }
+        let _ = (&*wake).write(&[1]);
+        true
+    }
+
+    /// Makes `text` the VM's CLIPBOARD and PRIMARY; returns once the X server has it.
+    pub async fn set(&self, text: String) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.submit(Cmd::Set(text, tx)) {
+            return Err("clipboard thread busy".into());
+        }
+        match tokio::time::timeout(HANDLE_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("clipboard thread gone".into()),
+            Err(_) => Err("clipboard thread did not answer".into()),
+        }
+    }
+
+    /// The VM's CLIPBOARD text.
+    pub async fn get(&self) -> ClipboardReply {
+        let (tx, rx) = oneshot::channel();
+        if !self.submit(Cmd::Get(tx)) {
+            return ClipboardReply::Failed;
+        }
+        match tokio::time::timeout(HANDLE_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            _ => ClipboardReply::Failed,
+        }
+    }
+
+    pub fn count_busy(&self) {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            s.busy += 1;
+        }
+    }
+
+    pub fn stats(&self) -> ClipboardStats {
+        self.shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn note(stats: &Mutex<ClipboardStats>, e: String) {
+    tracing::warn!("clipboard: {e}");
+    if let Ok(mut s) = stats.lock() {
+        s.last_error = Some(e);
+    }
+}
+
+/// Text of a STRING property (ISO 8859-1).
+fn latin1_decode(b: &[u8]) -> String {
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+/// Text as STRING (ISO 8859-1), `?` for what Latin-1 lacks.
+fn latin1_encode(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect()
+}
+
+/// A read of CLIPBOARD waiting for its owner's `SelectionNotify`.
+struct Pending {
+    replies: Vec<oneshot::Sender<ClipboardReply>>,
+    deadline: Instant,
+    target: Atom,
+}
+
+/// The thread's X state: our window, the text we own and a read in progress.
+struct Owner {
+    conn: RustConnection,
+    win: Window,
+    atoms: Atoms,
+    text: Option<String>,
+    /// We own CLIPBOARD, PRIMARY.
+    owns: [bool; 2],
+    pending: Option<Pending>,
+}
+
+type XResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+impl Owner {
+    fn connect(display: Option<&str>) -> XResult<Owner> {
+        let (conn, screen) = x11rb::connect(display)?;
+        let root = conn.setup().roots[screen].root;
+        let atoms = Atoms::new(&conn)?.reply()?;
+        let win = conn.generate_id()?;
+        conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            win,
+            root,
+            -10,
+            -10,
+            1,
+            1,
+            0,
+            WindowClass::INPUT_ONLY,
+            0,
+            &CreateWindowAux::new(),
+        )?;
+        conn.flush()?;
+        Ok(Owner {
+            conn,
+            win,
+            atoms,
+            text: None,
+            owns: [false; 2],
+            pending: None,
+        })
+    }
+
+    fn set(&mut self, text: String) -> XResult<bool> {
+        self.text = Some(text);
+        for sel in [self.atoms.CLIPBOARD, AtomEnum::PRIMARY.into()] {
+            self.conn.set_selection_owner(self.win, sel, CURRENT_TIME)?;
+        }
+        let owner = self
+            .conn
+            .get_selection_owner(self.atoms.CLIPBOARD)?
+            .reply()?;
+        self.owns = [owner.owner == self.win; 2];
+        Ok(owner.owner == self.win)
+    }
+
+    /// Starts (or joins) a read of CLIPBOARD; answers at once when we own it or nobody does.
+    fn get(&mut self, reply: oneshot::Sender<ClipboardReply>) -> XResult<()> {
+        if self.owns[0] {
+            let t = self.text.clone().unwrap_or_default();
+            let _ = reply.send(ClipboardReply::Text(t));
+            return Ok(());
+        }
+        if let Some(p) = &mut self.pending {
+            p.replies.push(reply);
+            return Ok(());
+        }
+        let owner = self
+            .conn
+            .get_selection_owner(self.atoms.CLIPBOARD)?
+            .reply()?;
+        if owner.owner == NONE {
+            let _ = reply.send(ClipboardReply::Empty);
+            return Ok(());
+        }
+        self.convert(self.atoms.UTF8_STRING)?;
+        self.pending = Some(Pending {
+            replies: vec![reply],
+            deadline: Instant::now() + READ_TIMEOUT,
+            target: self.atoms.UTF8_STRING,
+        });
+        Ok(())
+    }
+
+    fn convert(&self, target: Atom) -> XResult<()> {
+        self.conn.convert_selection(
+            self.win,
+            self.atoms.CLIPBOARD,
+            target,
+            self.atoms.GUESTKIT_CLIPBOARD,
+            CURRENT_TIME,
+        )?;
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    fn finish(&mut self, r: ClipboardReply) {
+        if let Some(p) = self.pending.take() {
+            for tx in p.replies {
+                let _ = tx.send(r.clone());
+            }
+        }
+    }
+
+    /// The owner's answer to our read.
+    fn notified(&mut self, ev: &SelectionNotifyEvent) -> XResult<()> {
+        if ev.requestor != self.win || ev.selection != self.atoms.CLIPBOARD {
+            return Ok(());
+        }
+        let Some(target) = self.pending.as_ref().map(|p| p.target) else {
+            // A late answer to a read that timed out: just drop its property.
+            self.conn
+                .delete_property(self.win, self.atoms.GUESTKIT_CLIPBOARD)?;
+            return Ok(());
+        };
+        if ev.property == NONE {
+            if target == self.atoms.UTF8_STRING {
+                self.convert(AtomEnum::STRING.into())?;
+                if let Some(p) = &mut self.pending {
+                    p.target = AtomEnum::STRING.into();
+                }
+            } else {
+                self.finish(ClipboardReply::Empty); // the owner has no text
+            }
+            return Ok(());
+        }
+        let prop = self
+            .conn
+            .get_property(
+                true,
+                self.win,
+                ev.property,
+                AtomEnum::ANY,
+                0,
+                (MAX_CLIPBOARD / 4 + 1) as u32,
+            )?
+            .reply()?;
+        let r = if prop.type_ == self.atoms.INCR
+            || prop.bytes_after > 0
+            || prop.value.len() > MAX_CLIPBOARD
+        {
+            ClipboardReply::TooLarge
+        } else if prop.type_ == u32::from(AtomEnum::STRING) {
+            ClipboardReply::Text(latin1_decode(&prop.value))
+        } else {
+            ClipboardReply::Text(String::from_utf8_lossy(&prop.value).into_owned())
+        };
+        self.finish(r);
+        Ok(())
+    }
+
+    /// A VM program asks for our text.
+    fn request(&mut self, req: &SelectionRequestEvent) -> XResult<bool> {
+        let a = &self.atoms;
+        let which = if req.selection == a.CLIPBOARD {
+            Some(0)
+        } else if req.selection == u32::from(AtomEnum::PRIMARY) {
+            Some(1)
+        } else {
+            None
+        };
+        let ours = req.owner == self.win && which.is_some_and(|i| self.owns[i]);
+        // Obsolete requesters give no property: the target names it (ICCCM).
+        let property = if req.property == NONE {
+            req.target
+        } else {
+            req.property
+        };
+        let text = self.text.as_deref().filter(|_| ours);
+        let served = match text {
+            None => false,
+            Some(_) if req.target == a.TARGETS => {
+                let targets = [a.TARGETS, a.UTF8_STRING, a.TEXT, AtomEnum::STRING.into()];
+                self.conn.change_property32(
+                    PropMode::REPLACE,
+                    req.requestor,
+                    property,
+                    AtomEnum::ATOM,
+                    &targets,
+                )?;
+                true
+            }
+            Some(t) if req.target == a.UTF8_STRING || req.target == a.TEXT => {
+                self.conn.change_property8(
+                    PropMode::REPLACE,
+                    req.requestor,
+                    property,
+                    a.UTF8_STRING,
+                    t.as_bytes(),
+                )?;
+                true
+            }
+            Some(t) if req.target == u32::from(AtomEnum::STRING) => {
+                self.conn.change_property8(
+                    PropMode::REPLACE,
+                    req.requestor,
+                    property,
+                    AtomEnum::STRING,
+                    &latin1_encode(t),
+                )?;
+                true
+            }
+            Some(_) => false,
+        };
+        let notify = SelectionNotifyEvent {
+            response_type: xproto::SELECTION_NOTIFY_EVENT,
+            sequence: 0,
+            time: req.time,
+            requestor: req.requestor,
+            selection: req.selection,
+            target: req.target,
+            property: if served { property } else { NONE },
+        };
+        self.conn
+            .send_event(false, req.requestor, EventMask::NO_EVENT, notify)?;
+        self.conn.flush()?;
+        Ok(served)
+    }
+
+    /// Handles one X event; errors of our own requests (a requester window gone) are
+    /// reported, not fatal.
+    fn event(&mut self, ev: Event, stats: &Mutex<ClipboardStats>) -> XResult<()> {
+        match ev {
+            Event::SelectionRequest(req) => {
+                let served = self.request(&req)?;
+                if let Ok(mut s) = stats.lock() {
+                    if served {
+                        s.served += 1;
+                    } else {
+                        s.refused += 1;
+                    }
+                }
+            }
+            Event::SelectionClear(c) => {
+                if c.selection == self.atoms.CLIPBOARD {
+                    self.owns[0] = false;
+                } else if c.selection == u32::from(AtomEnum::PRIMARY) {
+                    self.owns[1] = false;
+                }
+                if self.owns == [false; 2] {
+                    self.text = None;
+                }
+            }
+            Event::SelectionNotify(n) => self.notified(&n)?,
+            Event::Error(e) => note(stats, format!("X error: {e:?}")),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn run(
+    display: Option<String>,
+    rx: mpsc::Receiver<Cmd>,
+    mut wake: UnixStream,
+    stats: &Mutex<ClipboardStats>,
+) {
+    let mut x: Option<Owner> = None;
+    loop {
+        let r = step(display.as_deref(), &rx, &mut x, stats);
+        match r {
+            Ok(true) => {}
+            Ok(false) => return, // every handle is gone
+            Err(e) => {
+                note(stats, e.to_string());
+                if let Some(mut o) = x.take() {
+                    o.finish(ClipboardReply::Failed);
+                }
+            }
+        }
+        if let Ok(mut s) = stats.lock() {
+            s.owned = x.as_ref().is_some_and(|o| o.owns[0]);
+        }
+        let timeout = x
+            .as_ref()
+            .and_then(|o| o.pending.as_ref())
+            .map(|p| p.deadline.saturating_duration_since(Instant::now()))
+            .map(|d| d.as_millis().min(1000) as i32 + 1)
+            .unwrap_or(-1);
+        let mut fds = vec![libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(o) = &x {
+            fds.push(libc::pollfd {
+                fd: o.conn.stream().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        let mut buf = [0u8; 64];
+        while let Ok(n) = wake.read(&mut buf) {
+            if n == 0 {
+                break; // the handles are gone: `step` sees the channel closed
+            }
+        }
+    }
+}
+
+/// One round: queued requests, then X events, then a timed-out read. False once the handles
+/// are gone.
+fn step(
+    display: Option<&str>,
+    rx: &mpsc::Receiver<Cmd>,
+    x: &mut Option<Owner>,
+    stats: &Mutex<ClipboardStats>,
+) -> XResult<bool> {
+    loop {
+        let cmd = match rx.try_recv() {
+            Ok(c) => c,
+            Err(mpsc::TryRecvError::Empty) => break,
+            Err(mpsc::TryRecvError::Disconnected) => return Ok(false),
+        };
+        if x.is_none() {
+            match Owner::connect(display) {
+                Ok(o) => *x = Some(o),
+                Err(e) => {
+                    let msg = format!("cannot connect to X display: {e}");
+                    note(stats, msg.clone());
+                    match cmd {
+                        Cmd::Set(_, tx) => drop(tx.send(Err(msg))),
+                        Cmd::Get(tx) => drop(tx.send(ClipboardReply::Failed)),
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(o) = x.as_mut() else { continue };
+        match cmd {
+            Cmd::Set(text, tx) => {
+                let r = o.set(text);
+                let ok = matches!(r, Ok(true));
+                if let Ok(mut s) = stats.lock() {
+                    s.sets += u64::from(ok);
+                }
+                let _ = tx.send(match &r {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("another client took CLIPBOARD at once".into()),
+                    Err(e) => Err(e.to_string()),
+                });
+                r?;
+            }
+            Cmd::Get(tx) => {
+                if let Ok(mut s) = stats.lock() {
+                    s.gets += 1;
+                }
+                o.get(tx)?;
+            }
+        }
+    }
+    let Some(o) = x.as_mut() else {
+        return Ok(true);
+    };
+    while let Some(ev) = o.conn.poll_for_event()? {
+        o.event(ev, stats)?;
+    }
+    if o.pending
+        .as_ref()
+        .is_some_and(|p| Instant::now() >= p.deadline)
+    {
+        o.finish(ClipboardReply::Failed);
+    }
+    o.conn.flush()?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latin1_both_ways() {
+        assert_eq!(latin1_decode(&[0x61, 0xe9, 0xff]), "aéÿ");
+        assert_eq!(latin1_encode("aé€🔑"), [0x61, 0xe9, b'?', b'?']);
+    }
+}
