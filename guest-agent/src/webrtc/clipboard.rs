@@ -570,6 +570,25 @@ fn step(
 mod tests {
     use super::*;
 
+    /// Without an X server requests fail at once, naming why, and the thread stays usable.
+    #[test]
+    fn without_a_display_requests_fail_and_say_why() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let c = Clipboard::start(Some(":9999".into()));
+        rt.block_on(async {
+            let e = c.set("x".into()).await.expect_err("no display");
+            assert!(e.starts_with("cannot connect to X display"), "{e}");
+            assert_eq!(c.get().await, ClipboardReply::Failed);
+            assert!(c.set("y".into()).await.is_err());
+        });
+        let s = c.stats();
+        assert_eq!((s.sets, s.gets, s.busy), (0, 0, 0));
+        assert!(s.last_error.is_some_and(|e| e.contains("X display")));
+    }
+
     #[test]
     fn latin1_both_ways() {
         assert_eq!(latin1_decode(&[0x61, 0xe9, 0xff]), "aéÿ");
