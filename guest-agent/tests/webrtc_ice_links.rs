@@ -1,8 +1,8 @@
 //! WHEP viewers get the configured ICE servers (issue 15 item 5): the streamer reads them from
 //! `--ice-servers-file` (a file, so TURN credentials never show in process arguments) and
 //! names them in `Link: <url>; rel="ice-server"` headers of every WHEP answer (RFC 9725
-//! §4.6), credentials included for TURN; the real viewer page takes them into its peer
-//! connection. The servers are loopback addresses where nothing listens, so no traffic
+//! §4.6), credentials included for TURN, which `serve`'s proxy passes on; the real viewer
+//! page, served by `serve` as in a VM, takes them into its peer connection. The servers are loopback addresses where nothing listens, so no traffic
 //! leaves the machine.
 
 mod webrtc_common;
@@ -31,7 +31,9 @@ fn whep_answers_name_the_ice_servers_and_the_viewer_page_uses_them() {
         240,
         &[format!("--ice-servers-file={}", file.display())],
     );
-    let url = format!("http://{}/viewer#token={TOKEN}", streamer.addr);
+    // Through `serve`, as in a VM: its proxy must carry the headers to the page.
+    let serve = start_serve(&streamer.dir.path().join("webrtc.sock"));
+    let url = format!("http://{}/viewer#token={TOKEN}", serve.addr);
     let mut b = Browser::launch(&url);
     wait_for("window.viewer", Duration::from_secs(30), || {
         (b.eval("typeof viewer") == json!("object")).then_some(())

@@ -178,9 +178,15 @@ pub fn check_controller_url(url: &str) -> Result<(), String> {
 /// beyond `/`, printable ASCII, at most 2048 bytes.
 pub fn check_proxy_url(url: &str) -> Result<(), String> {
     // Credentials are never echoed: the message goes to the console.
-    let redacted = match (url.find("://"), url.rfind('@')) {
-        (Some(i), Some(j)) if j > i => format!("{}***{}", &url[..i + 3], &url[j..]),
-        _ => url.to_string(),
+    let redacted = match url.rfind('@') {
+        Some(j) => {
+            let scheme = url
+                .find("://")
+                .filter(|&i| i < j)
+                .map_or("", |i| &url[..i + 3]);
+            format!("{scheme}***{}", &url[j..])
+        }
+        None => url.to_string(),
     };
     let shown = checked_shape(url, &redacted)?;
     let rest = ["http://", "https://", "socks5://"]
@@ -506,6 +512,16 @@ mod tests {
                 "guest_agent.proxy=http://u:secret@h:1\u{1}",
                 PROXY_PARAM,
                 "control characters",
+            ),
+            (
+                "guest_agent.proxy=u:secret@h:1",
+                PROXY_PARAM,
+                "is not an http://",
+            ),
+            (
+                "guest_agent.proxy=http:/u:secret@h:1",
+                PROXY_PARAM,
+                "is not an http://",
             ),
             (
                 "guest_agent.proxy=http://fd00::1:1",

@@ -185,6 +185,11 @@ pub fn user_js(proxy: Option<&str>) -> Result<String, String> {
                 "\"localhost,127.0.0.1,[::1]\"",
             );
             pref("network.proxy.allow_hijacking_localhost", "false");
+            // No WebRTC UDP around the proxy: a page must not learn the VM's own address.
+            pref(
+                "media.peerconnection.ice.proxy_only_if_behind_proxy",
+                "true",
+            );
         }
     }
     Ok(text)
@@ -197,20 +202,24 @@ struct ProxyPrefs {
     v4: bool,
 }
 
-/// `http://host:port`, `https://…`, `socks5://…`, `socks4://…`; user:password is refused
+/// `http://host:port`, `socks5://…`, `socks4://…` (`https://` and user:password are refused)
 /// (prefs cannot carry it), the host must be a plain name or address.
 fn parse_proxy(url: &str) -> Result<ProxyPrefs, String> {
     let bad = |why: &str| format!("proxy {url:?}: {why}");
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| bad("no scheme (http://host:port)"))?;
-    let (socks, v4, default_port) = match scheme.to_ascii_lowercase().as_str() {
-        "http" => (false, false, 80),
-        "https" => (false, false, 443),
-        "socks" | "socks5" | "socks5h" => (true, false, 1080),
-        "socks4" | "socks4a" => (true, true, 1080),
-        _ => return Err(bad("scheme is not http, https, socks5 or socks4")),
-    };
+    let (socks, v4, default_port) =
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" => (false, false, 80),
+            "https" => return Err(bad(
+                "an https:// proxy cannot be given to Firefox (its proxy prefs speak plain HTTP \
+                 to the proxy)",
+            )),
+            "socks" | "socks5" | "socks5h" => (true, false, 1080),
+            "socks4" | "socks4a" => (true, true, 1080),
+            _ => return Err(bad("scheme is not http, https, socks5 or socks4")),
+        };
     let authority = rest.split('/').next().unwrap_or("");
     if authority.contains('@') {
         return Err(bad("credentials in the URL cannot be given to Firefox"));

@@ -503,18 +503,32 @@ impl OAuth {
                 tracing::info!(session = id, pid = ?info.pid, "login page opened in the browser")
             }
         }
-        let mut map = self.lock();
-        if let Some(e) = map.get_mut(id).filter(|e| e.seq == seq) {
-            e.session.browser = Some(info.clone());
-            e.opened = Some(url.to_string());
-            e.browser = b;
-            if info.error.is_none() {
-                let _ = e
-                    .session
-                    .transition(SessionState::AwaitingUser, SystemTime::now(), None);
+        let stale = {
+            let mut map = self.lock();
+            let mut stale = None;
+            match map.get_mut(id).filter(|e| e.seq == seq) {
+                // The session ended while the browser was starting or being handed the URL
+                // (a Firefox hand-over waits up to 15 s): its end closed nothing, so close it here.
+                Some(e) if !e.session.is_live() => stale = b,
+                Some(e) => {
+                    e.session.browser = Some(info.clone());
+                    e.opened = Some(url.to_string());
+                    e.browser = b;
+                    if info.error.is_none() {
+                        let _ = e.session.transition(
+                            SessionState::AwaitingUser,
+                            SystemTime::now(),
+                            None,
+                        );
+                    }
+                }
+                None => stale = b,
             }
+            stale
+        };
+        if let Some(b) = stale {
+            b.close(Duration::from_secs(2)).await;
         }
-        drop(map);
         self.touched();
         info
     }

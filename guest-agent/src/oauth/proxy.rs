@@ -50,7 +50,7 @@ fn default_gateway() -> Option<IpAddr> {
         .map(|r| IpAddr::V4(r.gateway))
 }
 
-/// The variables a CLI (Node's undici/got, Python, curl, Go) reads, both spellings.
+/// The variables a CLI (Node, Python, curl, Go) reads, both spellings.
 pub fn env(url: &str) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
@@ -59,6 +59,8 @@ pub fn env(url: &str) -> Vec<(String, String)> {
     }
     env.push(("NO_PROXY".into(), NO_PROXY.into()));
     env.push(("no_proxy".into(), NO_PROXY.into()));
+    // Node's built-in fetch (undici) ignores the variables unless this is set (Node 22.21+).
+    env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
     env
 }
 
@@ -79,6 +81,8 @@ pub fn chromium_args(url: &str) -> Vec<String> {
     vec![
         format!("--proxy-server={url}"),
         "--proxy-bypass-list=localhost;127.0.0.1;[::1]".to_string(),
+        // No WebRTC UDP around the proxy: a page must not learn the VM's own address.
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_string(),
     ]
 }
 

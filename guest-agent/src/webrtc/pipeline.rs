@@ -281,9 +281,11 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         };
         // Grab when the screen changed (DAMAGE), not at the next tick of a clock; a keyframe
         // request or a frame rate control dropped does not wait.
+        // The latency figure counts only frames that followed a fresh report.
+        let mut reported = false;
         if !retry && !shared.keyframe.load(Ordering::SeqCst) {
             match src.wait_change(WAIT_SLICE) {
-                Ok(true) => {}
+                Ok(true) => reported = true,
                 Ok(false) if last_grab.elapsed() < LOOK_AGAIN => continue,
                 Ok(false) => {}
                 Err(e) => {
@@ -324,7 +326,7 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         let encode_us = t1.elapsed().as_micros() as u64;
         match out {
             Ok(Some(ef)) => {
-                if let Some(age) = src.change_age() {
+                if let Some(age) = src.change_age().filter(|_| reported) {
                     latencies.push(age.as_secs_f64() * 1000.0);
                 }
                 seq += 1;

@@ -111,6 +111,10 @@ async fn forward(State(sock): State<Arc<PathBuf>>, req: Request) -> Response {
             r = r.header(name, v);
         }
     }
+    // The WHEP answer's ICE servers (`Link: <url>; rel="ice-server"`, one header each).
+    for v in rparts.headers.get_all(header::LINK) {
+        r = r.header(header::LINK, v);
+    }
     r.body(Body::from(bytes))
         .unwrap_or_else(|_| unavailable("bad response from the streamer".into()))
 }

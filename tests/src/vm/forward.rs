@@ -18,6 +18,9 @@ use std::time::Duration;
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// A relay with no datagram in either direction this long is closed.
 const RELAY_IDLE: Duration = Duration::from_secs(600);
+/// Most relays one answer gets (the streamer gathers one candidate; the guest's SDP is not
+/// trusted to size the host's threads and sockets).
+const MAX_RELAYS_PER_ANSWER: usize = 4;
 
 /// A running forwarder: `127.0.0.1:port` → `target` inside the namespace at `ns`.
 pub struct Forwarder {
@@ -80,7 +83,13 @@ fn proxy_one(mut client: TcpStream, ns: &Path, target: SocketAddr) -> std::io::R
     if header(&head, "content-type").is_some_and(|t| t.starts_with("application/sdp")) {
         let sdp = String::from_utf8_lossy(&body).into_owned();
         let ns = ns.to_path_buf();
+        let mut relays = 0;
+        // Only the VM's own address, and a few: the answer comes from the guest.
         let rewritten = rewrite_candidates(&sdp, |addr| {
+            if addr.ip() != target.ip() || relays == MAX_RELAYS_PER_ANSWER {
+                return None;
+            }
+            relays += 1;
             UdpRelay::start(&ns, addr)
                 .map_err(|e| eprintln!("forwarder: relay for {addr}: {e}"))
                 .ok()
@@ -235,7 +244,13 @@ impl UdpRelay {
         std::thread::spawn(move || {
             let mut buf = [0u8; 65536];
             while let Ok((n, from)) = near2.recv_from(&mut buf) {
-                *peer2.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+                // The first sender is the viewer; nobody else on the host takes its place.
+                let mut p = peer2.lock().unwrap_or_else(|p| p.into_inner());
+                if p.is_some_and(|p| p != from) {
+                    continue;
+                }
+                *p = Some(from);
+                drop(p);
                 let _ = inside2.send(&buf[..n]);
             }
         });
