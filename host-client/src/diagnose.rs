@@ -428,7 +428,7 @@ impl Diagnoser {
                 self.timeline.push(TimelineEntry {
                     milestone: m,
                     line: n,
-                    kernel_time: kernel_timestamp(line),
+                    kernel_time: event_kernel_timestamp(line),
                     evidence: cap(line, MAX_EVIDENCE),
                 });
             }
@@ -459,6 +459,19 @@ pub fn clean_line(raw: &str) -> String {
         }
     }
     out
+}
+
+/// The kernel timestamp of the event on `line`: the one right before its `GUESTKIT: ` prefix.
+/// The serial console interleaves writers, so a kernel line can land after another process's
+/// unfinished line (`...ran_ms=220[    2.815047] GUESTKIT: {...}`, seen in CI).
+pub fn event_kernel_timestamp(line: &str) -> Option<f64> {
+    let before = line
+        .find(guest_proto::event::EVENT_PREFIX)
+        .map_or(line, |at| &line[..at]);
+    match before.rfind('[') {
+        Some(i) => kernel_timestamp(&before[i..]),
+        None => kernel_timestamp(line),
+    }
 }
 
 /// Seconds from a kernel timestamp prefix `[    1.234567]` at the start of the line.

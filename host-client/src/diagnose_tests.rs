@@ -186,6 +186,15 @@ fn kernel_timestamps() {
     assert_eq!(kernel_timestamp("[ TIME ] x"), None);
     assert_eq!(kernel_timestamp("[.5] x"), None);
     assert_eq!(kernel_timestamp("no"), None);
+    // An event's stamp behind another writer's unfinished line (seen on a CI console).
+    assert_eq!(
+        event_kernel_timestamp(
+            "exited service=x ran_ms=220[    2.815047] GUESTKIT: {\"src\":\"agent\"}"
+        ),
+        Some(2.815047)
+    );
+    assert_eq!(event_kernel_timestamp("[    1.5] GUESTKIT: {}"), Some(1.5));
+    assert_eq!(event_kernel_timestamp("[x] GUESTKIT: {}"), None);
 }
 
 const PANIC: &str =
