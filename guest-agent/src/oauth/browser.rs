@@ -13,7 +13,6 @@ use super::procs::{self, ProcGroup};
 use super::pty::Track;
 use super::user::LoginUser;
 use guest_proto::oauth::BrowserInfo;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -81,16 +80,7 @@ pub fn open(command: &[String], url: &str, l: &Launch) -> (BrowserInfo, Option<B
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     l.user.apply(&mut cmd);
-    let parent = std::process::id() as i32;
-    // SAFETY: setsid, prctl and getppid are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            procs::die_with_parent(parent)
-        });
-    }
+    procs::own_session_dying_with_us(&mut cmd);
     match procs::spawn(cmd) {
         Ok(mut child) => {
             let pid = child.id();

@@ -33,7 +33,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -433,16 +432,7 @@ pub async fn open_in_running(
     let marker = format!("{}-remote", l.track.marker);
     cmd.env(procs::MARK_ENV, &marker);
     l.user.apply(&mut cmd);
-    let parent = std::process::id() as i32;
-    // SAFETY: setsid, prctl and getppid are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            procs::die_with_parent(parent)
-        });
-    }
+    procs::own_session_dying_with_us(&mut cmd);
     let started = std::time::Instant::now();
     let mut child = match procs::spawn(cmd) {
         Ok(c) => c,

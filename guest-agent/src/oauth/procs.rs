@@ -396,6 +396,22 @@ pub fn spawn(cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
+/// Makes `cmd`'s child lead its own session (a group of its own to close) and die with this
+/// process ([`die_with_parent`]); std switches uid/gid before such hooks run.
+pub fn own_session_dying_with_us(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as i32;
+    // SAFETY: setsid, prctl and getppid are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            die_with_parent(parent)
+        });
+    }
+}
+
 /// In a child between fork and exec (async-signal-safe): SIGKILL when the forking thread
 /// dies, and die now if the parent already has (`parent` = the agent's pid).
 ///

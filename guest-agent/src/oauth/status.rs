@@ -8,7 +8,6 @@ use super::config::OAuthConfig;
 use super::procs::{self, ProcGroup};
 use super::provider::Provider;
 use super::user::LoginUser;
-use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -46,16 +45,7 @@ pub async fn run(cfg: &OAuthConfig, p: &Provider, user: &LoginUser) -> Option<Pr
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     user.apply(&mut cmd);
-    let parent = std::process::id() as i32;
-    // SAFETY: setsid, prctl and getppid are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            procs::die_with_parent(parent)
-        });
-    }
+    procs::own_session_dying_with_us(&mut cmd);
     for k in &p.env_remove {
         cmd.env_remove(k);
     }
