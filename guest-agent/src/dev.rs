@@ -8,14 +8,7 @@ use guest_proto::vm_settings::DisplaySize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Where a program is on `PATH`, if it is.
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(program))
-            .find(|f| f.is_file())
-    })
-}
+use crate::streamer::on_path as which;
 
 /// The first display number from 90 up whose socket and lock file are free.
 fn free_display() -> anyhow::Result<u32> {
@@ -32,6 +25,8 @@ pub struct Screen {
     pub display: String,
     pub size: DisplaySize,
     pub openbox: bool,
+    /// The streamer binary (`guest-stream`).
+    pub streamer: PathBuf,
 }
 
 /// Decides what `--display` can run here: Xvfb is required (an error naming the package when
@@ -44,10 +39,15 @@ pub fn screen(size: DisplaySize) -> anyhow::Result<Screen> {
     if !openbox {
         eprintln!("guest-agent dev: openbox is not installed: the screen runs without a window manager (apt-get install openbox)");
     }
+    let streamer = crate::streamer::find().ok_or_else(|| anyhow::anyhow!(
+        "--display needs {}",
+        crate::streamer::missing()
+    ))?;
     Ok(Screen {
         display: format!(":{}", free_display()?),
         size,
         openbox,
+        streamer,
     })
 }
 
@@ -91,13 +91,13 @@ command = ["Xvfb", {display}, "-screen", "0", {size}, "-nolisten", "tcp", "-nore
 required = true
 
 [services.webrtc]
-command = [{exe}, "webrtc", "--display", {display}, "--width", {w}, "--height", {h}, "--socket", {sock}, "--ice-ip", "127.0.0.1", "--token-file", {token}, "--cmdline", {nocmd}]
+command = [{streamer}, "--display", {display}, "--width", {w}, "--height", {h}, "--socket", {sock}, "--ice-ip", "127.0.0.1", "--token-file", {token}, "--cmdline", {nocmd}]
 depends_on = ["xvfb"]
 required = true
 "#,
             display = q(&s.display),
             size = q(&size),
-            exe = p(exe),
+            streamer = p(&s.streamer),
             w = q(&s.size.width.to_string()),
             h = q(&s.size.height.to_string()),
             sock = p(&sock),
@@ -133,6 +133,7 @@ mod tests {
                 height: 360,
             },
             openbox: true,
+            streamer: PathBuf::from("/x/guest-stream"),
         };
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let text = config(
@@ -148,6 +149,7 @@ mod tests {
         }
         let webrtc = cfg.services.iter().find(|s| s.name == "webrtc").unwrap();
         assert_eq!(webrtc.depends_on, vec!["xvfb".to_string()]);
+        assert!(text.contains(r#"command = ["/x/guest-stream", "--display", ":93""#), "{text}");
         assert!(text.contains("\"640x360x24\""), "{text}");
         let plain = config(Path::new("/x/guest-agent"), Path::new("/tmp/d"), addr, None);
         let cfg = crate::config::parse(&plain, "<dev>").expect("parses");

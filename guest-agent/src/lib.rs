@@ -12,6 +12,6 @@ pub mod oauth;
 pub mod pid1;
 pub mod serve;
 pub mod state;
+pub mod streamer;
 pub mod supervisor;
 pub mod systemd;
-pub mod webrtc;

@@ -85,8 +85,12 @@ enum Role {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The screen streamer: X display -> H.264 -> WebRTC viewers, input back via XTEST.
-    Webrtc(guest_agent::webrtc::WebrtcArgs),
+    /// The screen streamer, now its own binary: runs `guest-stream` with these arguments
+    /// (kept so existing supervisor configs work).
+    Webrtc {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,6 +98,11 @@ fn main() -> std::process::ExitCode {
     if let Role::OpenUrl { args } = &cli.role {
         // Run by a login CLI: no runtime, no logging set-up, xdg-open's exit status.
         return std::process::ExitCode::from(guest_agent::oauth::shim::open_url_main(args));
+    }
+    if let Role::Webrtc { args } = &cli.role {
+        // Replaced by guest-stream; returns only when that cannot run.
+        eprintln!("guest-agent webrtc: {}", guest_agent::streamer::exec_streamer(args));
+        return std::process::ExitCode::FAILURE;
     }
     init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -139,7 +148,6 @@ fn parse_cli() -> Cli {
 
 async fn run(role: Role) -> anyhow::Result<()> {
     match role {
-        Role::Webrtc(args) => Ok(guest_agent::webrtc::run(args).await?),
         Role::Serve {
             listen,
             state_dir,
@@ -173,7 +181,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
             .await
         }
         // Handled in main() before the runtime starts.
-        Role::OpenUrl { .. } => Ok(()),
+        Role::OpenUrl { .. } | Role::Webrtc { .. } => Ok(()),
         Role::Supervise {
             config,
             dev,

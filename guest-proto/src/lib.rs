@@ -12,6 +12,7 @@ pub mod ipconfig;
 pub mod oauth;
 pub mod readiness;
 pub mod report;
+pub mod stream;
 pub mod vm_settings;
 pub mod vsock;
 

@@ -70,8 +70,10 @@ pub fn bus_address(profile: &Path) -> String {
 }
 
 fn bus_name(profile: &Path) -> String {
-    let h = xxhash_rust::xxh3::xxh3_64(profile.as_os_str().as_encoded_bytes());
-    format!("guestkit-firefox-{h:016x}")
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(profile.as_os_str().as_encoded_bytes());
+    let h: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("guestkit-firefox-{h}")
 }
 
 /// Whether a listener holds the private bus of `profile` (`@name` in `/proc/net/unix`).

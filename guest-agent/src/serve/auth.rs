@@ -39,14 +39,6 @@ pub const HOW_TO_CONFIGURE: &str = "configure a token: write it to the token fil
 SHA-256 of the token> on the kernel command line; or opt out of authentication explicitly \
 with `serve --insecure-no-auth` or guest_agent.auth=none";
 
-/// Where the token came from, for the start-up log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    File(String),
-    Cmdline,
-    None,
-}
-
 /// The access policy of the guarded routes. `Debug` never shows a token or a digest.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -251,33 +243,6 @@ fn from_file_or_cmdline(
     }
 }
 
-/// The clear token, for the streamer's own TCP listener (`guest-agent webrtc --listen`): the
-/// file wins; an empty file or value counts as none. (A hashed token is not returned.)
-pub fn load_token(file: &Path, cmdline: &Path) -> (Option<String>, TokenSource) {
-    if let Ok(text) = std::fs::read_to_string(file) {
-        let t = text.trim();
-        if !t.is_empty() {
-            return (
-                Some(t.to_string()),
-                TokenSource::File(file.display().to_string()),
-            );
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string(cmdline) {
-        if let Some(t) = KernelCmdline::parse(&text).get(TOKEN_PARAM) {
-            if !t.is_empty() {
-                return (Some(t.to_string()), TokenSource::Cmdline);
-            }
-        }
-    }
-    (None, TokenSource::None)
-}
-
-/// `true` when `header_value` is `Bearer <expected>`.
-pub fn authorized(expected: &str, header_value: Option<&str>) -> bool {
-    !expected.is_empty() && Auth::token(expected).check(header_value).is_ok()
-}
-
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -340,16 +305,6 @@ mod tests {
     }
 
     #[test]
-    fn bearer_must_match_exactly() {
-        assert!(authorized("s3cret", Some("Bearer s3cret")));
-        assert!(!authorized("s3cret", Some("Bearer s3cre")));
-        assert!(!authorized("s3cret", Some("Bearer s3cretX")));
-        assert!(!authorized("s3cret", Some("Basic s3cret")));
-        assert!(!authorized("s3cret", None));
-        assert!(!authorized("", Some("Bearer ")));
-    }
-
-    #[test]
     fn nothing_configured_refuses_everyone_with_the_way_out() {
         let dir = tempfile::tempdir().unwrap();
         let l = load(&dir.path().join("none"), &dir.path().join("none"), false);
@@ -405,21 +360,15 @@ mod tests {
             "cmdline",
             "console=ttyS0 guest_agent.token=fromcmd quiet\n",
         );
-        assert_eq!(
-            load_token(&file, &cmdline),
-            (Some("fromcmd".into()), TokenSource::Cmdline)
-        );
         let l = load(&file, &cmdline, false);
         assert!(l.auth.check(Some("Bearer fromcmd")).is_ok());
         assert!(l.warnings.iter().any(|w| w.contains("in clear")));
         std::fs::write(&file, "fromfile\n").unwrap();
-        assert_eq!(load_token(&file, &cmdline).0.as_deref(), Some("fromfile"));
         let l = load(&file, &cmdline, false);
         assert!(l.auth.check(Some("Bearer fromfile")).is_ok());
         assert!(l.auth.check(Some("Bearer fromcmd")).is_err());
         std::fs::write(&cmdline, "console=ttyS0\n").unwrap();
         std::fs::write(&file, "\n").unwrap();
-        assert_eq!(load_token(&file, &cmdline), (None, TokenSource::None));
         assert_eq!(load(&file, &cmdline, false).auth, Auth::Unconfigured);
     }
 

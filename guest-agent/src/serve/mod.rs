@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod readiness_watch;
 pub mod vsock;
+pub mod stream_proxy;
 pub mod webrtc_health;
 
 use crate::oauth::config::OAuthConfig;
@@ -272,7 +273,7 @@ pub fn router(opts: &ServeOptions, auth: auth::Auth, conns: Arc<listener::ConnSt
         .route("/services", get(services))
         .route("/services/{name}/logs", get(logs))
         .route("/services/{name}/restart", post(restart))
-        .merge(crate::webrtc::proxy::guarded())
+        .merge(stream_proxy::guarded())
         .merge(crate::oauth::routes::router(oauth.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),
@@ -283,7 +284,7 @@ pub fn router(opts: &ServeOptions, auth: auth::Auth, conns: Arc<listener::ConnSt
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .merge(crate::webrtc::proxy::public())
+        .merge(stream_proxy::public())
         // The OAuth redirect relay: no token, no guard; its `state` admits it (oauth::routes).
         .merge(crate::oauth::routes::public(oauth))
         .merge(guarded)

@@ -73,7 +73,7 @@ impl Probe {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "webrtc".into());
-        Probe::new(crate::webrtc::proxy::socket(), service)
+        Probe::new(super::stream_proxy::socket(), service)
     }
 
     /// Starts a request unless one is under way, waits for it up to [`WAIT_BUDGET`], and

@@ -8,7 +8,7 @@
 
 mod webrtc_common;
 
-use guest_agent::webrtc::input_queue::MAX_QUEUED;
+use guest_stream::input_queue::MAX_QUEUED;
 use serde_json::json;
 use std::time::Duration;
 use webrtc_common::*;

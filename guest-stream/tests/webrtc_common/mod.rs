@@ -473,14 +473,14 @@ pub fn start_streamer_with(
     #[derive(clap::Parser)]
     struct A {
         #[command(flatten)]
-        w: guest_agent::webrtc::WebrtcArgs,
+        w: guest_stream::WebrtcArgs,
     }
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), TOKEN).expect("token");
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut argv = vec![
-        "webrtc".to_string(),
+        "guest-stream".to_string(),
         format!("--display={display}"),
         format!("--width={width}"),
         format!("--height={height}"),
@@ -498,7 +498,7 @@ pub fn start_streamer_with(
             .enable_all()
             .build()
             .expect("runtime");
-        if let Err(e) = rt.block_on(guest_agent::webrtc::run(args)) {
+        if let Err(e) = rt.block_on(guest_stream::run(args)) {
             panic!("streamer failed: {e}");
         }
     });
@@ -521,7 +521,7 @@ pub fn start_serve(socket: &std::path::Path) -> ServeChild {
     let d = dir.path();
     std::fs::write(d.join("token"), TOKEN).expect("token");
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_guest-agent"))
+    let child = Command::new(guestkit_tests::bins::bin("guest-agent"))
         .arg("serve")
         .arg("--listen")
         .arg(addr.to_string())

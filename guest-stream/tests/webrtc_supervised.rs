@@ -56,7 +56,7 @@ fn frames(b: &mut Browser, at_least: u64) -> Value {
 fn streamer_behind_serve_survives_a_kill_and_takes_a_new_viewer() {
     need("Xvfb", "xvfb");
     need("chromium", "chromium");
-    let exe = env!("CARGO_BIN_EXE_guest-agent");
+    let exe = guestkit_tests::bins::bin("guest-agent");
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     std::fs::write(d.join("token"), TOKEN).expect("token");
@@ -74,7 +74,7 @@ stop_grace_ms = 2000
 command = ["Xvfb", {display}, "-screen", "0", "1280x720x24", "-nolisten", "tcp", "-noreset"]
 
 [services.webrtc]
-command = [{exe}, "webrtc", "--display", {display}, "--socket", {sock}, "--ice-ip", "127.0.0.1", "--token-file", {token}, "--cmdline", {nocmd}]
+command = [{streamer}, "--display", {display}, "--socket", {sock}, "--ice-ip", "127.0.0.1", "--token-file", {token}, "--cmdline", {nocmd}]
 
 [services.serve]
 command = [{exe}, "serve", "--listen", {addr}, "--state-dir", {dir}, "--token-file", {token}, "--netinit-state", {net}]
@@ -82,7 +82,8 @@ env = {{ GUEST_AGENT_WEBRTC_SOCKET = {sock} }}
 required = true
 "#,
         display = q(&display),
-        exe = q(exe),
+        exe = p(&exe),
+        streamer = q(env!("CARGO_BIN_EXE_guest-stream")),
         sock = p(&sock),
         token = p(&d.join("token")),
         nocmd = p(&d.join("no-cmdline")),
@@ -92,7 +93,7 @@ required = true
     );
     std::fs::write(d.join("config.toml"), config).expect("config");
     let _sup = Supervisor(
-        Command::new(exe)
+        Command::new(&exe)
             .args(["supervise", "--config"])
             .arg(d.join("config.toml"))
             .arg("--state-dir")

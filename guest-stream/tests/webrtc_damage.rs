@@ -5,7 +5,7 @@
 
 mod webrtc_common;
 
-use guest_agent::webrtc::capture::Capturer;
+use guest_stream::capture::Capturer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use webrtc_common::*;

@@ -6,11 +6,11 @@
 
 mod webrtc_common;
 
-use guest_agent::webrtc::inject::Injector;
-use guest_agent::webrtc::inject_thread::InputSink;
-use guest_agent::webrtc::input::InputEvent::{self, *};
-use guest_agent::webrtc::input_queue::MAX_QUEUED;
-use guest_agent::webrtc::keycodes::MAX_SPARE;
+use guest_stream::inject::Injector;
+use guest_stream::inject_thread::InputSink;
+use guest_stream::input::InputEvent::{self, *};
+use guest_stream::input_queue::MAX_QUEUED;
+use guest_stream::keycodes::MAX_SPARE;
 use std::time::Duration;
 use webrtc_common::*;
 use x11rb::connection::Connection;

@@ -155,7 +155,7 @@ fn a_cancelled_offer_leaves_no_viewer_and_no_peer() {
     // the gather timeout: the request is cancelled while the peer is being negotiated.
     let stun = std::net::UdpSocket::bind("127.0.0.1:0").expect("silent STUN socket");
     let mut opts = loopback_peer_options();
-    opts.ice_servers = vec![guest_agent::webrtc::peer::IceServer {
+    opts.ice_servers = vec![guest_stream::peer::IceServer {
         urls: vec![format!("stun:{}", stun.local_addr().expect("stun addr"))],
         ..Default::default()
     }];

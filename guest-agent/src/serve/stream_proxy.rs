@@ -1,7 +1,7 @@
 //! `serve`'s side of the streamer: forwards `/webrtc/*` to the streamer's unix socket (the
 //! streamer is its own supervised process, so its crash costs the viewers their stream but
 //! never the agent's HTTP), and serves the static `/viewer` page itself. The socket is
-//! [`super::DEFAULT_SOCKET`] unless `GUEST_AGENT_WEBRTC_SOCKET` names another.
+//! [`guest_proto::stream::DEFAULT_SOCKET`] unless `GUEST_AGENT_WEBRTC_SOCKET` names another.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,8 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Environment variable naming the streamer's socket.
-pub const SOCKET_ENV: &str = "GUEST_AGENT_WEBRTC_SOCKET";
+pub use guest_proto::stream::SOCKET_ENV;
 
 /// Largest request forwarded (an SDP offer is a few KiB).
 const MAX_BODY: usize = 256 * 1024;
@@ -26,7 +25,7 @@ const MAX_BODY: usize = 256 * 1024;
 pub fn socket() -> PathBuf {
     std::env::var_os(SOCKET_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(super::DEFAULT_SOCKET))
+        .unwrap_or_else(|| PathBuf::from(guest_proto::stream::DEFAULT_SOCKET))
 }
 
 /// Routes that need the agent's token (merge into the guarded router).
@@ -42,7 +41,7 @@ pub fn guarded<S: Clone + Send + Sync + 'static>() -> Router<S> {
 pub fn public<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route(
         "/viewer",
-        get(|| async { Html(super::server::VIEWER_HTML) }),
+        get(|| async { Html(guest_proto::stream::VIEWER_HTML) }),
     )
 }
 

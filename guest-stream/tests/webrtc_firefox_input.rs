@@ -6,6 +6,8 @@
 //! click and typed text in the viewer must end up as the text field's value in Firefox.
 //! Fails (does not skip) when Xvfb, chromium or firefox-esr is missing.
 
+// The login-user helpers of guest-agent's OAuth tests: Firefox is started as the agent starts it.
+#[path = "../../guest-agent/tests/oauth_support/mod.rs"]
 mod oauth_support;
 mod webrtc_common;
 

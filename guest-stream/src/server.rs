@@ -32,7 +32,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, Mutex};
 
 /// The viewer page (no build step: one HTML file with inline JS).
-pub const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
+pub use guest_proto::stream::VIEWER_HTML;
 
 /// What the HTTP handlers share.
 pub struct Streamer {
@@ -316,7 +316,7 @@ async fn require_token(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if !crate::serve::auth::authorized(expected, h) {
+        if !crate::auth::authorized(expected, h) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -15,7 +15,7 @@
 
 mod webrtc_common;
 
-use guest_agent::webrtc::input::MAX_CLIPBOARD;
+use guest_stream::input::MAX_CLIPBOARD;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};

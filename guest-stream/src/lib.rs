@@ -1,12 +1,19 @@
-//! `guest-agent webrtc`: the screen streamer (DESIGN.md §6). Captures the X display
-//! (x11rb, MIT-SHM), converts BGRA → I420 (`yuv`), encodes H.264 (openh264, screen-content
+//! `guest-stream`: the screen streamer (DESIGN.md §6). Captures the X display (x11rb,
+//! MIT-SHM, DAMAGE), converts BGRA → I420 (`yuv`), encodes H.264 (openh264, screen-content
 //! real-time), and sends it to each viewer's webrtc-rs peer; viewer input comes back on a data
 //! channel ([`input`] documents the format) and is injected with XTEST.
 //!
+//! A crate of its own, with its own binary: it is the part with the heavy dependencies
+//! (webrtc-rs, openh264, X11) and its own failure domain. `guest-agent` (supervise, serve,
+//! OAuth) builds and ships without any of them, so the supervisor that starts first execs a
+//! small binary, and a VM without a display carries no streamer at all.
+//!
 //! The streamer runs as its own supervised process. Its HTTP surface ([`server`]) is on a
-//! unix socket that `serve` proxies `/webrtc/*` and `/viewer` to, so a streamer crash leaves
-//! the agent's HTTP up; `--listen` adds a TCP listener (development, tests).
+//! unix socket that `serve` proxies `/webrtc/*` to (the contract is in
+//! [`guest_proto::stream`]), so a streamer crash leaves the agent's HTTP up; `--listen` adds
+//! a TCP listener (development, tests).
 
+pub mod auth;
 pub mod capture;
 pub mod clipboard;
 pub mod controller;
@@ -20,7 +27,6 @@ pub mod keyframe;
 pub mod peer;
 pub mod pipeline;
 pub mod playout;
-pub mod proxy;
 pub mod sdp;
 pub mod server;
 
@@ -29,10 +35,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default unix socket of the streamer's HTTP surface.
-pub const DEFAULT_SOCKET: &str = "/run/guest-agent/webrtc.sock";
+pub use guest_proto::stream::DEFAULT_SOCKET;
 
-/// Command-line options of `guest-agent webrtc`.
+/// Command-line options of `guest-stream`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WebrtcArgs {
     /// X display to capture and inject into (default `$DISPLAY`).
@@ -191,7 +196,7 @@ fn read_ice_servers(path: &std::path::Path) -> Result<Vec<peer::IceServer>, Webr
 /// Runs the streamer until the process is signalled.
 pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
     args.validate()?;
-    let (token, _) = crate::serve::auth::load_token(&args.token_file, &args.cmdline);
+    let token = auth::load_token(&args.token_file, &args.cmdline);
     let settings = args.encoder_settings();
     let display = args.display.clone();
     let (w, h) = (args.width, args.height);

@@ -10,12 +10,12 @@ use std::time::Duration;
 /// viewer connects) with chosen peer options, served on loopback TCP with [`TOKEN`].
 pub struct BareStreamer {
     pub addr: SocketAddr,
-    pub streamer: Arc<guest_agent::webrtc::server::Streamer>,
+    pub streamer: Arc<guest_stream::server::Streamer>,
 }
 
 /// Peer options for loopback tests: host candidates on 127.0.0.1, short gathering.
-pub fn loopback_peer_options() -> guest_agent::webrtc::peer::PeerOptions {
-    guest_agent::webrtc::peer::PeerOptions {
+pub fn loopback_peer_options() -> guest_stream::peer::PeerOptions {
+    guest_stream::peer::PeerOptions {
         ice_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         ice_port: 0,
         ice_servers: Vec::new(),
@@ -27,10 +27,10 @@ pub fn loopback_peer_options() -> guest_agent::webrtc::peer::PeerOptions {
 }
 
 pub fn start_bare_streamer(
-    peer: guest_agent::webrtc::peer::PeerOptions,
+    peer: guest_stream::peer::PeerOptions,
     max_viewers: usize,
 ) -> BareStreamer {
-    use guest_agent::webrtc::{encode, inject_thread, pipeline, server};
+    use guest_stream::{encode, inject_thread, pipeline, server};
     let settings = encode::EncoderSettings {
         width: 320,
         height: 240,
