@@ -240,6 +240,7 @@ fn too_little_memory_is_diagnosed_as_out_of_memory() {
     let bins = Binaries {
         netinit: stand_in.clone(),
         agent: stand_in,
+        streamer: None,
     };
     let mut boot = TestBoot::healthy();
     boot.memory_mib = 72;

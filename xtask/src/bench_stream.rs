@@ -1,6 +1,6 @@
 //! `cargo xtask bench stream [--seconds N] [--width W --height H --fps F] [--reconnects N]
-//! [--leave delete|close|mixed] [--agent PATH]`: the WebRTC
-//! streamer (`guest-agent webrtc`, release build) at 1280x720@30 on a changing screen, all on
+//! [--leave delete|close|mixed] [--streamer PATH]`: the WebRTC
+//! streamer (`guest-stream`, release build) at 1280x720@30 on a changing screen, all on
 //! loopback, one clock:
 //! - the "VM screen": Xvfb with a kiosk chromium showing a page that repaints every frame
 //!   (moving gradient) and switches a big box between 8 palette colours every 150 ms, posting
@@ -61,8 +61,8 @@ struct Opts {
     /// How reconnect-phase viewers leave: `delete` (WHEP DELETE, what the viewer page does on
     /// pagehide), `close` (only `pc.close()`: a tab killed or a network gone) or `mixed`.
     leave: String,
-    /// A prebuilt guest-agent instead of building the release one.
-    agent: Option<std::path::PathBuf>,
+    /// A prebuilt guest-stream instead of building the release one.
+    streamer: Option<std::path::PathBuf>,
     /// Screens to measure: `busy`, `still`.
     screens: Vec<&'static str>,
     /// Capture modes of the streamer: `clock` (baseline), `damage`.
@@ -78,7 +78,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         fps: 30,
         reconnects: 20,
         leave: "mixed".into(),
-        agent: None,
+        streamer: None,
         screens: vec!["busy", "still"],
         captures: vec!["clock", "damage"],
     };
@@ -103,8 +103,8 @@ pub fn cli(args: &[String]) -> Result<()> {
                 }
                 o.leave = v.clone();
             }
-            "--agent" => {
-                o.agent = Some(it.next().context("--agent needs a path")?.into());
+            "--streamer" => {
+                o.streamer = Some(it.next().context("--streamer needs a path")?.into());
             }
             "--screen" => {
                 o.screens = match it.next().map(String::as_str) {
@@ -123,15 +123,15 @@ pub fn cli(args: &[String]) -> Result<()> {
                 }
             }
             other => bail!(
-                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --agent PATH --screen busy|still|both --capture clock|damage|both)"
+                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --streamer PATH --screen busy|still|both --capture clock|damage|both)"
             ),
         }
     }
-    let agent = match &o.agent {
+    let streamer_bin = match &o.streamer {
         Some(a) => a.clone(),
         None => {
-            run(cargo().args(["build", "--release", "-p", "guest-agent"]))?;
-            target_dir().join("release/guest-agent")
+            run(cargo().args(["build", "--release", "-p", "guest-stream"]))?;
+            target_dir().join("release/guest-stream")
         }
     };
     let runs: Vec<(&str, &str)> = o
@@ -142,7 +142,7 @@ pub fn cli(args: &[String]) -> Result<()> {
     let mut table = Vec::new();
     for (i, (screen, capture)) in runs.iter().enumerate() {
         let reconnects = if i + 1 == runs.len() { o.reconnects } else { 0 };
-        let f = run_bench(&o, &agent, screen, capture, reconnects)?;
+        let f = run_bench(&o, &streamer_bin, screen, capture, reconnects)?;
         table.push((*screen, *capture, f));
     }
     compare::print(&o.screens, &table);
@@ -174,7 +174,7 @@ struct Collected {
 
 fn run_bench(
     o: &Opts,
-    agent: &std::path::Path,
+    streamer_bin: &std::path::Path,
     screen: &str,
     capture: &str,
     reconnects: u64,
@@ -220,8 +220,8 @@ fn run_bench(
     };
     let data = Arc::new(Mutex::new(Collected::default()));
 
-    let streamer = Command::new(agent)
-        .args(["webrtc", "--display", &display, "--ice-ip", "127.0.0.1"])
+    let streamer = Command::new(streamer_bin)
+        .args(["--display", &display, "--ice-ip", "127.0.0.1"])
         .arg(format!("--capture={capture}"))
         .arg(format!("--width={}", o.width))
         .arg(format!("--height={}", o.height))

@@ -14,6 +14,7 @@
 use crate::deps::{self, SystemPackage};
 use crate::sh::{banner, cargo, run, target_dir};
 use crate::static_build::{self, elf, TARGET};
+use guest_proto::stream::STREAMER_BIN;
 use anyhow::{bail, Context, Result};
 use guestkit_tests::vm::{self, image, Binaries, InitramfsSpec, Kernel};
 use std::path::PathBuf;
@@ -96,12 +97,14 @@ pub fn cli(args: &[String]) -> Result<()> {
 /// The binaries that go into the images: built now, or (`build == false`) the ones already
 /// built, which must exist. `GUESTKIT_VM_NETINIT` / `GUESTKIT_VM_AGENT` override either.
 pub fn binaries(build: bool) -> Result<Binaries> {
-    let (netinit, agent) = if build {
-        (static_build::build_netinit()?, build_agent()?)
+    let (netinit, agent, streamer) = if build {
+        let vm = build_agent()?;
+        (static_build::build_netinit()?, vm.agent, vm.streamer)
     } else {
         let netinit = static_build::static_dir().join("guest-netinit");
         let agent = agent_dir().join("guest-agent");
-        for p in [&netinit, &agent] {
+        let streamer = agent_dir().join(STREAMER_BIN);
+        for p in [&netinit, &agent, &streamer] {
             if !p.is_file() {
                 bail!(
                     "{} is not built (run once without --no-build, or `cargo xtask image`)",
@@ -109,11 +112,12 @@ pub fn binaries(build: bool) -> Result<Binaries> {
                 );
             }
         }
-        (netinit, agent)
+        (netinit, agent, streamer)
     };
     Ok(Binaries {
         netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
         agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
+        streamer: Some(overridden(vm::fixture::STREAMER_OVERRIDE_ENV, streamer)),
     })
 }
 
@@ -274,10 +278,19 @@ pub fn agent_dir() -> PathBuf {
 /// against 74-86 ms with `-C relocation-model=static`, A/B in one run), about 1 ms natively.
 pub const AGENT_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 
-/// The guest-agent of the images: [`AGENT_RUSTFLAGS`], the [`AGENT_PROFILE`] profile,
-/// checked for linkage.
-pub fn build_agent() -> Result<PathBuf> {
-    banner(&format!("static guest-agent (profile {AGENT_PROFILE})"));
+/// The guest binaries of the images besides netinit.
+pub struct VmBins {
+    pub agent: PathBuf,
+    /// `guest-stream`: only the browser image installs it.
+    pub streamer: PathBuf,
+}
+
+/// guest-agent and guest-stream for the images, in one cargo run: [`AGENT_RUSTFLAGS`], the
+/// [`AGENT_PROFILE`] profile, each checked for linkage and its size printed.
+pub fn build_agent() -> Result<VmBins> {
+    banner(&format!(
+        "static guest-agent and guest-stream (profile {AGENT_PROFILE})"
+    ));
     let mut cmd = cargo();
     cmd.env("RUSTFLAGS", AGENT_RUSTFLAGS);
     for c in AGENT_PROFILE_CONFIG {
@@ -289,16 +302,25 @@ pub fn build_agent() -> Result<PathBuf> {
         AGENT_PROFILE,
         "-p",
         "guest-agent",
+        "-p",
+        "guest-stream",
         "--target",
         TARGET,
     ]);
     run(&mut cmd)?;
-    let path = agent_dir().join("guest-agent");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let linkage = elf::linkage(&bytes).with_context(|| format!("inspecting {}", path.display()))?;
-    println!("{}: {} bytes, {linkage}", path.display(), bytes.len());
-    if !linkage.is_static() {
-        bail!("{} is not statically linked: {linkage}", path.display());
-    }
-    Ok(path)
+    let checked = |name: &str| -> Result<PathBuf> {
+        let path = agent_dir().join(name);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let linkage =
+            elf::linkage(&bytes).with_context(|| format!("inspecting {}", path.display()))?;
+        println!("{}: {} bytes, {linkage}", path.display(), bytes.len());
+        if !linkage.is_static() {
+            bail!("{} is not statically linked: {linkage}", path.display());
+        }
+        Ok(path)
+    };
+    Ok(VmBins {
+        agent: checked("guest-agent")?,
+        streamer: checked(STREAMER_BIN)?,
+    })
 }

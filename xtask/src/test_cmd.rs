@@ -46,7 +46,7 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     // The VM tests boot the agent that ships in the images (static, profile vmagent), not the
     // debug build.
-    let vm_agent = image::build_agent()?;
+    let vm_bins = image::build_agent()?;
 
     // The real login CLIs (npm, pinned) and the VM tests' vsock device (crates.io, pinned):
     // both cached under target/vm-cache.
@@ -58,7 +58,8 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
         .context("joining binary directories")?;
     let mut tests = cargo();
     tests.env("GUESTKIT_BIN_DIR", &bin_dirs);
-    tests.env("GUESTKIT_VM_AGENT", &vm_agent);
+    tests.env(guestkit_tests::vm::fixture::AGENT_OVERRIDE_ENV, &vm_bins.agent);
+    tests.env(guestkit_tests::vm::fixture::STREAMER_OVERRIDE_ENV, &vm_bins.streamer);
     tests.env("GUESTKIT_LOGIN_CLIS", &login_clis);
     tests.env(tools::VHOST_VSOCK_ENV, &vhost_vsock);
     if capture(cargo().args(["nextest", "--version"])).is_ok() {

@@ -19,7 +19,7 @@
 //! units, configs, extra files, kernel release), so a run pays for the build only when one
 //! of them changed; the debootstrap tree itself is cached once per package list.
 
-use super::image::{Binaries, ExtraFile, AGENT_CONFIG_PATH, AGENT_PATH, NETINIT_PATH};
+use super::image::{Binaries, ExtraFile, AGENT_CONFIG_PATH, AGENT_PATH, NETINIT_PATH, STREAMER_PATH};
 use super::kernel::{Kernel, MODULE_INDEXES};
 use super::systemd_image::{
     check_tree, ensure_rootfs_named, install, install_modules, SUITE, SYSTEM_UNITS, UNITS,
@@ -87,7 +87,7 @@ env = {{ DISPLAY = "{DISPLAY}" }}
 depends_on = ["xvfb"]
 
 [services.webrtc]
-command = ["{AGENT_PATH}", "webrtc", "--display", "{DISPLAY}"]
+command = ["{STREAMER_PATH}", "--display", "{DISPLAY}"]
 depends_on = ["xvfb"]
 required = true
 
@@ -157,6 +157,11 @@ pub fn build(
 ) -> Result<BrowserImage, VmError> {
     let netinit = std::fs::read(&bins.netinit).map_err(|e| VmError::io(&bins.netinit, e))?;
     let agent = std::fs::read(&bins.agent).map_err(|e| VmError::io(&bins.agent, e))?;
+    // The one image with a display carries the streamer.
+    let streamer_path = bins.streamer.as_ref().ok_or_else(|| VmError::Other(
+        "the browser image needs the streamer binary (guest-stream)".into(),
+    ))?;
+    let streamer = std::fs::read(streamer_path).map_err(|e| VmError::io(streamer_path, e))?;
     let mut units = Vec::new();
     for unit in UNITS {
         let src = units_dir.join(unit);
@@ -172,6 +177,7 @@ pub fn build(
         &kernel.release,
         &netinit,
         &agent,
+        &streamer,
         &units,
         super::kernel::NET_MODULES,
         super::kernel::VSOCK_MODULES,
@@ -206,9 +212,11 @@ pub fn build(
     install_modules(&root, kernel)?;
     install(&root, NETINIT_PATH, &netinit, 0o755)?;
     install(&root, AGENT_PATH, &agent, 0o755)?;
+    install(&root, STREAMER_PATH, &streamer, 0o755)?;
     for lib in super::image::shared_libraries(&bins.netinit)?
         .into_iter()
         .chain(super::image::shared_libraries(&bins.agent)?)
+        .chain(super::image::shared_libraries(streamer_path)?)
     {
         let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
         if !dest.exists() {

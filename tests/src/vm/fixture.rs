@@ -48,9 +48,10 @@ fn newest(name: &str) -> PathBuf {
 /// candidate build without replacing the workspace's).
 pub const NETINIT_OVERRIDE_ENV: &str = "GUESTKIT_VM_NETINIT";
 pub const AGENT_OVERRIDE_ENV: &str = "GUESTKIT_VM_AGENT";
+pub const STREAMER_OVERRIDE_ENV: &str = "GUESTKIT_VM_STREAMER";
 
 /// The binaries under test (static when built so; a dynamic one brings its libraries): the
-/// first guest-netinit of the search dirs, the newest guest-agent.
+/// first guest-netinit of the search dirs, the newest guest-agent and guest-stream.
 pub fn binaries() -> Binaries {
     let pick = |env: &str, name: &str| match std::env::var_os(env) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -65,6 +66,7 @@ pub fn binaries() -> Binaries {
     Binaries {
         netinit,
         agent: pick(AGENT_OVERRIDE_ENV, "guest-agent"),
+        streamer: Some(pick(STREAMER_OVERRIDE_ENV, "guest-stream")),
     }
 }
 

@@ -22,6 +22,9 @@ use std::process::{Command, Stdio};
 /// Where the binaries go in the image.
 pub const NETINIT_PATH: &str = "/sbin/guest-netinit";
 pub const AGENT_PATH: &str = "/sbin/guest-agent";
+/// Where images with a display put the streamer: beside the agent, where `guest-agent webrtc`
+/// finds it too.
+pub const STREAMER_PATH: &str = "/sbin/guest-stream";
 pub const AGENT_CONFIG_PATH: &str = "/etc/guest-agent/config.toml";
 
 /// The supervisor config of a healthy image: `serve` on 0.0.0.0:8080, required.
@@ -84,6 +87,8 @@ impl Default for InitramfsSpec {
 pub struct Binaries {
     pub netinit: PathBuf,
     pub agent: PathBuf,
+    /// The screen streamer (`guest-stream`): only images with a display install it.
+    pub streamer: Option<PathBuf>,
 }
 
 /// What [`build`] made.
