@@ -99,12 +99,14 @@ pub fn cli(args: &[String]) -> Result<()> {
 pub fn binaries(build: bool) -> Result<Binaries> {
     let (netinit, agent, streamer) = if build {
         let vm = build_agent()?;
-        (static_build::build_netinit()?, vm.agent, vm.streamer)
+        (static_build::build_netinit()?, vm.agent, Some(vm.streamer))
     } else {
         let netinit = static_build::static_dir().join("guest-netinit");
         let agent = agent_dir().join("guest-agent");
+        // Only the browser image needs the streamer; it says so when it is missing.
         let streamer = agent_dir().join(STREAMER_BIN);
-        for p in [&netinit, &agent, &streamer] {
+        let streamer = streamer.is_file().then_some(streamer);
+        for p in [&netinit, &agent] {
             if !p.is_file() {
                 bail!(
                     "{} is not built (run once without --no-build, or `cargo xtask image`)",
@@ -117,7 +119,10 @@ pub fn binaries(build: bool) -> Result<Binaries> {
     Ok(Binaries {
         netinit: overridden(vm::fixture::NETINIT_OVERRIDE_ENV, netinit),
         agent: overridden(vm::fixture::AGENT_OVERRIDE_ENV, agent),
-        streamer: Some(overridden(vm::fixture::STREAMER_OVERRIDE_ENV, streamer)),
+        streamer: match std::env::var_os(vm::fixture::STREAMER_OVERRIDE_ENV) {
+            Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+            _ => streamer,
+        },
     })
 }
 
