@@ -2,10 +2,12 @@
 //! bounded queue ([`super::input_queue`]: injection never blocks a network task, and a viewer
 //! sending faster than X takes it costs dropped events, not memory); it connects lazily,
 //! reconnects after an X error, and releases everything held when a viewer goes away.
-//! The handle also carries the clipboard thread ([`super::clipboard`]) and the count of
-//! messages the parser refused, so a peer needs one handle for all a viewer sends.
+//! The handle also carries the clipboard thread ([`super::clipboard`]), the cursor thread
+//! ([`super::cursor`]) and the count of messages the parser refused, so a peer needs one
+//! handle for all its data channel carries.
 
 use super::clipboard::{Clipboard, ClipboardStats};
+use super::cursor::{Cursor, CursorStats};
 use super::inject::{InjectCounters, Injector};
 use super::input::{InputError, InputEvent};
 use super::input_queue::{InputQueue, QueueStats};
@@ -27,6 +29,8 @@ pub struct InputStats {
     /// The last refusal, naming the event and field.
     pub last_malformed: Option<String>,
     pub clipboard: ClipboardStats,
+    /// The VM's pointer sent to viewers (streamer → viewer, on the same channel).
+    pub cursor: CursorStats,
     pub last_error: Option<String>,
 }
 
@@ -34,6 +38,7 @@ struct Inner {
     queue: Arc<InputQueue>,
     stats: Arc<Mutex<InputStats>>,
     clipboard: Clipboard,
+    cursor: Cursor,
 }
 
 impl Drop for Inner {
@@ -50,9 +55,17 @@ pub struct InputSink {
 }
 
 impl InputSink {
-    /// Starts the thread for `display` (None: `$DISPLAY`).
+    /// Starts the thread for `display` (None: `$DISPLAY`); the cursor position is polled 30
+    /// times a second while a viewer watches it.
     pub fn start(display: Option<String>) -> InputSink {
+        Self::start_with(display, 30.0)
+    }
+
+    /// [`InputSink::start`], polling the cursor position `fps` times a second (the stream's
+    /// frame rate: a faster pointer could not be seen against the frames anyway).
+    pub fn start_with(display: Option<String>, fps: f32) -> InputSink {
         let clipboard = Clipboard::start(display.clone());
+        let cursor = Cursor::start(display.clone(), fps);
         let queue = Arc::new(InputQueue::default());
         let stats = Arc::new(Mutex::new(InputStats::default()));
         let (q, st) = (Arc::clone(&queue), Arc::clone(&stats));
@@ -69,6 +82,7 @@ impl InputSink {
                 queue,
                 stats,
                 clipboard,
+                cursor,
             }),
         }
     }
@@ -86,6 +100,11 @@ impl InputSink {
     /// The VM's clipboard (shared by all viewers).
     pub fn clipboard(&self) -> &Clipboard {
         &self.inner.clipboard
+    }
+
+    /// The VM's pointer (shared by all viewers).
+    pub fn cursor(&self) -> &Cursor {
+        &self.inner.cursor
     }
 
     /// Counts a message the parser refused.
@@ -108,6 +127,7 @@ impl InputSink {
             .unwrap_or_default();
         s.queue = self.inner.queue.stats();
         s.clipboard = self.inner.clipboard.stats();
+        s.cursor = self.inner.cursor.stats();
         s
     }
 }

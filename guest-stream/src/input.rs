@@ -14,12 +14,18 @@
 //! | 0x07 | release all  | empty (viewer lost focus)                      |
 //! | 0x08 | clipboard set | UTF-8 text, at most [`MAX_CLIPBOARD`] bytes: the VM's CLIPBOARD and PRIMARY become it |
 //! | 0x09 | clipboard get | empty: the streamer answers with a 0x80 message |
+//! | 0x0a | cursor watch | `on: u8`: 1 = send this viewer the VM's pointer (0x81, 0x82) as it changes, 0 = stop |
 //!
 //! Streamer → viewer, on the same channel and in the same framing:
 //!
 //! | type | message        | payload                                       |
 //! |------|----------------|-----------------------------------------------|
 //! | 0x80 | clipboard text | `status: u8` then UTF-8 text: 0 text, 1 empty (no owner, no text), 2 over [`MAX_CLIPBOARD`], 3 failed (timeout, refused) |
+//! | 0x81 | cursor shape   | `serial: u32, width: u16, height: u16, xhot: u16, yhot: u16`, then RGBA pixels (≤ 64x64; [`super::cursor_msg`]) |
+//! | 0x82 | cursor position | `x: u16, y: u16` in video pixels, `serial: u32` of the shape shown |
+//!
+//! Cursor messages go only to a viewer that asked (0x0a), so a client that predates them never
+//! gets one.
 //!
 //! A clipboard set longer than the bound, or not UTF-8, is refused (not truncated: a cut
 //! password is worse than none) like any malformed event: the whole message is dropped and
@@ -63,6 +69,8 @@ pub enum InputError {
     },
     #[error("event at byte {offset}: clipboard text is not UTF-8 (bad byte at {at})")]
     ClipboardNotUtf8 { offset: usize, at: usize },
+    #[error("event at byte {offset}: cursor watch {value} is not 0 or 1")]
+    BadCursorWatch { offset: usize, value: u8 },
 }
 
 /// Largest clipboard text either way, in bytes. Below the u16 event length (65535), below
@@ -81,6 +89,8 @@ pub enum Event {
     Input(InputEvent),
     ClipboardSet(String),
     ClipboardGet,
+    /// Start (true) or stop sending this viewer the VM's pointer.
+    CursorWatch(bool),
 }
 
 /// Parses one data-channel message. All-or-nothing: an error means no event is applied.
@@ -179,6 +189,15 @@ pub fn parse(msg: &[u8]) -> Result<Vec<Event>, InputError> {
                 need(0)?;
                 out.push(Event::ClipboardGet);
             }
+            0x0a => {
+                need(1)?;
+                let on = match p[0] {
+                    0 => false,
+                    1 => true,
+                    value => return Err(InputError::BadCursorWatch { offset: off, value }),
+                };
+                out.push(Event::CursorWatch(on));
+            }
             _ => {} // unknown: skipped by length
         }
         off += 3 + len;
@@ -204,6 +223,10 @@ pub fn encode_clipboard_set(text: &str) -> Vec<u8> {
 
 pub fn encode_clipboard_get() -> Vec<u8> {
     vec![0x09, 0, 0]
+}
+
+pub fn encode_cursor_watch(on: bool) -> Vec<u8> {
+    vec![0x0a, 0, 1, u8::from(on)]
 }
 
 /// What the streamer found in the VM's clipboard (0x80 `status`).
@@ -385,6 +408,28 @@ mod tests {
             [1, 0, 4, 1, 2, 0, 3]
         );
         assert_eq!(encode(&[InputEvent::ButtonDown(1)]), [5, 0, 1, 1]);
+    }
+
+    #[test]
+    fn cursor_watch_parses_and_refuses_other_values() {
+        let mut m = encode_cursor_watch(true);
+        m.extend(encode_cursor_watch(false));
+        assert_eq!(
+            parse(&m),
+            Ok(vec![Event::CursorWatch(true), Event::CursorWatch(false)])
+        );
+        assert_eq!(encode_cursor_watch(true), [0x0a, 0, 1, 1]);
+        assert_eq!(
+            parse(&[0x0a, 0, 1, 2]),
+            Err(InputError::BadCursorWatch {
+                offset: 0,
+                value: 2
+            })
+        );
+        assert!(matches!(
+            parse(&[0x0a, 0, 0]),
+            Err(InputError::BadLength { need: 1, .. })
+        ));
     }
 
     #[test]

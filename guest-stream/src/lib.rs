@@ -17,6 +17,8 @@ pub mod auth;
 pub mod capture;
 pub mod clipboard;
 pub mod controller;
+pub mod cursor;
+pub mod cursor_msg;
 pub mod encode;
 pub mod inject;
 pub mod inject_thread;
@@ -216,7 +218,7 @@ pub async fn run(args: WebrtcArgs) -> Result<(), WebrtcError> {
         Some(f) => read_ice_servers(f)?,
         None => Vec::new(),
     };
-    let input = inject_thread::InputSink::start(args.display.clone());
+    let input = inject_thread::InputSink::start_with(args.display.clone(), args.fps);
     let peer = peer::PeerOptions {
         ice_ip: args.ice_ip.unwrap_or_else(default_ice_ip),
         ice_port: args.ice_port,

@@ -2,7 +2,8 @@
 //! answer carries our candidates once gathering completes, capped), sends the shared H.264
 //! stream on a `TrackLocalStaticSample`, turns PLI/FIR into forced keyframes, and feeds the
 //! `input` data channel into the injector and the clipboard (answering clipboard reads on
-//! the same channel).
+//! the same channel), and sends the VM's pointer on it to a viewer that asked
+//! ([`super::cursor`]).
 //! Video packets carry the playout-delay header extension when the browser offers it
 //! ([`super::playout`]).
 
@@ -188,10 +189,11 @@ impl PeerConnectionEventHandler for Handler {
         let input = self.input.clone();
         tokio::spawn(async move {
             let reading = Arc::new(AtomicBool::new(false));
+            let mut cursor = None;
             while let Some(ev) = dc.poll().await {
                 match ev {
                     DataChannelEvent::OnMessage(msg) => match input::parse(&msg.data) {
-                        Ok(evs) => apply(evs, &input, &dc, &reading).await,
+                        Ok(evs) => apply(evs, &input, &dc, &reading, &mut cursor).await,
                         Err(e) => {
                             tracing::debug!("bad input message: {e}");
                             input.malformed(&e);
@@ -200,6 +202,10 @@ impl PeerConnectionEventHandler for Handler {
                     DataChannelEvent::OnClose => break,
                     _ => {}
                 }
+            }
+            // Its subscription ends with the channel, so the cursor thread can go idle.
+            if let Some(t) = cursor.take() {
+                t.abort();
             }
             input.viewer_gone();
         });
@@ -210,12 +216,14 @@ impl PeerConnectionEventHandler for Handler {
 /// set is awaited (the X server owns the text) before the events after it are queued, so a
 /// Ctrl+V sent right after a paste pastes the new text; a clipboard read runs on its own
 /// (input is not held up by a slow owner in the VM), one at a time per channel (a read sent
-/// while one runs is dropped and counted as busy), and is answered with a 0x80 message.
+/// while one runs is dropped and counted as busy), and is answered with a 0x80 message. A
+/// cursor watch starts (or stops) this channel's task sending the VM's pointer.
 async fn apply(
     evs: Vec<input::Event>,
     input: &InputSink,
     dc: &Arc<dyn DataChannel>,
     reading: &Arc<AtomicBool>,
+    cursor: &mut Option<tokio::task::JoinHandle<()>>,
 ) {
     let mut batch = Vec::new();
     for e in evs {
@@ -243,6 +251,18 @@ async fn apply(
                     }
                     reading.store(false, Ordering::SeqCst);
                 });
+            }
+            input::Event::CursorWatch(on) => {
+                if let Some(t) = cursor.take() {
+                    t.abort();
+                }
+                if on {
+                    let (sub, dc) = (input.cursor().subscribe(), dc.clone());
+                    *cursor = Some(tokio::spawn(sub.feed(move |m| {
+                        let dc = dc.clone();
+                        async move { dc.send(bytes::BytesMut::from(&m[..])).await.is_ok() }
+                    })));
+                }
             }
         }
     }

@@ -1,0 +1,400 @@
+//! The VM's pointer in the viewer, on real parts: Xvfb, the streamer in-process, headless
+//! chromium playing `/viewer`, and an X client of the test's own setting the root window's
+//! cursor (core cursors made from pixmaps, shapes known to the pixel) and warping the pointer.
+//! - the page gets the shape (size, hotspot, pixels) and the position, makes the shape its
+//!   CSS cursor over the video, and draws it as an overlay where the VM's pointer is;
+//! - a shape goes to a viewer once: back to a shape it has, only the position naming it
+//!   comes, and the streamer fetched each image from X once;
+//! - while the page's own pointer moves the VM's, the overlay is hidden (the CSS cursor is
+//!   the pointer); a VM program warping it elsewhere shows the overlay there;
+//! - positions come at most about once per frame interval however fast the pointer moves;
+//! - nobody watching: no polling, no CPU, no X connection; a reload leaves no subscription.
+//!
+//! Fails (does not skip) when Xvfb or chromium is missing.
+
+mod webrtc_common;
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use webrtc_common::*;
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::*;
+use x11rb::rust_connection::RustConnection;
+
+const W: u16 = 1280;
+const H: u16 = 720;
+
+/// The test's X client: the VM's programs as far as the pointer goes.
+struct Vm {
+    conn: RustConnection,
+    root: Window,
+}
+
+impl Vm {
+    fn connect(display: &str) -> Vm {
+        let (conn, screen) = x11rb::connect(Some(display)).expect("connect test client");
+        let root = conn.setup().roots[screen].root;
+        Vm { conn, root }
+    }
+
+    /// A core cursor `w` x `h`, hotspot `hot`: the top half red (source bit set), the bottom
+    /// half blue (source clear), the last column transparent (mask clear).
+    fn cursor(&self, w: u16, h: u16, hot: (u16, u16)) -> u32 {
+        let c = &self.conn;
+        let (src, mask, cur) = (
+            c.generate_id().expect("id"),
+            c.generate_id().expect("id"),
+            c.generate_id().expect("id"),
+        );
+        for p in [src, mask] {
+            c.create_pixmap(1, p, self.root, w, h).expect("pixmap");
+        }
+        let gc = c.generate_id().expect("id");
+        c.create_gc(gc, src, &CreateGCAux::new().foreground(0))
+            .expect("gc");
+        let fill = |p: u32, colour: u32, r: Rectangle| {
+            c.change_gc(gc, &ChangeGCAux::new().foreground(colour))
+                .expect("gc colour");
+            c.poly_fill_rectangle(p, gc, &[r]).expect("fill");
+        };
+        let all = Rectangle {
+            x: 0,
+            y: 0,
+            width: w,
+            height: h,
+        };
+        fill(src, 0, all);
+        fill(
+            src,
+            1,
+            Rectangle {
+                height: h / 2,
+                ..all
+            },
+        );
+        fill(mask, 1, all);
+        fill(
+            mask,
+            0,
+            Rectangle {
+                x: (w - 1) as i16,
+                width: 1,
+                ..all
+            },
+        );
+        c.create_cursor(cur, src, mask, 0xffff, 0, 0, 0, 0, 0xffff, hot.0, hot.1)
+            .expect("cursor");
+        c.free_gc(gc).expect("free gc");
+        for p in [src, mask] {
+            c.free_pixmap(p).expect("free pixmap");
+        }
+        c.flush().expect("flush");
+        cur
+    }
+
+    /// The root window's cursor (what `xsetroot -cursor` sets): shown wherever no window
+    /// under the pointer has its own.
+    fn set_root_cursor(&self, cursor: u32) {
+        self.conn
+            .change_window_attributes(self.root, &ChangeWindowAttributesAux::new().cursor(cursor))
+            .expect("set cursor");
+        self.conn.flush().expect("flush");
+    }
+
+    fn warp(&self, x: i16, y: i16) {
+        self.conn
+            .warp_pointer(x11rb::NONE, self.root, 0, 0, 0, 0, x, y)
+            .expect("warp");
+        self.conn.flush().expect("flush");
+    }
+
+    fn pointer(&self) -> (i16, i16) {
+        let r = self
+            .conn
+            .query_pointer(self.root)
+            .expect("query")
+            .reply()
+            .expect("pointer");
+        (r.root_x, r.root_y)
+    }
+}
+
+/// The viewer page, connected and playing.
+fn viewer(addr: SocketAddr) -> Browser {
+    let mut b = Browser::launch(&format!("http://{addr}/viewer#token={TOKEN}"));
+    wait_for("window.viewer", Duration::from_secs(30), || {
+        (b.eval("typeof viewer") == json!("object")).then_some(())
+    });
+    b.eval("viewer.ready.then(() => true)");
+    wait_for("decoded frames", Duration::from_secs(60), || {
+        let s = b.eval(STATS_JS);
+        (s["framesDecoded"].as_u64().unwrap_or(0) >= 5).then_some(())
+    });
+    b
+}
+
+/// What the page knows of the cursor, the overlay as laid out, and where the page's own
+/// mapping (scale, letterbox) says the overlay belongs.
+const CURSOR_JS: &str = r#"(() => {
+  const c = viewer.cursor, sh = viewer.cursorShape(), o = document.getElementById('cursor');
+  const r = viewer.video.getBoundingClientRect(), vw = viewer.video.videoWidth, vh = viewer.video.videoHeight;
+  const s = Math.min(r.width / vw, r.height / vh);
+  const ox = r.left + (r.width - vw * s) / 2, oy = r.top + (r.height - vh * s) / 2;
+  return { shapes: c.shapes, positions: c.positions, serial: c.serial, x: c.x, y: c.y,
+           overlay: c.overlay, css: viewer.video.style.cursor, s,
+           shape: sh && { w: sh.w, h: sh.h, xhot: sh.xhot, yhot: sh.yhot,
+                          top: sh.pixel(0, 0), bottom: sh.pixel(0, sh.h - 1), clear: sh.pixel(sh.w - 1, 0) },
+           box: { display: o.style.display, left: parseFloat(o.style.left), top: parseFloat(o.style.top),
+                  width: parseFloat(o.style.width), height: parseFloat(o.style.height),
+                  pixel: o.style.display === 'block' ? [...o.getContext('2d').getImageData(0, 0, 1, 1).data] : null },
+           want: sh && { left: ox + (c.x - sh.xhot) * s, top: oy + (c.y - sh.yhot) * s,
+                         width: sh.w * s, height: sh.h * s } };
+})()"#;
+
+fn cursor(b: &mut Browser) -> Value {
+    b.eval(CURSOR_JS)
+}
+
+fn cursor_stats(addr: SocketAddr) -> Value {
+    streamer_status(addr).expect("status")["input"]["cursor"].clone()
+}
+
+/// CPU ticks (user + system, 1/100 s) of this process's thread named `name`.
+fn thread_ticks(name: &str) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends the name: state is 3rd, utime 14th, stime 15th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        total += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    total
+}
+
+#[test]
+fn the_viewer_sees_the_vms_pointer() {
+    let x = start_xvfb(W, H);
+    let _window = start_window(&x.display);
+    let vm = Vm::connect(&x.display);
+    let arrow = vm.cursor(16, 16, (3, 5));
+    vm.set_root_cursor(arrow);
+    let streamer = start_streamer(&x.display, W, H);
+    assert_eq!(
+        cursor_stats(streamer.addr)["active"],
+        json!(false),
+        "idle before a viewer"
+    );
+    let mut b = viewer(streamer.addr);
+
+    // (a) Shape and position reach the page.
+    let t0 = Instant::now();
+    vm.warp(300, 200);
+    let c = wait_for(
+        "the pointer at (300,200) in the page",
+        Duration::from_secs(10),
+        || {
+            let c = cursor(&mut b);
+            (c["x"] == json!(300) && c["y"] == json!(200) && c["shape"].is_object()).then_some(c)
+        },
+    );
+    eprintln!(
+        "cursor: warp → page {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    let sh = &c["shape"];
+    assert_eq!(
+        (sh["w"].clone(), sh["h"].clone()),
+        (json!(16), json!(16)),
+        "{c}"
+    );
+    assert_eq!(
+        (sh["xhot"].clone(), sh["yhot"].clone()),
+        (json!(3), json!(5)),
+        "{c}"
+    );
+    assert_eq!(
+        sh["top"],
+        json!([255, 0, 0, 255]),
+        "source bit set: red; {c}"
+    );
+    assert_eq!(
+        sh["bottom"],
+        json!([0, 0, 255, 255]),
+        "source bit clear: blue; {c}"
+    );
+    assert_eq!(sh["clear"][3], json!(0), "mask clear: transparent; {c}");
+    let arrow_serial = c["serial"].clone();
+    // The local pointer is nowhere near the video: the overlay shows the VM's, in place.
+    assert_eq!(c["overlay"], json!(true), "{c}");
+    assert_eq!(c["box"]["display"], json!("block"), "{c}");
+    for k in ["left", "top", "width", "height"] {
+        let (got, want) = (c["box"][k].as_f64(), c["want"][k].as_f64());
+        assert!(
+            got.zip(want).is_some_and(|(g, w)| (g - w).abs() < 0.5),
+            "overlay {k}: {got:?}, want {want:?}; {c}"
+        );
+    }
+    assert_eq!(c["box"]["pixel"], json!([255, 0, 0, 255]), "{c}");
+    // The CSS cursor over the video is the VM's shape, hotspot at the video's scale.
+    let s = c["s"].as_f64().unwrap_or(0.0);
+    let css = c["css"].as_str().unwrap_or("");
+    let hot = format!(") {} {}, auto", (3.0 * s).round(), (5.0 * s).round());
+    assert!(
+        css.starts_with("url(\"data:image/png;base64,") && css.ends_with(&hot),
+        "{css}"
+    );
+
+    // (b) Another shape, then back: the second shape comes once, the first is not resent.
+    let bar = vm.cursor(24, 8, (20, 1));
+    vm.set_root_cursor(bar);
+    let c = wait_for("the bar shape in the page", Duration::from_secs(10), || {
+        let c = cursor(&mut b);
+        (c["shape"]["w"] == json!(24)).then_some(c)
+    });
+    assert_eq!(
+        (c["shape"]["h"].clone(), c["shape"]["xhot"].clone()),
+        (json!(8), json!(20))
+    );
+    assert_eq!(c["shapes"], json!(2), "{c}");
+    vm.set_root_cursor(arrow);
+    let c = wait_for("the arrow again", Duration::from_secs(10), || {
+        let c = cursor(&mut b);
+        (c["serial"] == arrow_serial).then_some(c)
+    });
+    assert_eq!(c["shapes"], json!(2), "the arrow is not sent twice; {c}");
+    assert_eq!(c["shape"]["w"], json!(16), "{c}");
+    let st = cursor_stats(streamer.addr);
+    assert_eq!(
+        (st["images"].clone(), st["shapes_sent"].clone()),
+        (json!(2), json!(2)),
+        "{st}"
+    );
+
+    // (c) The page's own pointer moves the VM's: no overlay over it; a VM program moving
+    // the pointer elsewhere shows the overlay there.
+    let (vx, vy) = (500, 400);
+    let p = b.eval(&format!(
+        "(() => {{ const r = viewer.video.getBoundingClientRect(), vw = viewer.video.videoWidth, vh = viewer.video.videoHeight;
+           const s = Math.min(r.width / vw, r.height / vh);
+           return [r.left + (r.width - vw * s) / 2 + {vx} * s + s / 2, r.top + (r.height - vh * s) / 2 + {vy} * s + s / 2]; }})()"
+    ));
+    b.call(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": p[0], "y": p[1]}),
+    );
+    // (The page's mapping rounds to whole pixels: within one of the point aimed at.)
+    let (px, py) = wait_for(
+        "the VM's pointer under the page's",
+        Duration::from_secs(10),
+        || {
+            let (x, y) = vm.pointer();
+            ((x - 500).abs() <= 1 && (y - 400).abs() <= 1).then_some((x, y))
+        },
+    );
+    let c = wait_for("the page told where it is", Duration::from_secs(10), || {
+        let c = cursor(&mut b);
+        (c["x"] == json!(px) && c["y"] == json!(py)).then_some(c)
+    });
+    assert_eq!(
+        c["overlay"],
+        json!(false),
+        "the CSS cursor is the pointer here; {c}"
+    );
+    assert_eq!(c["box"]["display"], json!("none"), "{c}");
+    std::thread::sleep(Duration::from_millis(400));
+    vm.warp(100, 100);
+    let c = wait_for(
+        "the overlay where a VM program put the pointer",
+        Duration::from_secs(10),
+        || {
+            let c = cursor(&mut b);
+            (c["x"] == json!(100) && c["overlay"] == json!(true)).then_some(c)
+        },
+    );
+    let want = c["want"]["left"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        (c["box"]["left"].as_f64().unwrap_or(0.0) - want).abs() < 0.5,
+        "{c}"
+    );
+
+    // (d) A pointer moving fast: positions come about once per frame interval, not per move.
+    let (n0, ticks0, t0) = (
+        cursor(&mut b)["positions"].as_u64().unwrap_or(0),
+        thread_ticks("webrtc-cursor"),
+        Instant::now(),
+    );
+    let mut moves = 0u32;
+    while t0.elapsed() < Duration::from_secs(3) {
+        vm.warp(200 + (moves % 400) as i16, 300);
+        moves += 1;
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let secs = t0.elapsed().as_secs_f64();
+    let n = cursor(&mut b)["positions"].as_u64().unwrap_or(0) - n0;
+    let busy = thread_ticks("webrtc-cursor") - ticks0;
+    let rate = n as f64 / secs;
+    eprintln!(
+        "cursor: {moves} warps in {secs:.1} s → {n} position messages ({rate:.1}/s); \
+         cursor thread CPU {:.1} % of a core while moving",
+        busy as f64 / secs
+    );
+    assert!(
+        (10.0..=40.0).contains(&rate),
+        "{rate}/s for a 30 fps stream"
+    );
+
+    // (e) Nobody watching: the thread goes idle, polls nothing, costs nothing.
+    b.eval("viewer.send(viewer.enc.cursorWatch(0)); true");
+    let st = wait_for("the cursor thread idle", Duration::from_secs(5), || {
+        let st = cursor_stats(streamer.addr);
+        (st["viewers"] == json!(0) && st["active"] == json!(false)).then_some(st)
+    });
+    let ticks = thread_ticks("webrtc-cursor");
+    vm.warp(10, 10);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = cursor_stats(streamer.addr);
+    assert_eq!(idle["polls"], st["polls"], "no polling while idle: {idle}");
+    assert_eq!(thread_ticks("webrtc-cursor"), ticks, "no CPU while idle");
+    eprintln!("cursor: idle 3 s: 0 polls, 0 CPU ticks; stats {idle}");
+    // Watching again: a new connection, so the shape is sent again, and where it is now.
+    let before = cursor(&mut b)["shapes"].as_u64().unwrap_or(0);
+    b.eval("viewer.send(viewer.enc.cursorWatch(1)); true");
+    let c = wait_for("the cursor again", Duration::from_secs(10), || {
+        let c = cursor(&mut b);
+        (c["x"] == json!(10) && c["shapes"].as_u64() > Some(before)).then_some(c)
+    });
+    assert_eq!(c["serial"], arrow_serial, "{c}");
+
+    // (f) A reload: the old page's subscription ends with its channel, the new page has one.
+    b.eval("location.reload(), true");
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the reloaded viewer", Duration::from_secs(30), || {
+        (b.try_eval("typeof viewer") == Some(json!("object"))).then_some(())
+    });
+    wait_for("the new page's cursor", Duration::from_secs(60), || {
+        b.try_eval("viewer.cursor.positions > 0")
+            .filter(|v| *v == json!(true))
+    });
+    let st = wait_for(
+        "one subscription after the reload",
+        Duration::from_secs(30),
+        || {
+            let st = cursor_stats(streamer.addr);
+            (st["viewers"] == json!(1)).then_some(st)
+        },
+    );
+    assert_eq!(st["last_error"], Value::Null, "{st}");
+}
