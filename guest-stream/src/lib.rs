@@ -1,6 +1,7 @@
 //! `guest-stream`: the screen streamer (DESIGN.md §6). Captures the X display (x11rb,
 //! MIT-SHM, DAMAGE), converts BGRA → I420 (`yuv`), encodes H.264 (openh264, screen-content
-//! real-time), and sends it to each viewer's webrtc-rs peer; viewer input comes back on a data
+//! real-time) or, for viewers whose browser has no H.264, VP8 (libvpx), one encoder per codec
+//! in use, and sends it to each viewer's webrtc-rs peer; viewer input comes back on a data
 //! channel ([`input`] documents the format) and is injected with XTEST.
 //!
 //! A crate of its own, with its own binary: it is the part with the heavy dependencies
@@ -28,9 +29,11 @@ pub mod keycodes;
 pub mod keyframe;
 pub mod peer;
 pub mod pipeline;
+pub mod pipeline_stats;
 pub mod playout;
 pub mod sdp;
 pub mod server;
+pub mod vp8;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

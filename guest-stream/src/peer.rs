@@ -1,12 +1,15 @@
 //! One viewer's webrtc-rs 0.21 peer connection: answers the viewer's offer (non-trickle: the
-//! answer carries our candidates once gathering completes, capped), sends the shared H.264
-//! stream on a `TrackLocalStaticSample`, turns PLI/FIR into forced keyframes, and feeds the
+//! answer carries our candidates once gathering completes, capped) with the codec chosen for it
+//! (H.264 when the offer has a usable one, else VP8: [`super::sdp::choose_codec`]), sends that
+//! codec's shared stream on a `TrackLocalStaticSample`, turns PLI/FIR into forced keyframes of
+//! that codec, and feeds the
 //! `input` data channel into the injector and the clipboard (answering clipboard reads on
 //! the same channel), and sends the VM's pointer on it to a viewer that asked
 //! ([`super::cursor`]).
 //! Video packets carry the playout-delay header extension when the browser offers it
 //! ([`super::playout`]).
 
+use super::encode::Codec;
 use super::inject_thread::InputSink;
 use super::input;
 use super::keyframe::{is_keyframe_request, KeyframeRequestForwarder};
@@ -15,7 +18,9 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_VP8,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceServer;
@@ -46,11 +51,11 @@ pub enum PeerError {
     #[error("no local description after gathering")]
     NoAnswer,
     #[error(
-        "the offer has no H.264 video, the only codec this streamer encodes (the browser \
-         offered: {})",
+        "the offer has no video codec this streamer encodes: H.264 (constrained baseline, \
+         packetization-mode=1) or VP8 (the browser offered: {})",
         if offered.is_empty() { "no video".to_string() } else { offered.join(", ") }
     )]
-    NoH264 { offered: Vec<String> },
+    NoCommonCodec { offered: Vec<String> },
 }
 
 /// Network settings of the peers.
@@ -104,6 +109,8 @@ pub fn live_peers() -> usize {
 pub struct Viewer {
     pub pc: Arc<dyn PeerConnection>,
     pub state: watch::Receiver<ViewerState>,
+    /// The codec negotiated for this viewer.
+    pub codec: Codec,
     /// Frames written to this viewer's track.
     pub frames_sent: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -148,11 +155,29 @@ pub fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+/// The VP8 codec we offer to browsers without a usable H.264, with the same feedback.
+pub fn vp8_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        sdp_fmtp_line: String::new(),
+        ..h264_codec()
+    }
+}
+
+/// The RTP codec (and its payload type in our media engine) for `codec`.
+pub fn rtp_codec(codec: Codec) -> (RTCRtpCodec, u8) {
+    match codec {
+        Codec::H264 => (h264_codec(), 102),
+        Codec::Vp8 => (vp8_codec(), 96),
+    }
+}
+
 struct Handler {
     gathered: mpsc::Sender<()>,
     state: watch::Sender<ViewerState>,
     input: InputSink,
     pipeline: Pipeline,
+    codec: Codec,
 }
 
 impl Drop for Handler {
@@ -174,7 +199,7 @@ impl PeerConnectionEventHandler for Handler {
         match state {
             RTCPeerConnectionState::Connected => {
                 let _ = self.state.send(ViewerState::Connected);
-                self.pipeline.request_keyframe();
+                self.pipeline.request_keyframe(self.codec);
             }
             RTCPeerConnectionState::Failed
             | RTCPeerConnectionState::Disconnected
@@ -279,20 +304,23 @@ pub async fn accept_offer(
     input: &InputSink,
     opts: &PeerOptions,
 ) -> Result<(Viewer, String), PeerError> {
-    if !super::sdp::offers_h264(&offer_sdp) {
-        let offered = super::sdp::offered_video_codecs(&offer_sdp);
-        // Not SDP at all is the parser's error; SDP without H.264 video is ours.
-        RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::Offer(e.to_string()))?;
-        return Err(PeerError::NoH264 { offered });
-    }
+    let chosen = match super::sdp::choose_codec(&offer_sdp) {
+        Ok(c) => c,
+        Err(offered) => {
+            // Not SDP at all is the parser's error; SDP without a codec of ours is ours.
+            RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::Offer(e.to_string()))?;
+            return Err(PeerError::NoCommonCodec { offered });
+        }
+    };
     let offer =
         RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::Offer(e.to_string()))?;
-    let codec = h264_codec();
+    // Only the chosen codec is registered, so the answer can carry no other.
+    let (codec, payload_type) = rtp_codec(chosen);
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
             rtp_codec: codec.clone(),
-            payload_type: 102,
+            payload_type,
         },
         RtpCodecKind::Video,
     )?;
@@ -330,6 +358,7 @@ pub async fn accept_offer(
         state: state_tx,
         input: input.clone(),
         pipeline: pipeline.clone(),
+        codec: chosen,
     });
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config)
@@ -363,7 +392,7 @@ pub async fn accept_offer(
                     continue;
                 };
                 if pkts.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                    pipeline.request_keyframe();
+                    pipeline.request_keyframe(chosen);
                 }
             }
         }));
@@ -391,7 +420,7 @@ pub async fn accept_offer(
                 },
                 Err(_) => return,
             };
-            let mut sub = pipeline.subscribe();
+            let mut sub = pipeline.subscribe(chosen);
             let mut need_key = true;
             let mut prev: Option<Instant> = None;
             loop {
@@ -399,7 +428,7 @@ pub async fn accept_offer(
                     Ok(f) => f,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         need_key = true;
-                        pipeline.request_keyframe();
+                        pipeline.request_keyframe(chosen);
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -421,7 +450,7 @@ pub async fn accept_offer(
                 match track.sample_writer(ssrc, pt).write_sample(&sample).await {
                     Ok(()) => {
                         sent.fetch_add(1, Ordering::SeqCst);
-                        pipeline.frame_sent();
+                        pipeline.frame_sent(chosen);
                     }
                     Err(e) => tracing::debug!("write_sample: {e}"),
                 }
@@ -432,6 +461,7 @@ pub async fn accept_offer(
         Viewer {
             pc,
             state: state_rx,
+            codec: chosen,
             frames_sent,
             tasks,
         },

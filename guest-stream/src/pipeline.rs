@@ -1,10 +1,14 @@
 //! The shared capture → convert → encode loop. One thread for all viewers: it runs only while
 //! at least one viewer is subscribed, paces itself at the configured fps, skips frames whose
-//! hash did not change (an idle screen costs one grab + one hash per tick), and broadcasts
-//! each encoded frame to every viewer's sender task. A keyframe is forced when a viewer joins
-//! and when any viewer asks (PLI/FIR).
+//! hash did not change (an idle screen costs one grab + one hash per tick), converts each
+//! changed frame to I420 once, encodes it with one encoder per codec that has a viewer (H.264,
+//! VP8: a viewer's codec is negotiated per offer), and broadcasts each codec's frames to that
+//! codec's viewers. A keyframe of a codec is forced when one of its viewers joins or asks
+//! (PLI/FIR); the other codec's viewers are not disturbed.
 
-use super::encode::{ChangeDetector, EncoderSettings, H264Encoder};
+use super::encode::{ChangeDetector, Codec, Converter, EncoderSettings, VideoEncoder};
+pub use super::pipeline_stats::{CodecStats, PipelineStats};
+use super::pipeline_stats::{FrameRate, Latencies};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,55 +67,51 @@ impl FrameSource for super::capture::Capturer {
 /// Opens a frame source; called again after a source error (X server restarted).
 pub type SourceFactory = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, String> + Send>;
 
-/// One encoded frame as sent to every viewer.
+/// One encoded frame as sent to every viewer of its codec.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub data: Bytes,
     pub keyframe: bool,
     /// When the frame was grabbed (the RTP timestamp follows it).
     pub captured: Instant,
+    /// The grab's number (the same for every codec's frame of one grab).
     pub seq: u64,
 }
 
-/// Counters for /status, /health and the benchmark.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct PipelineStats {
-    pub running: bool,
-    pub shm: bool,
-    pub frames_grabbed: u64,
-    pub frames_unchanged: u64,
-    pub frames_encoded: u64,
-    pub keyframes: u64,
-    pub bytes_encoded: u64,
-    pub grab_us_total: u64,
-    pub encode_us_total: u64,
-    /// Whether grabs follow the display's DAMAGE reports (else a clock at `fps`).
-    pub damage: bool,
-    /// Median over the last 256 encoded frames of screen drawn (the DAMAGE report's
-    /// timestamp) → frame encoded, in ms: the streamer's share of the latency.
-    pub damage_to_encoded_p50_ms: Option<f64>,
-    /// The same, 95th percentile.
-    pub damage_to_encoded_p95_ms: Option<f64>,
-    /// Frames encoded per second over the last full second (0 while idle).
-    pub fps: f32,
-    /// Encoded frames written to viewers' tracks, summed over all viewers: with the shared
-    /// encoder this grows by one per viewer for each `frames_encoded`.
-    pub frames_sent: u64,
-    /// H.264 encoders alive in the process ([`super::encode::live_encoders`]): at most 1
-    /// however many viewers watch.
-    pub encoders: usize,
-    /// Viewers subscribed to the encoded frames.
-    pub subscribers: usize,
-    pub last_error: Option<String>,
+/// One codec's viewers, keyframe request and frames.
+struct Lane {
+    viewers: AtomicUsize,
+    keyframe: AtomicBool,
+    sent: AtomicU64,
+    tx: broadcast::Sender<Arc<Frame>>,
+}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane {
+            viewers: AtomicUsize::new(0),
+            keyframe: AtomicBool::new(true),
+            sent: AtomicU64::new(0),
+            tx: broadcast::channel(16).0,
+        }
+    }
+
+    fn watched(&self) -> bool {
+        self.viewers.load(Ordering::SeqCst) > 0
+    }
 }
 
 struct Shared {
-    viewers: AtomicUsize,
-    keyframe: AtomicBool,
+    /// Indexed by [`Codec::index`].
+    lanes: [Lane; 2],
     stop: AtomicBool,
-    sent: AtomicU64,
-    tx: broadcast::Sender<Arc<Frame>>,
     stats: Mutex<PipelineStats>,
+}
+
+impl Shared {
+    fn lane(&self, codec: Codec) -> &Lane {
+        &self.lanes[codec.index()]
+    }
 }
 
 /// Handle to the pipeline thread; clones share it.
@@ -120,29 +120,30 @@ pub struct Pipeline {
     shared: Arc<Shared>,
 }
 
-/// Subscription of one viewer; dropping it lets the loop idle when it was the last one.
+/// Subscription of one viewer to one codec; dropping it lets that codec's encoder go (and the
+/// loop idle) when it was the last one.
 pub struct Subscription {
     pub frames: broadcast::Receiver<Arc<Frame>>,
+    codec: Codec,
     shared: Arc<Shared>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.shared.viewers.fetch_sub(1, Ordering::SeqCst);
+        self.shared
+            .lane(self.codec)
+            .viewers
+            .fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Pipeline {
     /// Starts the (idle) loop thread.
     pub fn start(settings: EncoderSettings, source: SourceFactory) -> Pipeline {
-        let (tx, _) = broadcast::channel(16);
         let shared = Arc::new(Shared {
-            viewers: AtomicUsize::new(0),
-            keyframe: AtomicBool::new(true),
+            lanes: [Lane::new(), Lane::new()],
             stop: AtomicBool::new(false),
-            sent: AtomicU64::new(0),
-            tx,
-            stats: Mutex::new(PipelineStats::default()),
+            stats: Mutex::new(PipelineStats::new()),
         });
         let s = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -158,28 +159,40 @@ impl Pipeline {
         Pipeline { shared }
     }
 
-    /// Adds a viewer: the loop runs and the next frame is a keyframe.
-    pub fn subscribe(&self) -> Subscription {
-        let frames = self.shared.tx.subscribe();
-        self.shared.viewers.fetch_add(1, Ordering::SeqCst);
-        self.request_keyframe();
+    /// Adds a viewer of `codec`: the loop runs, with an encoder for that codec, and that
+    /// codec's next frame is a keyframe.
+    pub fn subscribe(&self, codec: Codec) -> Subscription {
+        let lane = self.shared.lane(codec);
+        let frames = lane.tx.subscribe();
+        lane.viewers.fetch_add(1, Ordering::SeqCst);
+        self.request_keyframe(codec);
         Subscription {
             frames,
+            codec,
             shared: Arc::clone(&self.shared),
         }
     }
 
-    pub fn request_keyframe(&self) {
-        self.shared.keyframe.store(true, Ordering::SeqCst);
+    /// The next frame of `codec` will be a keyframe.
+    pub fn request_keyframe(&self, codec: Codec) {
+        self.shared
+            .lane(codec)
+            .keyframe
+            .store(true, Ordering::SeqCst);
     }
 
+    /// Viewers of every codec.
     pub fn viewers(&self) -> usize {
-        self.shared.viewers.load(Ordering::SeqCst)
+        Codec::ALL.iter().map(|c| self.viewers_of(*c)).sum()
     }
 
-    /// Counts one frame written to a viewer's track (`frames_sent`).
-    pub fn frame_sent(&self) {
-        self.shared.sent.fetch_add(1, Ordering::SeqCst);
+    pub fn viewers_of(&self, codec: Codec) -> usize {
+        self.shared.lane(codec).viewers.load(Ordering::SeqCst)
+    }
+
+    /// Counts one frame of `codec` written to a viewer's track (`frames_sent`).
+    pub fn frame_sent(&self, codec: Codec) {
+        self.shared.lane(codec).sent.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn stats(&self) -> PipelineStats {
@@ -188,8 +201,18 @@ impl Pipeline {
             .stats
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_default();
-        st.frames_sent = self.shared.sent.load(Ordering::SeqCst);
+            .unwrap_or_else(|_| PipelineStats::new());
+        st.frames_sent = 0;
+        for c in Codec::ALL {
+            let sent = self.shared.lane(c).sent.load(Ordering::SeqCst);
+            st.frames_sent += sent;
+            let subscribers = self.viewers_of(c);
+            if let Some(cs) = st.codec_mut(c) {
+                cs.frames_sent = sent;
+                cs.subscribers = subscribers;
+                cs.encoders = super::encode::live_encoders_of(c);
+            }
+        }
         st.encoders = super::encode::live_encoders();
         st.subscribers = self.viewers();
         st
@@ -207,15 +230,34 @@ fn record(shared: &Shared, f: impl FnOnce(&mut PipelineStats)) {
     }
 }
 
+fn record_codec(shared: &Shared, codec: Codec, f: impl FnOnce(&mut CodecStats)) {
+    record(shared, |s| {
+        if let Some(c) = s.codec_mut(codec) {
+            f(c);
+        }
+    });
+}
+
+/// The loop thread's per-codec state.
+#[derive(Default)]
+struct CodecState {
+    encoder: Option<VideoEncoder>,
+    /// The rate control dropped this codec's last frame: encode the next grab even if the
+    /// screen then looks unchanged, or its viewers would keep a stale picture.
+    pending: bool,
+    latencies: Latencies,
+    rate: FrameRate,
+}
+
 fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactory) {
     let period = Duration::from_secs_f64(1.0 / f64::from(settings.fps.max(1.0)));
     let mut source: Option<Box<dyn FrameSource>> = None;
-    let mut encoder: Option<H264Encoder> = None;
+    let mut converter = Converter::new(settings.width, settings.height);
+    let mut codecs: [CodecState; 2] = Default::default();
     let mut detector = ChangeDetector::default();
     let mut seq = 0u64;
     let mut next = Instant::now();
     let mut last_grab = Instant::now();
-    let mut retry = false;
     let mut latencies = Latencies::default();
     let mut rate = FrameRate::new();
     while !shared.stop.load(Ordering::SeqCst) {
@@ -227,13 +269,34 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 s.damage_to_encoded_p95_ms = p95;
             });
         }
-        if shared.viewers.load(Ordering::SeqCst) == 0 {
-            // Idle: release the X connection's SHM segment and the encoder state.
-            if source.take().is_some() {
-                encoder = None;
+        for c in Codec::ALL {
+            let cs = &mut codecs[c.index()];
+            if let Some(fps) = cs.rate.tick() {
+                let (p50, p95) = (cs.latencies.percentile(0.5), cs.latencies.percentile(0.95));
+                record_codec(&shared, c, |s| {
+                    s.fps = fps;
+                    s.damage_to_encoded_p50_ms = p50;
+                    s.damage_to_encoded_p95_ms = p95;
+                });
+            }
+        }
+        // A codec nobody watches any more gives its encoder (and its state) back.
+        let mut changed_set = false;
+        for c in Codec::ALL {
+            let cs = &mut codecs[c.index()];
+            if !shared.lane(c).watched() && cs.encoder.is_some() {
+                cs.encoder = None;
+                cs.pending = false;
+                changed_set = true;
+            }
+        }
+        if !Codec::ALL.iter().any(|c| shared.lane(*c).watched()) {
+            // Idle: release the X connection's SHM segment.
+            if source.take().is_some() || changed_set {
                 record(&shared, |s| {
                     s.running = false;
                     s.fps = 0.0;
+                    s.encoders_in_use.clear();
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -251,7 +314,9 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                     let (shm, damage) = (s.shm(), s.damage());
                     source = Some(s);
                     detector.reset();
-                    shared.keyframe.store(true, Ordering::SeqCst);
+                    for lane in &shared.lanes {
+                        lane.keyframe.store(true, Ordering::SeqCst);
+                    }
                     record(&shared, |st| {
                         st.running = true;
                         st.shm = shm;
@@ -266,24 +331,48 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 }
             }
         }
-        if encoder.is_none() {
-            match H264Encoder::new(settings) {
-                Ok(e) => encoder = Some(e),
+        // An encoder for every codec with a viewer (a new one starts with a keyframe).
+        let mut failed = false;
+        for c in Codec::ALL {
+            let cs = &mut codecs[c.index()];
+            if !shared.lane(c).watched() || cs.encoder.is_some() {
+                continue;
+            }
+            match VideoEncoder::new(c, settings) {
+                Ok(e) => {
+                    cs.encoder = Some(e);
+                    changed_set = true;
+                }
                 Err(e) => {
-                    record(&shared, |st| st.last_error = Some(e.to_string()));
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
+                    record(&shared, |st| st.last_error = Some(format!("{c}: {e}")));
+                    failed = true;
                 }
             }
         }
-        let (Some(src), Some(enc)) = (source.as_mut(), encoder.as_mut()) else {
+        if changed_set {
+            let in_use: Vec<Codec> = Codec::ALL
+                .into_iter()
+                .filter(|c| codecs[c.index()].encoder.is_some())
+                .collect();
+            record(&shared, |st| st.encoders_in_use = in_use);
+        }
+        if failed {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let Some(src) = source.as_mut() else {
             continue;
         };
         // Grab when the screen changed (DAMAGE), not at the next tick of a clock; a keyframe
         // request or a frame rate control dropped does not wait.
         // The latency figure counts only frames that followed a fresh report.
         let mut reported = false;
-        if !retry && !shared.keyframe.load(Ordering::SeqCst) {
+        let owed = codecs.iter().any(|c| c.pending)
+            || shared
+                .lanes
+                .iter()
+                .any(|l| l.keyframe.load(Ordering::SeqCst));
+        if !owed {
             match src.wait_change(WAIT_SLICE) {
                 Ok(true) => reported = true,
                 Ok(false) if last_grab.elapsed() < LOOK_AGAIN => continue,
@@ -295,7 +384,6 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 }
             }
         }
-        retry = false;
         let t0 = Instant::now();
         last_grab = t0;
         next = t0 + period;
@@ -309,8 +397,18 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         };
         let grab_us = t0.elapsed().as_micros() as u64;
         let changed = detector.changed(frame);
-        let want_key = shared.keyframe.swap(false, Ordering::SeqCst);
-        if !changed && !want_key {
+        // Which codecs encode this grab, and which of them owe a keyframe.
+        let mut want_key = [false; 2];
+        let mut todo = [false; 2];
+        for c in Codec::ALL {
+            let (i, cs) = (c.index(), &codecs[c.index()]);
+            if cs.encoder.is_none() {
+                continue;
+            }
+            want_key[i] = shared.lane(c).keyframe.swap(false, Ordering::SeqCst);
+            todo[i] = changed || want_key[i] || cs.pending;
+        }
+        if !todo.iter().any(|t| *t) {
             record(&shared, |st| {
                 st.frames_grabbed += 1;
                 st.frames_unchanged += 1;
@@ -318,188 +416,92 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
             });
             continue;
         }
-        if want_key {
-            enc.request_keyframe();
-        }
         let t1 = Instant::now();
-        let out = enc.encode(frame);
-        let encode_us = t1.elapsed().as_micros() as u64;
-        match out {
-            Ok(Some(ef)) => {
-                if let Some(age) = src.change_age().filter(|_| reported) {
-                    latencies.push(age.as_secs_f64() * 1000.0);
-                }
-                seq += 1;
-                rate.frames += 1;
-                let len = ef.data.len() as u64;
-                let key = ef.keyframe;
-                let _ = shared.tx.send(Arc::new(Frame {
-                    data: Bytes::from(ef.data),
-                    keyframe: key,
-                    captured: t0,
-                    seq,
-                }));
-                record(&shared, |st| {
-                    st.frames_grabbed += 1;
-                    st.frames_encoded += 1;
-                    st.keyframes += u64::from(key);
-                    st.bytes_encoded += len;
-                    st.grab_us_total += grab_us;
-                    st.encode_us_total += encode_us;
-                });
-            }
-            Ok(None) => {
-                // Rate control dropped it: try again next tick even if the screen then
-                // looks unchanged, or the viewer would keep a stale picture.
-                detector.reset();
-                retry = true;
-                if want_key {
-                    shared.keyframe.store(true, Ordering::SeqCst);
-                }
-                record(&shared, |st| st.frames_grabbed += 1);
-            }
+        let i420 = match converter.convert(frame) {
+            Ok(f) => f,
             Err(e) => {
+                // The source gave a frame of the wrong size: open it again.
                 record(&shared, |st| st.last_error = Some(e.to_string()));
-                encoder = None;
+                source = None;
+                continue;
+            }
+        };
+        seq += 1;
+        let mut any_sent = false;
+        for c in Codec::ALL {
+            let i = c.index();
+            let cs = &mut codecs[i];
+            let (true, Some(enc)) = (todo[i], cs.encoder.as_mut()) else {
+                continue;
+            };
+            if want_key[i] {
+                enc.request_keyframe();
+            }
+            let t = Instant::now();
+            let out = enc.encode(i420);
+            let encode_us = t.elapsed().as_micros() as u64;
+            match out {
+                Ok(Some(ef)) => {
+                    cs.pending = false;
+                    if let Some(age) = src.change_age().filter(|_| reported) {
+                        cs.latencies.push(age.as_secs_f64() * 1000.0);
+                    }
+                    cs.rate.frames += 1;
+                    any_sent = true;
+                    let (len, key) = (ef.data.len() as u64, ef.keyframe);
+                    let _ = shared.lane(c).tx.send(Arc::new(Frame {
+                        data: Bytes::from(ef.data),
+                        keyframe: key,
+                        captured: t0,
+                        seq,
+                    }));
+                    record(&shared, |st| {
+                        st.frames_encoded += 1;
+                        st.keyframes += u64::from(key);
+                        st.bytes_encoded += len;
+                        if let Some(s) = st.codec_mut(c) {
+                            s.frames_encoded += 1;
+                            s.keyframes += u64::from(key);
+                            s.bytes_encoded += len;
+                            s.encode_us_total += encode_us;
+                        }
+                    });
+                }
+                Ok(None) => {
+                    // Rate control dropped it: encode the next grab for this codec even if
+                    // the screen then looks unchanged.
+                    cs.pending = true;
+                    if want_key[i] {
+                        shared.lane(c).keyframe.store(true, Ordering::SeqCst);
+                    }
+                    record_codec(&shared, c, |s| {
+                        s.frames_dropped += 1;
+                        s.encode_us_total += encode_us;
+                    });
+                }
+                Err(e) => {
+                    record(&shared, |st| st.last_error = Some(format!("{c}: {e}")));
+                    // A new encoder next time round, starting with a keyframe.
+                    cs.encoder = None;
+                    cs.pending = false;
+                }
             }
         }
-    }
-}
-
-/// The last 256 change → encoded latencies, in ms.
-#[derive(Default)]
-struct Latencies {
-    ring: std::collections::VecDeque<f64>,
-}
-
-impl Latencies {
-    fn push(&mut self, ms: f64) {
-        if self.ring.len() == 256 {
-            self.ring.pop_front();
+        if any_sent {
+            if let Some(age) = src.change_age().filter(|_| reported) {
+                latencies.push(age.as_secs_f64() * 1000.0);
+            }
+            rate.frames += 1;
         }
-        self.ring.push_back(ms);
-    }
-
-    fn percentile(&self, p: f64) -> Option<f64> {
-        let mut v: Vec<f64> = self.ring.iter().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        Some(v[((v.len() - 1) as f64 * p).round() as usize])
-    }
-}
-
-/// Counts encoded frames per wall-clock second for the `fps` figure.
-struct FrameRate {
-    since: Instant,
-    frames: u32,
-}
-
-impl FrameRate {
-    fn new() -> Self {
-        FrameRate {
-            since: Instant::now(),
-            frames: 0,
-        }
-    }
-
-    /// The rate of the window just closed, once a second.
-    fn tick(&mut self) -> Option<f32> {
-        let dt = self.since.elapsed();
-        if dt < Duration::from_secs(1) {
-            return None;
-        }
-        let fps = self.frames as f32 / dt.as_secs_f32();
-        *self = FrameRate::new();
-        Some(fps)
+        let convert_and_encode_us = t1.elapsed().as_micros() as u64;
+        record(&shared, |st| {
+            st.frames_grabbed += 1;
+            st.grab_us_total += grab_us;
+            st.encode_us_total += convert_and_encode_us;
+        });
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicU32;
-
-    /// A 64x48 source whose colour changes only when `tick` changes.
-    struct Synthetic {
-        tick: Arc<AtomicU32>,
-        buf: Vec<u8>,
-    }
-
-    impl FrameSource for Synthetic {
-        fn grab(&mut self) -> Result<&[u8], String> {
-            let t = self.tick.load(Ordering::SeqCst) as u8;
-            for px in self.buf.chunks_mut(4) {
-                px.copy_from_slice(&[t.wrapping_mul(50), 80, 160, 255]);
-            }
-            Ok(&self.buf)
-        }
-    }
-
-    fn settings() -> EncoderSettings {
-        EncoderSettings {
-            width: 64,
-            height: 48,
-            fps: 200.0,
-            bitrate_bps: 500_000,
-            keyframe_interval: 0,
-        }
-    }
-
-    fn start(tick: Arc<AtomicU32>) -> Pipeline {
-        Pipeline::start(
-            settings(),
-            Box::new(move || {
-                Ok(Box::new(Synthetic {
-                    tick: Arc::clone(&tick),
-                    buf: vec![0; 64 * 48 * 4],
-                }) as Box<dyn FrameSource>)
-            }),
-        )
-    }
-
-    async fn next(sub: &mut Subscription) -> Arc<Frame> {
-        loop {
-            match sub.frames.recv().await {
-                Ok(f) => return f,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("pipeline gone: {e}"),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn joins_get_a_keyframe_unchanged_frames_are_skipped_changes_are_sent() {
-        let tick = Arc::new(AtomicU32::new(0));
-        let p = start(Arc::clone(&tick));
-        assert_eq!(p.stats().frames_grabbed, 0, "idle without viewers");
-        let mut sub = p.subscribe();
-        let first = next(&mut sub).await;
-        assert!(first.keyframe);
-        // Static screen: wait until the loop has grabbed several unchanged frames.
-        while p.stats().frames_unchanged < 5 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(
-            p.stats().frames_encoded,
-            1,
-            "unchanged frames are not encoded"
-        );
-        tick.store(1, Ordering::SeqCst);
-        let second = next(&mut sub).await;
-        assert!(!second.keyframe);
-        assert!(second.seq > first.seq);
-        // A PLI forces a keyframe even though nothing changed.
-        p.request_keyframe();
-        let third = next(&mut sub).await;
-        assert!(third.keyframe);
-        // A second viewer joining forces one too.
-        let _sub2 = p.subscribe();
-        assert_eq!(p.viewers(), 2);
-        assert!(next(&mut sub).await.keyframe);
-        drop(sub);
-        assert_eq!(p.viewers(), 1);
-        p.stop();
-    }
-}
+#[path = "pipeline_tests.rs"]
+mod tests;

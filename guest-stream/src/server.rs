@@ -84,6 +84,8 @@ pub struct Status {
 pub struct ViewerStat {
     pub id: String,
     pub connected: bool,
+    /// The codec negotiated for this viewer (`h264`, `vp8`).
+    pub codec: super::encode::Codec,
     pub frames_sent: u64,
 }
 
@@ -115,6 +117,7 @@ impl Streamer {
                 Some(ViewerStat {
                     id: id.clone(),
                     connected: *viewer.state.borrow() == ViewerState::Connected,
+                    codec: viewer.codec,
                     frames_sent: viewer.frames_sent.load(std::sync::atomic::Ordering::SeqCst),
                 })
             })
@@ -259,7 +262,7 @@ impl AddError {
     pub fn code(&self) -> &'static str {
         match self {
             AddError::Full(_) => "viewers_full",
-            AddError::Peer(peer::PeerError::NoH264 { .. }) => "no_common_codec",
+            AddError::Peer(peer::PeerError::NoCommonCodec { .. }) => "no_common_codec",
             AddError::Peer(peer::PeerError::Offer(_)) => "bad_offer",
             AddError::Peer(_) | AddError::Aborted => "negotiation_failed",
         }
@@ -437,7 +440,7 @@ mod tests {
     fn refusals_have_stable_codes() {
         assert_eq!(AddError::Full(4).code(), "viewers_full");
         assert_eq!(
-            AddError::Peer(peer::PeerError::NoH264 { offered: vec![] }).code(),
+            AddError::Peer(peer::PeerError::NoCommonCodec { offered: vec![] }).code(),
             "no_common_codec"
         );
         assert_eq!(

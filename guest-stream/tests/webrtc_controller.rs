@@ -281,12 +281,13 @@ fn a_stalled_controller_answer_does_not_stop_polling() {
     );
 }
 
-/// A VP8-only offer (what Firefox without OpenH264 sends) in the old controller's format.
-fn vp8_offer(n: u32) -> Value {
+/// A VP9-only offer (neither H.264 nor VP8, the two codecs the streamer encodes) in the old
+/// controller's format.
+fn vp9_offer(n: u32) -> Value {
     let sdp = format!(
         "v=0\r\no=- {n} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
          m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
-         a=rtpmap:96 VP8/90000\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=rtpmap:96 VP9/90000\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
          a=setup:actpass\r\n"
     );
     json!({"type": "offer", "sdp": sdp})
@@ -319,7 +320,7 @@ fn a_refused_offer_is_answered_with_its_reason_and_each_offer_fetches_ice_server
         {
             let mut f = state.lock().expect("fake");
             f.answer = None;
-            f.offer = Some(vp8_offer(n));
+            f.offer = Some(vp9_offer(n));
         }
         let answer = wait_for("the refusal", Duration::from_secs(30), || {
             state.lock().expect("fake").answer.clone()
@@ -332,7 +333,7 @@ fn a_refused_offer_is_answered_with_its_reason_and_each_offer_fetches_ice_server
         );
         let message = answer["error"]["message"].as_str().unwrap_or("");
         assert!(
-            message.contains("VP8"),
+            message.contains("offered: VP9"),
             "the reason names what was offered: {answer}"
         );
         assert_eq!(

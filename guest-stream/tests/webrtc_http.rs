@@ -51,25 +51,28 @@ fn whep_rejects_bad_requests_by_name() {
     );
     assert_eq!(code, 400, "{body}");
 
-    // A well-formed offer without H.264 video (a browser built without it) is refused with
-    // what it offered, not answered with a rejected video section and a black player.
-    let vp8_only = "v=0\r\no=- 46117314 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    // A well-formed offer with neither H.264 nor VP8 video is refused with what it offered,
+    // not answered with a rejected video section and a black player.
+    let neither = "v=0\r\no=- 46117314 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
         a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
         a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
-        a=rtpmap:96 VP8/90000\r\na=rtpmap:97 VP9/90000\r\n";
+        a=rtpmap:96 AV1/90000\r\na=rtpmap:97 VP9/90000\r\n";
     let (code, body) = http(
         s.addr,
         "POST",
         "/webrtc/whep",
         &[a[0], ("Content-Type", "application/sdp")],
-        vp8_only,
+        neither,
     );
     assert_eq!(code, 400, "{body}");
-    assert!(body.contains("no H.264"), "{body}");
-    assert!(body.contains("VP8, VP9"), "{body}");
+    assert!(
+        body.contains("no video codec this streamer encodes"),
+        "{body}"
+    );
+    assert!(body.contains("offered: AV1, VP9"), "{body}");
     let (_, status) = http(s.addr, "GET", "/webrtc/status", &a, "");
     assert!(
         status.contains("\"viewers\":0"),

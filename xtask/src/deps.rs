@@ -54,6 +54,12 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
               there before guest-agent is first built",
     },
     SystemPackage {
+        package: "libvpx-dev",
+        why: "the streamer's VP8 encoder: guest-stream's build.rs compiles its libvpx shim \
+              against these headers and links libvpx.a (static, also in the images); must be \
+              there before guest-stream is first built",
+    },
+    SystemPackage {
         package: "xvfb",
         why: "the virtual display of the OAuth browser and WebRTC tests",
     },
