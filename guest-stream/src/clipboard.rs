@@ -499,14 +499,20 @@ fn run(
     }
 }
 
-/// One round: queued requests, then X events, then a timed-out read. False once the handles
-/// are gone.
+/// One round: X events, queued requests, the X events they brought, then a timed-out read.
+/// False once the handles are gone.
 fn step(
     display: Option<&str>,
     rx: &mpsc::Receiver<Cmd>,
     x: &mut Option<Owner>,
     stats: &Mutex<ClipboardStats>,
 ) -> XResult<bool> {
+    // Events first: a read must not answer with our text once a SelectionClear is waiting.
+    if let Some(o) = x.as_mut() {
+        while let Some(ev) = o.conn.poll_for_event()? {
+            o.event(ev, stats)?;
+        }
+    }
     loop {
         let cmd = match rx.try_recv() {
             Ok(c) => c,
