@@ -39,10 +39,8 @@ pub fn screen(size: DisplaySize) -> anyhow::Result<Screen> {
     if !openbox {
         eprintln!("guest-agent dev: openbox is not installed: the screen runs without a window manager (apt-get install openbox)");
     }
-    let streamer = crate::streamer::find().ok_or_else(|| anyhow::anyhow!(
-        "--display needs {}",
-        crate::streamer::missing()
-    ))?;
+    let streamer = crate::streamer::find()
+        .ok_or_else(|| anyhow::anyhow!("--display needs {}", crate::streamer::missing()))?;
     Ok(Screen {
         display: format!(":{}", free_display()?),
         size,
@@ -149,7 +147,10 @@ mod tests {
         }
         let webrtc = cfg.services.iter().find(|s| s.name == "webrtc").unwrap();
         assert_eq!(webrtc.depends_on, vec!["xvfb".to_string()]);
-        assert!(text.contains(r#"command = ["/x/guest-stream", "--display", ":93""#), "{text}");
+        assert!(
+            text.contains(r#"command = ["/x/guest-stream", "--display", ":93""#),
+            "{text}"
+        );
         assert!(text.contains("\"640x360x24\""), "{text}");
         let plain = config(Path::new("/x/guest-agent"), Path::new("/tmp/d"), addr, None);
         let cfg = crate::config::parse(&plain, "<dev>").expect("parses");

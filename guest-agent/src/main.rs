@@ -101,7 +101,10 @@ fn main() -> std::process::ExitCode {
     }
     if let Role::Webrtc { args } = &cli.role {
         // Replaced by guest-stream; returns only when that cannot run.
-        eprintln!("guest-agent webrtc: {}", guest_agent::streamer::exec_streamer(args));
+        eprintln!(
+            "guest-agent webrtc: {}",
+            guest_agent::streamer::exec_streamer(args)
+        );
         return std::process::ExitCode::FAILURE;
     }
     init_logging();

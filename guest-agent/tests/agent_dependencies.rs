@@ -45,7 +45,10 @@ fn the_agent_links_none_of_the_streamers_dependencies() {
     let stream = tree("guest-stream");
     // The check can fail: the streamer itself has every one of them but its own name.
     for c in STREAMER_ONLY.iter().filter(|c| **c != "guest-stream") {
-        assert!(stream.contains(&c.to_string()), "guest-stream lost {c}? {stream:?}");
+        assert!(
+            stream.contains(&c.to_string()),
+            "guest-stream lost {c}? {stream:?}"
+        );
     }
     let found: Vec<&&str> = STREAMER_ONLY
         .iter()
@@ -55,5 +58,10 @@ fn the_agent_links_none_of_the_streamers_dependencies() {
         found.is_empty(),
         "guest-agent depends on {found:?}, which only the streamer (guest-stream) should"
     );
-    assert!(agent.len() < stream.len(), "{} vs {}", agent.len(), stream.len());
+    assert!(
+        agent.len() < stream.len(),
+        "{} vs {}",
+        agent.len(),
+        stream.len()
+    );
 }

@@ -22,7 +22,10 @@ fn the_old_role_runs_guest_stream_with_the_same_arguments() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     // The streamer's own validation answered: the arguments reached it.
-    assert!(err.contains("guest-stream: --fps: must be 1..=120, got 0"), "{err}");
+    assert!(
+        err.contains("guest-stream: --fps: must be 1..=120, got 0"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -14,8 +14,8 @@
 use crate::deps::{self, SystemPackage};
 use crate::sh::{banner, cargo, run, target_dir};
 use crate::static_build::{self, elf, TARGET};
-use guest_proto::stream::STREAMER_BIN;
 use anyhow::{bail, Context, Result};
+use guest_proto::stream::STREAMER_BIN;
 use guestkit_tests::vm::{self, image, Binaries, InitramfsSpec, Kernel};
 use std::path::PathBuf;
 

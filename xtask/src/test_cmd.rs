@@ -58,8 +58,14 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
         .context("joining binary directories")?;
     let mut tests = cargo();
     tests.env("GUESTKIT_BIN_DIR", &bin_dirs);
-    tests.env(guestkit_tests::vm::fixture::AGENT_OVERRIDE_ENV, &vm_bins.agent);
-    tests.env(guestkit_tests::vm::fixture::STREAMER_OVERRIDE_ENV, &vm_bins.streamer);
+    tests.env(
+        guestkit_tests::vm::fixture::AGENT_OVERRIDE_ENV,
+        &vm_bins.agent,
+    );
+    tests.env(
+        guestkit_tests::vm::fixture::STREAMER_OVERRIDE_ENV,
+        &vm_bins.streamer,
+    );
     tests.env("GUESTKIT_LOGIN_CLIS", &login_clis);
     tests.env(tools::VHOST_VSOCK_ENV, &vhost_vsock);
     if capture(cargo().args(["nextest", "--version"])).is_ok() {

@@ -177,6 +177,44 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
     res
 }
 
+/// The listener's counters in Prometheus text.
+pub fn connection_metrics(out: &mut String, c: &super::listener::ConnStats) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, kind, help, v) in [
+        (
+            "guest_agent_http_connections_open",
+            "gauge",
+            "Open HTTP connections.",
+            &c.open,
+        ),
+        (
+            "guest_agent_http_connections_accepted_total",
+            "counter",
+            "HTTP connections accepted.",
+            &c.accepted,
+        ),
+        (
+            "guest_agent_http_connections_evicted_total",
+            "counter",
+            "Connections closed to make room under the cap (oldest of the peer holding the most).",
+            &c.evicted,
+        ),
+        (
+            "guest_agent_http_accept_errors_total",
+            "counter",
+            "accept() failures other than a dropped connection (EMFILE, ...).",
+            &c.accept_errors,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,22 +20,21 @@ pub mod listener;
 pub mod metrics;
 pub mod readiness;
 pub mod readiness_watch;
-pub mod vsock;
+mod services;
 pub mod stream_proxy;
+pub mod vsock;
 pub mod webrtc_health;
 
 use crate::oauth::config::OAuthConfig;
 use crate::oauth::OAuth;
 use crate::state::{rfc3339, StateDir};
-use crate::supervisor::control;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, Method, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use guest_proto::api::{
-    AuthMode, ErrorBody, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus, ServicesResponse,
-    WebrtcHealth,
+    AuthMode, ErrorBody, MemoryInfo, ReadyResponse, ServiceState, ServiceStatus, WebrtcHealth,
 };
 use guest_proto::{Event, Level, NetinitReport};
 use metrics::Metrics;
@@ -270,9 +269,9 @@ pub fn router(opts: &ServeOptions, auth: auth::Auth, conns: Arc<listener::ConnSt
     let guard = Arc::new(guard::Guard::new(names));
     let guarded = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/services", get(services))
-        .route("/services/{name}/logs", get(logs))
-        .route("/services/{name}/restart", post(restart))
+        .route("/services", get(services::list))
+        .route("/services/{name}/logs", get(services::logs))
+        .route("/services/{name}/restart", post(services::restart))
         .merge(stream_proxy::guarded())
         .merge(crate::oauth::routes::router(oauth.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -462,105 +461,11 @@ async fn metrics_text(State(app): State<Shared>) -> Response {
         app.started.elapsed().as_secs_f64(),
         &app.snapshot().await.services,
     );
-    connection_metrics(&mut text, &app.conns);
+    metrics::connection_metrics(&mut text, &app.conns);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// The listener's counters in Prometheus text.
-fn connection_metrics(out: &mut String, c: &listener::ConnStats) {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    for (name, kind, help, v) in [
-        (
-            "guest_agent_http_connections_open",
-            "gauge",
-            "Open HTTP connections.",
-            &c.open,
-        ),
-        (
-            "guest_agent_http_connections_accepted_total",
-            "counter",
-            "HTTP connections accepted.",
-            &c.accepted,
-        ),
-        (
-            "guest_agent_http_connections_evicted_total",
-            "counter",
-            "Connections closed to make room under the cap (oldest of the peer holding the most).",
-            &c.evicted,
-        ),
-        (
-            "guest_agent_http_accept_errors_total",
-            "counter",
-            "accept() failures other than a dropped connection (EMFILE, ...).",
-            &c.accept_errors,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            v.load(Relaxed)
-        );
-    }
-}
-
-async fn services(State(app): State<Shared>) -> Response {
-    match app.state_dir.read() {
-        Ok(Some(st)) => Json(ServicesResponse {
-            services: st.services,
-        })
-        .into_response(),
-        Ok(None) => Json(ServicesResponse {
-            services: Vec::new(),
-        })
-        .into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct LinesQuery {
-    lines: Option<usize>,
-}
-
-async fn logs(
-    State(app): State<Shared>,
-    Path(name): Path<String>,
-    Query(q): Query<LinesQuery>,
-) -> Response {
-    let n = q.lines.unwrap_or(100).min(control::MAX_LINES);
-    let path = format!("/logs/{}?lines={n}", encode_segment(&name));
-    forward(&app, Method::GET, &path).await
-}
-
-async fn restart(State(app): State<Shared>, Path(name): Path<String>) -> Response {
-    let path = format!("/restart/{}", encode_segment(&name));
-    forward(&app, Method::POST, &path).await
-}
-
-/// Passes a request to the supervisor's control socket and its answer back.
-async fn forward(app: &App, method: Method, path: &str) -> Response {
-    match control::request(&app.state_dir.control_socket(), method, path).await {
-        Ok((code, body)) => {
-            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-/// Service names are `[A-Za-z0-9_.-]` (config enforces it); anything else is escaped.
-fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
+/// An error answer with the `{"error": ...}` body every route uses.
 fn error(code: StatusCode, msg: String) -> Response {
     (code, Json(ErrorBody { error: msg })).into_response()
 }

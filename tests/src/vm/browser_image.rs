@@ -19,7 +19,9 @@
 //! units, configs, extra files, kernel release), so a run pays for the build only when one
 //! of them changed; the debootstrap tree itself is cached once per package list.
 
-use super::image::{Binaries, ExtraFile, AGENT_CONFIG_PATH, AGENT_PATH, NETINIT_PATH, STREAMER_PATH};
+use super::image::{
+    Binaries, ExtraFile, AGENT_CONFIG_PATH, AGENT_PATH, NETINIT_PATH, STREAMER_PATH,
+};
 use super::kernel::{Kernel, MODULE_INDEXES};
 use super::systemd_image::{
     check_tree, ensure_rootfs_named, install, install_modules, SUITE, SYSTEM_UNITS, UNITS,
@@ -158,9 +160,9 @@ pub fn build(
     let netinit = std::fs::read(&bins.netinit).map_err(|e| VmError::io(&bins.netinit, e))?;
     let agent = std::fs::read(&bins.agent).map_err(|e| VmError::io(&bins.agent, e))?;
     // The one image with a display carries the streamer.
-    let streamer_path = bins.streamer.as_ref().ok_or_else(|| VmError::Other(
-        "the browser image needs the streamer binary (guest-stream)".into(),
-    ))?;
+    let streamer_path = bins.streamer.as_ref().ok_or_else(|| {
+        VmError::Other("the browser image needs the streamer binary (guest-stream)".into())
+    })?;
     let streamer = std::fs::read(streamer_path).map_err(|e| VmError::io(streamer_path, e))?;
     let mut units = Vec::new();
     for unit in UNITS {
