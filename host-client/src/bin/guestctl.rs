@@ -8,13 +8,12 @@ use host_client::console::diagnose_reader;
 use host_client::firecracker::{ConfigError, Drive, MachineConfig, VmConfig, Vsock};
 use host_client::health_diag::{health_findings, unreachable_finding};
 use host_client::tap::{self, TAP_PREFIX};
-use host_client::text::Untrusted;
-use host_client::wait::{Progress, ReadyVia, WaitOptions};
-use host_client::{AgentAddr, GuestClient, Severity, WaitError};
+use host_client::wait::WaitOptions;
+use host_client::{AgentAddr, GuestClient, Severity};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `println!` with the guest's control characters escaped: any line guestctl prints may
 /// quote the guest (console lines, `/health` strings, error bodies, session fields), and
@@ -36,6 +35,8 @@ macro_rules! tell {
 mod oauth_cmd;
 #[path = "guestctl/print.rs"]
 mod print;
+#[path = "guestctl/wait_cmd.rs"]
+mod wait_cmd;
 
 use print::{print_diagnosis, print_gc, print_health, to_json};
 
@@ -307,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 ready_socket,
                 ..Default::default()
             };
-            wait(addr, &opts, json)
+            wait_cmd::wait(addr, &opts, json)
         }
         Cmd::Diagnose {
             file,
@@ -483,111 +484,6 @@ fn token(auth: &Auth) -> anyhow::Result<Option<String>> {
         return Ok(Some(t.trim().to_string()));
     }
     Ok(std::env::var("GUESTCTL_TOKEN").ok())
-}
-
-fn wait(addr: AgentAddr, opts: &WaitOptions, json: bool) -> anyhow::Result<u8> {
-    let start = Instant::now();
-    let show = |p: &Progress| {
-        let t = start.elapsed().as_secs_f64();
-        if json {
-            if let Ok(s) = to_json(p, false) {
-                say!("{s}");
-            }
-            return;
-        }
-        match p {
-            Progress::Milestone { entry } => {
-                let kt = entry
-                    .kernel_time
-                    .map(|k| format!(", kernel time {k:.3}s"))
-                    .unwrap_or_default();
-                say!(
-                    "[{t:7.2}s] {} (console line {}{kt})",
-                    entry.milestone,
-                    entry.line
-                );
-            }
-            Progress::Answering { status, reasons } => {
-                let reasons: Vec<_> = reasons.iter().map(|r| Untrusted(r).to_string()).collect();
-                say!(
-                    "[{t:7.2}s] agent answering (HTTP {status}), not ready: {}",
-                    reasons.join("; ")
-                );
-            }
-            Progress::Finding { finding } => say!("[{t:7.2}s] {finding}"),
-            Progress::AnsweringOver {
-                addr,
-                status,
-                reasons,
-            } => {
-                let reasons: Vec<_> = reasons.iter().map(|r| Untrusted(r).to_string()).collect();
-                say!(
-                    "[{t:7.2}s] agent answering over {addr} (HTTP {status}), not ready: {}",
-                    reasons.join("; ")
-                );
-            }
-            Progress::Pushed { line } => {
-                let reasons: Vec<_> = line
-                    .reasons
-                    .iter()
-                    .map(|r| Untrusted(r).to_string())
-                    .collect();
-                say!(
-                    "[{t:7.2}s] agent pushed state {:?} (seq {}){}{}",
-                    line.state,
-                    line.seq,
-                    if reasons.is_empty() { "" } else { ": " },
-                    reasons.join("; ")
-                );
-            }
-        }
-    };
-    match runtime()?.block_on(host_client::wait_ready_with(addr, opts, show)) {
-        Ok(r) => {
-            if json {
-                let v = serde_json::json!({"result": "ready", "ready": r});
-                say!("{}", to_json(&v, false)?);
-            } else {
-                let via = match &r.via {
-                    ReadyVia::Ready { .. } => "/ready".to_string(),
-                    ReadyVia::Health { ready_status, .. } => {
-                        format!("/health ok (/ready answered {ready_status})")
-                    }
-                    ReadyVia::Pushed { line } => format!("pushed readiness line, seq {}", line.seq),
-                };
-                say!(
-                    "[{:7.2}s] ready at {} ({via}, {} attempts)",
-                    r.elapsed.as_secs_f64(),
-                    r.addr,
-                    r.attempts
-                );
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            let (code, result) = match &e {
-                WaitError::Timeout { .. } => (3, "timeout"),
-                WaitError::Diagnosed { .. } => (4, "diagnosed"),
-                WaitError::Console(_) => return Err(bad(e)),
-                WaitError::Push(_) => return Err(anyhow!(e)),
-            };
-            if json {
-                let v = serde_json::json!({
-                    "result": result,
-                    "error": e.to_string(),
-                    "last": e.last(),
-                    "findings": e.findings(),
-                });
-                say!("{}", to_json(&v, false)?);
-            } else {
-                tell!("guestctl: {e}");
-                for f in e.findings() {
-                    tell!("  {f}");
-                }
-            }
-            Ok(code)
-        }
-    }
 }
 
 /// `60s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
