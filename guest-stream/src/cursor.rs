@@ -5,7 +5,8 @@
 //!
 //! - **Shape**: XFixes `CursorNotify` on the root says the displayed cursor changed (with its
 //!   serial); the image (`GetCursorImage`, premultiplied ARGB) is fetched once per serial and
-//!   kept, so a pointer going back and forth between an arrow and an I-beam costs one reply.
+//!   kept, so a pointer going back and forth between an arrow and an I-beam costs one reply
+//!   each; a new cursor with a picture seen before goes out under the first one's serial.
 //! - **Position**: `QueryPointer` once per frame interval (`--fps`), published when it moved.
 //!   Polled because X has no event for "the pointer moved anywhere": core `MotionNotify` goes
 //!   only to windows under the pointer that select it, and XInput 2 raw motion misses warps.
@@ -233,14 +234,21 @@ impl X {
     fn shape(&mut self, counters: &Counters) -> XResult<Arc<CursorShape>> {
         let r = self.conn.xfixes_get_cursor_image()?.reply()?;
         counters.images.fetch_add(1, Ordering::Relaxed);
-        let s = Arc::new(CursorShape::from_argb(
+        let s = CursorShape::from_argb(
             r.cursor_serial,
             r.width,
             r.height,
             r.xhot,
             r.yhot,
             &r.cursor_image,
-        ));
+        );
+        // Programs make new X cursors for pictures they showed before (Chromium does for a
+        // page's own CSS cursor on every hover): the same picture keeps its first serial, so
+        // a viewer is not sent it again. At most SHAPE_CACHE compares, once per new serial.
+        let s = match self.shapes.values().find(|o| o.same_picture(&s)) {
+            Some(o) => Arc::clone(o),
+            None => Arc::new(s),
+        };
         if self.shapes.len() >= SHAPE_CACHE {
             self.shapes.clear();
         }

@@ -10,7 +10,8 @@
 //! client that predates them never sees a message it does not know.
 //!
 //! Why shapes and positions are separate: a shape (at most [`MAX_SIDE`]² pixels, 16 KiB) is
-//! sent to a viewer once per X cursor serial, and positions (12 bytes framed) name the serial
+//! sent to a viewer once per X cursor serial (once per picture: [`super::cursor`] gives a
+//! new cursor with a known picture the old serial), and positions (12 bytes framed) name the serial
 //! they show, so a pointer going back and forth between an arrow and an I-beam costs 12 bytes
 //! per change, not a picture. A viewer keeps at least [`VIEWER_CACHE`] shapes (the oldest
 //! received dropped first); the streamer resends a shape once it may have been dropped.
@@ -100,6 +101,12 @@ impl CursorShape {
             yhot: fit(yhot, oh),
             rgba,
         }
+    }
+
+    /// The same picture and hotspot, whatever the serial.
+    pub fn same_picture(&self, o: &CursorShape) -> bool {
+        (self.width, self.height, self.xhot, self.yhot) == (o.width, o.height, o.xhot, o.yhot)
+            && self.rgba == o.rgba
     }
 
     /// The RGBA of pixel (x, y); None outside.
@@ -267,6 +274,19 @@ mod tests {
         assert_eq!(s.rgba.len(), 16);
         assert_eq!((s.xhot, s.yhot), (1, 1), "hotspot kept inside");
         assert_eq!(s.pixel(1, 1), Some([0; 4]));
+        let t = CursorShape {
+            serial: 2,
+            ..s.clone()
+        };
+        assert!(s.same_picture(&t));
+        assert!(!s.same_picture(&CursorShape {
+            xhot: 0,
+            ..t.clone()
+        }));
+        assert!(!s.same_picture(&CursorShape {
+            rgba: vec![0; 16],
+            ..t
+        }));
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! - while the page's own pointer moves the VM's, the overlay is hidden (the CSS cursor is
 //!   the pointer); a VM program warping it elsewhere shows the overlay there;
 //! - positions come at most about once per frame interval however fast the pointer moves;
-//! - nobody watching: no polling, no CPU, no X connection; a reload leaves no subscription.
+//! - nobody watching: no polling, no CPU, no X connection; a reload leaves no subscription;
+//! - the login case: a (non-headless) chromium in the VM sets the pointer as its page says,
+//!   and the viewer, moving the VM's pointer through the stream, gets the page's own CSS
+//!   cursor to the pixel, the link hand and the text I-beam, and none of them twice.
 //!
 //! Fails (does not skip) when Xvfb or chromium is missing.
 
@@ -24,6 +27,14 @@ use x11rb::rust_connection::RustConnection;
 
 const W: u16 = 1280;
 const H: u16 = 720;
+
+/// One test at a time: each runs a streamer in this process, and the CPU figures read the
+/// cursor thread by its name.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The test's X client: the VM's programs as far as the pointer goes.
 struct Vm {
@@ -192,6 +203,7 @@ fn thread_ticks(name: &str) -> u64 {
 
 #[test]
 fn the_viewer_sees_the_vms_pointer() {
+    let _one = one_at_a_time();
     let x = start_xvfb(W, H);
     let _window = start_window(&x.display);
     let vm = Vm::connect(&x.display);
@@ -418,5 +430,144 @@ fn the_viewer_sees_the_vms_pointer() {
             (st["viewers"] == json!(1)).then_some(st)
         },
     );
+    assert_eq!(st["last_error"], Value::Null, "{st}");
+}
+
+/// A page for a browser in the VM: a box with a custom CSS cursor (a red 20x20 square,
+/// hotspot 4,6, made in a canvas), a link (hand) and a textarea (I-beam), side by side.
+const VM_PAGE: &str = r##"<!doctype html><html><body style="margin:0">
+<div id="own" style="position:absolute;left:0;top:0;width:400px;height:100%"></div>
+<a href="#" style="position:absolute;left:440px;top:0;width:400px;height:100%;display:block;background:#eef">a link</a>
+<textarea style="position:absolute;left:880px;top:0;width:400px;height:100%;border:0"></textarea>
+<script>
+const c = document.createElement('canvas'); c.width = 20; c.height = 20;
+const g = c.getContext('2d'); g.fillStyle = '#f00'; g.fillRect(0, 0, 20, 20);
+document.getElementById('own').style.cursor = 'url(' + c.toDataURL() + ') 4 6, crosshair';
+fetch('/loaded').catch(() => {});
+</script></body></html>"##;
+
+/// Serves [`VM_PAGE`]; the flag turns true once the page asked for `/loaded`.
+fn vm_page_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let loaded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = loaded.clone();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            let mut first = String::new();
+            let Ok(c) = conn.try_clone() else { continue };
+            if BufReader::new(c).read_line(&mut first).is_err() {
+                continue;
+            }
+            let path = first.split(' ').nth(1).unwrap_or("");
+            if path == "/loaded" {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let body = if path == "/" { VM_PAGE } else { "" };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, loaded)
+}
+
+/// The login case: a browser in the VM sets the pointer as the page under it says, and the
+/// viewer, moving the VM's pointer through the stream, gets each shape: a page's own cursor
+/// image to the pixel, the link hand, the text I-beam, and none twice.
+#[test]
+fn a_browser_in_the_vm_changes_the_pointer_the_viewer_sees() {
+    let _one = one_at_a_time();
+    need("chromium", "chromium");
+    let x = start_xvfb(W, H);
+    let (page, loaded) = vm_page_server();
+    let profile = tempfile::tempdir().expect("profile");
+    let vm_browser = std::process::Command::new("chromium")
+        .env("DISPLAY", &x.display)
+        .args([
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--password-store=basic",
+            "--window-position=0,0",
+            &format!("--window-size={W},{H}"),
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--app=http://{page}/"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn chromium in the VM display");
+    let _vm_browser = Proc(vm_browser);
+    wait_for(
+        "the VM's browser to load the page",
+        Duration::from_secs(60),
+        || {
+            loaded
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        },
+    );
+    let streamer = start_streamer(&x.display, W, H);
+    let mut b = viewer(streamer.addr);
+    wait_for("the input data channel", Duration::from_secs(30), || {
+        (b.eval("viewer.dc.readyState") == json!("open")).then_some(())
+    });
+
+    // Moves through the stream (as the viewer's mouse would) until the page shows a shape
+    // other than `not` at that spot; its serial and shape.
+    let over = |b: &mut Browser, x: u16, not: &[Value]| -> Value {
+        wait_for(
+            &format!("a new shape at ({x}, 360)"),
+            Duration::from_secs(30),
+            || {
+                b.eval(&format!("viewer.send(viewer.enc.move({x}, 360)); true"));
+                std::thread::sleep(Duration::from_millis(100));
+                let c = cursor(b);
+                (c["x"] == json!(x) && !not.contains(&c["serial"]) && c["shape"].is_object())
+                    .then_some(c)
+            },
+        )
+    };
+    let own = over(&mut b, 200, &[]);
+    let sh = &own["shape"];
+    assert_eq!(
+        [&sh["w"], &sh["h"], &sh["xhot"], &sh["yhot"]],
+        [&json!(20), &json!(20), &json!(4), &json!(6)],
+        "the page's own cursor image; {own}"
+    );
+    assert_eq!(sh["top"], json!([255, 0, 0, 255]), "{own}");
+    let hand = over(&mut b, 640, &[own["serial"].clone()]);
+    let beam = over(
+        &mut b,
+        1000,
+        &[own["serial"].clone(), hand["serial"].clone()],
+    );
+    eprintln!(
+        "cursor: the VM's chromium: own {}x{}, link {}x{} hot {},{}, text {}x{} hot {},{}",
+        sh["w"],
+        sh["h"],
+        hand["shape"]["w"],
+        hand["shape"]["h"],
+        hand["shape"]["xhot"],
+        hand["shape"]["yhot"],
+        beam["shape"]["w"],
+        beam["shape"]["h"],
+        beam["shape"]["xhot"],
+        beam["shape"]["yhot"]
+    );
+    // Back over the box: its serial again, not sent again.
+    let shapes = beam["shapes"].clone();
+    let again = wait_for("the page's cursor again", Duration::from_secs(30), || {
+        b.eval("viewer.send(viewer.enc.move(200, 360)); true");
+        std::thread::sleep(Duration::from_millis(100));
+        let c = cursor(&mut b);
+        (c["serial"] == own["serial"]).then_some(c)
+    });
+    assert_eq!(again["shapes"], shapes, "{again}");
+    let st = cursor_stats(streamer.addr);
     assert_eq!(st["last_error"], Value::Null, "{st}");
 }
