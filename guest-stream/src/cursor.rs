@@ -74,9 +74,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records an error, logged once while it repeats (an X server that is down is retried
+    /// every second while a viewer watches).
     fn note(&self, e: String) {
-        tracing::warn!("cursor: {e}");
         if let Ok(mut l) = self.last_error.lock() {
+            if l.as_deref() != Some(e.as_str()) {
+                tracing::warn!("cursor: {e}");
+            }
             *l = Some(e);
         }
     }

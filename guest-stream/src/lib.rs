@@ -2,7 +2,8 @@
 //! MIT-SHM, DAMAGE), converts BGRA → I420 (`yuv`), encodes H.264 (openh264, screen-content
 //! real-time) or, for viewers whose browser has no H.264, VP8 (libvpx), one encoder per codec
 //! in use, and sends it to each viewer's webrtc-rs peer; viewer input comes back on a data
-//! channel ([`input`] documents the format) and is injected with XTEST.
+//! channel ([`input`] documents the format) and is injected with XTEST; the same channel
+//! carries the clipboard both ways and the VM's pointer to viewers that ask ([`cursor`]).
 //!
 //! A crate of its own, with its own binary: it is the part with the heavy dependencies
 //! (webrtc-rs, openh264, X11) and its own failure domain. `guest-agent` (supervise, serve,
