@@ -367,11 +367,12 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
         // request or a frame rate control dropped does not wait.
         // The latency figure counts only frames that followed a fresh report.
         let mut reported = false;
-        let owed = codecs.iter().any(|c| c.pending)
-            || shared
-                .lanes
-                .iter()
-                .any(|l| l.keyframe.load(Ordering::SeqCst));
+        // Only codecs being encoded count: an unwatched lane's keyframe flag stays set for its
+        // next viewer and must not turn damage-driven grabs into clock-paced ones.
+        let owed = Codec::ALL.iter().any(|c| {
+            let cs = &codecs[c.index()];
+            cs.encoder.is_some() && (cs.pending || shared.lane(*c).keyframe.load(Ordering::SeqCst))
+        });
         if !owed {
             match src.wait_change(WAIT_SLICE) {
                 Ok(true) => reported = true,

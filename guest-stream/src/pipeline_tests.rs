@@ -126,3 +126,53 @@ async fn one_encoder_per_codec_in_use_fed_from_the_same_grabs() {
     next(&mut h264).await;
     p.stop();
 }
+
+/// A still screen with DAMAGE: never reports a change, counts the waits.
+struct Still {
+    waits: Arc<AtomicU32>,
+    buf: Vec<u8>,
+}
+
+impl FrameSource for Still {
+    fn grab(&mut self) -> Result<&[u8], String> {
+        Ok(&self.buf)
+    }
+    fn wait_change(&mut self, timeout: Duration) -> Result<bool, String> {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
+    fn damage(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_codec_nobody_watches_does_not_keep_the_loop_grabbing() {
+    // The VP8 lane's keyframe flag stays set while nobody watches VP8; it must not count as
+    // owed, or an H.264 viewer's grabs would follow the clock instead of the damage reports.
+    let waits = Arc::new(AtomicU32::new(0));
+    let w = Arc::clone(&waits);
+    let p = Pipeline::start(
+        settings(),
+        Box::new(move || {
+            Ok(Box::new(Still {
+                waits: Arc::clone(&w),
+                buf: vec![0; 64 * 48 * 4],
+            }) as Box<dyn FrameSource>)
+        }),
+    );
+    let mut sub = p.subscribe(Codec::H264);
+    assert!(next(&mut sub).await.keyframe);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = p.stats();
+    assert!(
+        waits.load(Ordering::SeqCst) >= 2,
+        "the loop waits for damage: {st:?}"
+    );
+    assert!(
+        st.frames_grabbed <= 3,
+        "a still screen is not grabbed at the clock's pace (200 fps): {st:?}"
+    );
+    p.stop();
+}
