@@ -1,5 +1,6 @@
 //! `cargo xtask bench stream [--seconds N] [--width W --height H --fps F] [--reconnects N]
-//! [--leave delete|close|mixed] [--streamer PATH]`: the WebRTC
+//! [--leave delete|close|mixed] [--streamer PATH] [--screen busy|still|both]
+//! [--capture clock|damage|both] [--codec h264|vp8|both]`: the WebRTC
 //! streamer (`guest-stream`, release build) at 1280x720@30 on a changing screen, all on
 //! loopback, one clock:
 //! - the "VM screen": Xvfb with a kiosk chromium showing a page that repaints every frame
@@ -17,16 +18,20 @@
 //! the box changes, like a login page), with the streamer grabbing on DAMAGE and, as the
 //! baseline in the same run, on a clock (`--capture clock`, the way before issue 15); the
 //! streamer's own share (screen drawn, by the DAMAGE report's timestamp → frame encoded) and
-//! the ratios are printed at the end.
+//! the ratios are printed at the end. Each damage run is made once per codec (`--codec`,
+//! default both: the viewer page restricts its offer with `setCodecPreferences`, so the
+//! streamer serves it H.264 or VP8), the clock baseline with H.264 only, so the table also
+//! shows VP8 against H.264 on the same screens.
 //! Then the reconnect phase ([`reconnect`], `--reconnects N`, default 20, 0 = skip): the
 //! streamer's RSS, threads and live peers as viewers come and go.
 
 mod compare;
 mod pages;
 mod reconnect;
+mod serve;
 
 use compare::Figures;
-use pages::{SCREEN_HTML, VIEWER_HTML};
+use serve::handle;
 
 use crate::deps::{ensure, SystemPackage};
 use crate::sh::{banner, cargo, on_path, run, target_dir};
@@ -67,6 +72,8 @@ struct Opts {
     screens: Vec<&'static str>,
     /// Capture modes of the streamer: `clock` (baseline), `damage`.
     captures: Vec<&'static str>,
+    /// Codecs the viewer asks for: `h264`, `vp8`.
+    codecs: Vec<&'static str>,
 }
 
 /// Entry point from `cargo xtask bench stream`.
@@ -81,6 +88,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         streamer: None,
         screens: vec!["busy", "still"],
         captures: vec!["clock", "damage"],
+        codecs: vec!["h264", "vp8"],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -122,8 +130,16 @@ pub fn cli(args: &[String]) -> Result<()> {
                     other => bail!("--capture: {other:?} is not clock, damage or both"),
                 }
             }
+            "--codec" => {
+                o.codecs = match it.next().map(String::as_str) {
+                    Some("h264") => vec!["h264"],
+                    Some("vp8") => vec!["vp8"],
+                    Some("both") => vec!["h264", "vp8"],
+                    other => bail!("--codec: {other:?} is not h264, vp8 or both"),
+                }
+            }
             other => bail!(
-                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --streamer PATH --screen busy|still|both --capture clock|damage|both)"
+                "bench stream: unknown argument `{other}` (--seconds N --width W --height H --fps F --reconnects N --leave delete|close|mixed --streamer PATH --screen busy|still|both --capture clock|damage|both --codec h264|vp8|both)"
             ),
         }
     }
@@ -134,18 +150,28 @@ pub fn cli(args: &[String]) -> Result<()> {
             target_dir().join("release/guest-stream")
         }
     };
-    let runs: Vec<(&str, &str)> = o
-        .screens
-        .iter()
-        .flat_map(|s| o.captures.iter().map(move |c| (*s, *c)))
-        .collect();
-    let mut table = Vec::new();
-    for (i, (screen, capture)) in runs.iter().enumerate() {
-        let reconnects = if i + 1 == runs.len() { o.reconnects } else { 0 };
-        let f = run_bench(&o, &streamer_bin, screen, capture, reconnects)?;
-        table.push((*screen, *capture, f));
+    // The clock baseline (when damage runs too) is taken with the first codec only: it is the
+    // capture that it compares, and one run fewer keeps the bench short.
+    let mut runs: Vec<compare::Run> = Vec::new();
+    for &screen in &o.screens {
+        for &capture in &o.captures {
+            let baseline_only = capture == "clock" && o.captures.len() > 1;
+            for &codec in o.codecs.iter().take(if baseline_only { 1 } else { 2 }) {
+                runs.push(compare::Run {
+                    screen,
+                    capture,
+                    codec,
+                    figures: Figures::default(),
+                });
+            }
+        }
     }
-    compare::print(&o.screens, &table);
+    let n = runs.len();
+    for (i, r) in runs.iter_mut().enumerate() {
+        let reconnects = if i + 1 == n { o.reconnects } else { 0 };
+        r.figures = run_bench(&o, &streamer_bin, r, reconnects)?;
+    }
+    compare::print(&o.screens, &runs);
     Ok(())
 }
 
@@ -175,12 +201,12 @@ struct Collected {
 fn run_bench(
     o: &Opts,
     streamer_bin: &std::path::Path,
-    screen: &str,
-    capture: &str,
+    what: &compare::Run,
     reconnects: u64,
 ) -> Result<Figures> {
+    let (screen, capture, codec) = (what.screen, what.capture, what.codec);
     banner(&format!(
-        "bench stream: setup ({screen} screen, capture {capture})"
+        "bench stream: setup ({screen} screen, capture {capture}, {codec})"
     ));
     if !on_path("Xvfb") || !on_path("chromium") {
         ensure(PACKAGES)?;
@@ -289,7 +315,10 @@ fn run_bench(
             ])
             .arg(format!("--window-size={},{}", o.width, o.height))
             .arg(format!("--user-data-dir={}", viewer_profile.display()))
-            .arg(format!("http://{here}/viewer?leave={}", o.leave))
+            .arg(format!(
+                "http://{here}/viewer?leave={}&codec={codec}",
+                o.leave
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -308,6 +337,14 @@ fn run_bench(
     let d = data.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let report = d.report.clone().unwrap_or_default();
     let start = d.start.clone().unwrap_or_default();
+    // The figures are labelled by codec: make sure the browser decoded the one asked for.
+    let decoded_with = report["codec"]
+        .as_str()
+        .unwrap_or("none")
+        .to_ascii_lowercase();
+    if decoded_with != format!("video/{codec}") {
+        bail!("bench stream: asked for {codec}, the viewer decoded {decoded_with}");
+    }
     let secs = (report["t"].as_f64().unwrap_or(0.0) - start["t"].as_f64().unwrap_or(0.0)) / 1000.0;
     if secs <= 0.0 {
         bail!("bench stream: no measurement window (start {start}, report {report})");
@@ -410,7 +447,7 @@ fn run_bench(
         );
     }
     println!(
-        "frame size         {}x{}, freezes {}",
+        "frame size         {}x{}, freezes {}, decoded as {decoded_with}",
         report["frameWidth"], report["frameHeight"], report["freezeCount"]
     );
     drop(d);
@@ -461,122 +498,4 @@ fn streamer_status(streamer: SocketAddr) -> Result<Value> {
     s.read_to_string(&mut resp)?;
     let body = resp.split("\r\n\r\n").nth(1).context("no body")?;
     Ok(serde_json::from_str(body)?)
-}
-
-/// One HTTP/1.1 exchange (Connection: close).
-fn handle(
-    conn: TcpStream,
-    data: &Mutex<Collected>,
-    streamer: SocketAddr,
-    pid: u32,
-    (w, h, secs, reconnects): (u16, u16, u64, u64),
-) -> Result<()> {
-    let mut r = BufReader::new(conn.try_clone()?);
-    let mut first = String::new();
-    r.read_line(&mut first)?;
-    let mut len = 0usize;
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l)? == 0 || l == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    let mut parts = first.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let mut out = conn;
-    let reply = |out: &mut TcpStream, code: &str, ctype: &str, body: &[u8]| -> Result<()> {
-        write!(
-            out,
-            "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        out.write_all(body)?;
-        Ok(())
-    };
-    let json = || serde_json::from_slice::<Value>(&body).unwrap_or_default();
-    match (method, path) {
-        ("GET", "/screen") => reply(&mut out, "200 OK", "text/html", SCREEN_HTML.as_bytes()),
-        ("GET", "/viewer") => {
-            let page = VIEWER_HTML
-                .replace("@W@", &w.to_string())
-                .replace("@H@", &h.to_string())
-                .replace("@SECS@", &secs.to_string())
-                .replace("@RECONNECTS@", &reconnects.to_string())
-                .replace("@LOOP@", reconnect::LOOP_JS);
-            reply(&mut out, "200 OK", "text/html", page.as_bytes())
-        }
-        ("POST", "/screen-event") => {
-            let v = json();
-            if let (Some(k), Some(t)) = (v["k"].as_u64(), v["t"].as_f64()) {
-                if let Ok(mut d) = data.lock() {
-                    d.screen.push((k, t));
-                }
-            }
-            reply(&mut out, "204 No Content", "text/plain", b"")
-        }
-        ("POST", "/start") => {
-            if let Ok(mut d) = data.lock() {
-                d.start = Some(json());
-                d.cpu_start = cpu_ticks(pid).map(|t| (t, Instant::now()));
-            }
-            reply(&mut out, "204 No Content", "text/plain", b"")
-        }
-        ("POST", "/report") => {
-            if let Ok(mut d) = data.lock() {
-                d.cpu_end = cpu_ticks(pid).map(|t| (t, Instant::now()));
-                d.streamer_status = streamer_status(streamer).ok();
-                d.report = Some(json());
-            }
-            reply(&mut out, "204 No Content", "text/plain", b"")
-        }
-        ("POST", "/reconnect-sample") => {
-            let v = json();
-            let done = v["done"].as_u64().unwrap_or(0);
-            let frames = v["frames"].as_u64().unwrap_or(0);
-            let sample = reconnect::sample(done, frames, pid, || streamer_status(streamer).ok());
-            if let Ok(mut d) = data.lock() {
-                d.reconnects.push(sample);
-            }
-            reply(&mut out, "204 No Content", "text/plain", b"")
-        }
-        ("POST", "/reconnects-done") => {
-            if let Ok(mut d) = data.lock() {
-                d.reconnects_done = true;
-            }
-            reply(&mut out, "204 No Content", "text/plain", b"")
-        }
-        ("DELETE", p) if p.starts_with("/webrtc/whep/") => {
-            let mut s = TcpStream::connect(streamer)?;
-            write!(
-                s,
-                "DELETE {p} HTTP/1.1\r\nHost: {streamer}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut resp = Vec::new();
-            s.read_to_end(&mut resp)?;
-            out.write_all(&resp)?;
-            Ok(())
-        }
-        ("POST", "/whep") => {
-            let mut s = TcpStream::connect(streamer)?;
-            write!(
-                s,
-                "POST /webrtc/whep HTTP/1.1\r\nHost: {streamer}\r\nContent-Type: application/sdp\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
-            s.write_all(&body)?;
-            let mut resp = Vec::new();
-            s.read_to_end(&mut resp)?;
-            out.write_all(&resp)?;
-            Ok(())
-        }
-        _ => reply(&mut out, "404 Not Found", "text/plain", b"not found\n"),
-    }
 }

@@ -26,11 +26,19 @@ function frame(now) {
 requestAnimationFrame(frame);
 </script></body></html>"#;
 
-/// The viewer: WHEP, colour sampling per decoded frame, stats, one report.
+/// The viewer: WHEP (offering only `?codec=` when given), colour sampling per decoded frame,
+/// stats, one report.
 pub const VIEWER_HTML: &str = r#"<!doctype html><html><body style="margin:0">
 <video id="v" autoplay muted playsinline></video><script>
 const P = [[255,0,0],[0,255,0],[0,0,255],[255,255,0],[0,255,255],[255,0,255],[255,255,255],[0,0,0]];
 const W = @W@, H = @H@, SECS = @SECS@, RECONNECTS = @RECONNECTS@, LEAVE = new URLSearchParams(location.search).get('leave') || 'delete';
+// ?codec=h264|vp8: offer only that codec (the streamer serves what the offer has).
+const CODEC = (new URLSearchParams(location.search).get('codec') || '').toLowerCase();
+function preferCodec(tr) {
+  if (!CODEC) return;
+  const caps = RTCRtpReceiver.getCapabilities('video').codecs, m = c => c.mimeType.toLowerCase();
+  tr.setCodecPreferences(caps.filter(c => m(c) === 'video/' + CODEC).concat(caps.filter(c => m(c) === 'video/rtx')));
+}
 const v = document.getElementById('v');
 const cv = document.createElement('canvas'); cv.width = 8; cv.height = 8;
 const g = cv.getContext('2d', {willReadFrequently: true});
@@ -49,8 +57,10 @@ function onFrame(now, meta) {
   v.requestVideoFrameCallback(onFrame);
 }
 async function stats() {
-  let r = {}; (await pc.getStats()).forEach(x => { if (x.type === 'inbound-rtp' && x.kind === 'video') r = x; });
-  return {t: Date.now(), framesDecoded: r.framesDecoded || 0, bytesReceived: r.bytesReceived || 0,
+  const all = await pc.getStats(); let r = {};
+  all.forEach(x => { if (x.type === 'inbound-rtp' && x.kind === 'video') r = x; });
+  const c = r.codecId ? all.get(r.codecId) : null;
+  return {t: Date.now(), codec: c ? c.mimeType : null, framesDecoded: r.framesDecoded || 0, bytesReceived: r.bytesReceived || 0,
           frameWidth: r.frameWidth, frameHeight: r.frameHeight, freezeCount: r.freezeCount || 0,
           jbDelay: r.jitterBufferDelay || 0, jbCount: r.jitterBufferEmittedCount || 0,
           decodeTime: r.totalDecodeTime || 0, processingDelay: r.totalProcessingDelay || 0,
@@ -58,7 +68,7 @@ async function stats() {
 }
 const post = (p, o) => fetch(p, {method: 'POST', body: JSON.stringify(o)});
 const pc = new RTCPeerConnection();
-pc.addTransceiver('video', {direction: 'recvonly'});
+preferCodec(pc.addTransceiver('video', {direction: 'recvonly'}));
 pc.ontrack = e => { v.srcObject = e.streams[0] || new MediaStream([e.track]); v.requestVideoFrameCallback(onFrame); };
 (async () => {
   await pc.setLocalDescription(await pc.createOffer());

@@ -143,7 +143,7 @@ pub fn print(samples: &[Sample], wanted: u64) {
 pub const LOOP_JS: &str = r#"
 async function whepConnect() {
   const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', {direction: 'recvonly'});
+  preferCodec(pc.addTransceiver('video', {direction: 'recvonly'}));
   const v = document.createElement('video'); v.muted = true; v.autoplay = true;
   pc.ontrack = e => { v.srcObject = e.streams[0] || new MediaStream([e.track]); };
   await pc.setLocalDescription(await pc.createOffer());
