@@ -4,7 +4,8 @@
 //! - the page gets the shape (size, hotspot, pixels) and the position, makes the shape its
 //!   CSS cursor over the video, and draws it as an overlay where the VM's pointer is;
 //! - a shape goes to a viewer once: back to a shape it has, only the position naming it
-//!   comes, and the streamer fetched each image from X once;
+//!   comes, and the streamer fetched each image from X once; a pointer the VM hides shows no
+//!   overlay and leaves the page's own pointer a plain arrow;
 //! - while the page's own pointer moves the VM's, the overlay is hidden (the CSS cursor is
 //!   the pointer); a VM program warping it elsewhere shows the overlay there;
 //! - positions come at most about once per frame interval however fast the pointer moves;
@@ -50,8 +51,9 @@ impl Vm {
     }
 
     /// A core cursor `w` x `h`, hotspot `hot`: the top half red (source bit set), the bottom
-    /// half blue (source clear), the last column transparent (mask clear).
-    fn cursor(&self, w: u16, h: u16, hot: (u16, u16)) -> u32 {
+    /// half blue (source clear), the last column transparent (mask clear); all transparent
+    /// when not `visible` (how programs hide the pointer).
+    fn cursor(&self, w: u16, h: u16, hot: (u16, u16), visible: bool) -> u32 {
         let c = &self.conn;
         let (src, mask, cur) = (
             c.generate_id().expect("id"),
@@ -64,36 +66,22 @@ impl Vm {
         let gc = c.generate_id().expect("id");
         c.create_gc(gc, src, &CreateGCAux::new().foreground(0))
             .expect("gc");
-        let fill = |p: u32, colour: u32, r: Rectangle| {
+        // (pixmap, colour, x, width, height) from the top left.
+        let fill = |p: u32, colour: u32, x: u16, width: u16, height: u16| {
             c.change_gc(gc, &ChangeGCAux::new().foreground(colour))
                 .expect("gc colour");
+            let r = Rectangle {
+                x: x as i16,
+                y: 0,
+                width,
+                height,
+            };
             c.poly_fill_rectangle(p, gc, &[r]).expect("fill");
         };
-        let all = Rectangle {
-            x: 0,
-            y: 0,
-            width: w,
-            height: h,
-        };
-        fill(src, 0, all);
-        fill(
-            src,
-            1,
-            Rectangle {
-                height: h / 2,
-                ..all
-            },
-        );
-        fill(mask, 1, all);
-        fill(
-            mask,
-            0,
-            Rectangle {
-                x: (w - 1) as i16,
-                width: 1,
-                ..all
-            },
-        );
+        fill(src, 0, 0, w, h);
+        fill(src, 1, 0, w, h / 2);
+        fill(mask, u32::from(visible), 0, w, h);
+        fill(mask, 0, w - 1, 1, h);
         c.create_cursor(cur, src, mask, 0xffff, 0, 0, 0, 0, 0xffff, hot.0, hot.1)
             .expect("cursor");
         c.free_gc(gc).expect("free gc");
@@ -154,7 +142,7 @@ const CURSOR_JS: &str = r#"(() => {
   const ox = r.left + (r.width - vw * s) / 2, oy = r.top + (r.height - vh * s) / 2;
   return { shapes: c.shapes, positions: c.positions, serial: c.serial, x: c.x, y: c.y, at: c.at,
            overlay: c.overlay, css: viewer.video.style.cursor, s,
-           shape: sh && { w: sh.w, h: sh.h, xhot: sh.xhot, yhot: sh.yhot,
+           shape: sh && { w: sh.w, h: sh.h, xhot: sh.xhot, yhot: sh.yhot, hidden: sh.hidden,
                           top: sh.pixel(0, 0), bottom: sh.pixel(0, sh.h - 1), clear: sh.pixel(sh.w - 1, 0) },
            box: { display: o.style.display, left: parseFloat(o.style.left), top: parseFloat(o.style.top),
                   width: parseFloat(o.style.width), height: parseFloat(o.style.height),
@@ -207,7 +195,7 @@ fn the_viewer_sees_the_vms_pointer() {
     let x = start_xvfb(W, H);
     let _window = start_window(&x.display);
     let vm = Vm::connect(&x.display);
-    let arrow = vm.cursor(16, 16, (3, 5));
+    let arrow = vm.cursor(16, 16, (3, 5), true);
     vm.set_root_cursor(arrow);
     let streamer = start_streamer(&x.display, W, H);
     assert_eq!(
@@ -291,7 +279,7 @@ fn the_viewer_sees_the_vms_pointer() {
     );
 
     // (b) Another shape, then back: the second shape comes once, the first is not resent.
-    let bar = vm.cursor(24, 8, (20, 1));
+    let bar = vm.cursor(24, 8, (20, 1), true);
     vm.set_root_cursor(bar);
     let c = wait_for("the bar shape in the page", Duration::from_secs(10), || {
         let c = cursor(&mut b);
@@ -309,10 +297,30 @@ fn the_viewer_sees_the_vms_pointer() {
     });
     assert_eq!(c["shapes"], json!(2), "the arrow is not sent twice; {c}");
     assert_eq!(c["shape"]["w"], json!(16), "{c}");
+    // A pointer the VM hides: no overlay, and the local pointer stays a plain arrow.
+    vm.set_root_cursor(vm.cursor(8, 8, (0, 0), false));
+    let c = wait_for(
+        "the hidden pointer in the page",
+        Duration::from_secs(10),
+        || {
+            let c = cursor(&mut b);
+            (c["shape"]["hidden"] == json!(true)).then_some(c)
+        },
+    );
+    assert_eq!(
+        (c["overlay"].clone(), c["css"].clone()),
+        (json!(false), json!("default")),
+        "{c}"
+    );
+    vm.set_root_cursor(arrow);
+    wait_for("the arrow once more", Duration::from_secs(10), || {
+        let c = cursor(&mut b);
+        (c["serial"] == arrow_serial && c["overlay"] == json!(true)).then_some(c)
+    });
     let st = cursor_stats(streamer.addr);
     assert_eq!(
         (st["images"].clone(), st["shapes_sent"].clone()),
-        (json!(2), json!(2)),
+        (json!(3), json!(3)),
         "{st}"
     );
 
@@ -388,6 +396,17 @@ fn the_viewer_sees_the_vms_pointer() {
     assert!(
         (10.0..=40.0).contains(&rate),
         "{rate}/s for a 30 fps stream"
+    );
+    // Watched but still: a poll per frame interval, nothing sent.
+    let (n0, ticks0) = (
+        cursor(&mut b)["positions"].clone(),
+        thread_ticks("webrtc-cursor"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cursor(&mut b)["positions"], n0, "nothing sent while still");
+    eprintln!(
+        "cursor: watched, still, 3 s: {} CPU ticks (1/100 s) for the cursor thread",
+        thread_ticks("webrtc-cursor") - ticks0
     );
 
     // (e) Nobody watching: the thread goes idle, polls nothing, costs nothing.
