@@ -134,7 +134,12 @@ impl Cursor {
             counters: Counters::default(),
             last_error: Mutex::new(None),
         });
-        let tick = Duration::from_secs_f64(1.0 / f64::from(hz.clamp(1.0, 240.0)));
+        let hz = if hz.is_finite() {
+            hz.clamp(1.0, 240.0)
+        } else {
+            30.0
+        };
+        let tick = Duration::from_secs_f64(1.0 / f64::from(hz));
         let sh = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("webrtc-cursor".into())
@@ -307,7 +312,13 @@ fn run(display: Option<&str>, tick: Duration, shared: &Shared) {
             return;
         }
         epoch += 1;
-        match serve_viewers(display, tick, shared, epoch) {
+        let r = serve_viewers(display, tick, shared, epoch);
+        // Nothing stale for a viewer that comes later: it waits for a connection's state.
+        publish(shared, |st| {
+            *st = CursorState::default();
+            true
+        });
+        match r {
             Ok(()) => {}
             Err(e) => {
                 shared.note(e.to_string());
@@ -359,7 +370,12 @@ fn serve_viewers(
         if now >= next {
             let pos = Some(x.pointer(c)?);
             publish(shared, |st| std::mem::replace(&mut st.pos, pos) != pos);
-            next = (next + tick).max(now);
+            // Behind (a slow reply): the next poll a full interval on, not at once.
+            next = if next + tick > now {
+                next + tick
+            } else {
+                now + tick
+            };
             continue; // drain what the reply brought before sleeping
         }
         let ms = next.saturating_duration_since(now).as_millis().min(1000) as i32 + 1;
@@ -371,11 +387,6 @@ fn serve_viewers(
         // SAFETY: `pfd` is a live pollfd for the whole call.
         unsafe { libc::poll(&mut pfd, 1, ms) };
     }
-    // Nothing stale for the next viewer: it waits for the next connection's state.
-    publish(shared, |st| {
-        *st = CursorState::default();
-        true
-    });
     Ok(())
 }
 
