@@ -11,7 +11,7 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 #[command(
     name = "guest-stream",
     version,
-    about = "Screen streamer: X display -> H.264 -> WebRTC viewers, input back through XTEST"
+    about = "Screen streamer: X display -> H.264 or VP8 -> WebRTC viewers, input back through XTEST"
 )]
 struct Cli {
     #[command(flatten)]
