@@ -257,6 +257,8 @@ struct CodecState {
     /// The rate control dropped this codec's last frame: encode the next grab even if the
     /// screen then looks unchanged, or its viewers would keep a stale picture.
     pending: bool,
+    /// When to try again to make an encoder that failed.
+    retry_at: Option<Instant>,
     latencies: Latencies,
     rate: FrameRate,
 }
@@ -344,21 +346,25 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 }
             }
         }
-        // An encoder for every codec with a viewer (a new one starts with a keyframe).
-        let mut failed = false;
+        // An encoder for every codec with a viewer (a new one starts with a keyframe). One that
+        // cannot be made is tried again a second later, without holding up the other codec.
         for c in Codec::ALL {
             let cs = &mut codecs[c.index()];
-            if !shared.lane(c).watched() || cs.encoder.is_some() {
+            if !shared.lane(c).watched()
+                || cs.encoder.is_some()
+                || cs.retry_at.is_some_and(|t| Instant::now() < t)
+            {
                 continue;
             }
             match VideoEncoder::new(c, settings) {
                 Ok(e) => {
                     cs.encoder = Some(e);
+                    cs.retry_at = None;
                     changed_set = true;
                 }
                 Err(e) => {
                     record(&shared, |st| st.last_error = Some(format!("{c}: {e}")));
-                    failed = true;
+                    cs.retry_at = Some(Instant::now() + Duration::from_secs(1));
                 }
             }
         }
@@ -369,8 +375,8 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 .collect();
             record(&shared, |st| st.encoders_in_use = in_use);
         }
-        if failed {
-            std::thread::sleep(Duration::from_secs(1));
+        if codecs.iter().all(|c| c.encoder.is_none()) {
+            std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         let Some(src) = source.as_mut() else {
@@ -498,6 +504,7 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                     // A new encoder next time round, starting with a keyframe.
                     cs.encoder = None;
                     cs.pending = false;
+                    record(&shared, |st| st.encoders_in_use.retain(|x| *x != c));
                 }
             }
         }
