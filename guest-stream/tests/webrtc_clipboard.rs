@@ -499,3 +499,32 @@ fn ctrl_v_in_the_viewer_pastes_into_a_browser_in_the_vm() {
     assert!(s["clipboard"]["gets"].as_u64().unwrap_or(0) >= 1, "{s}");
     assert_eq!(s["malformed"], json!(0), "{s}");
 }
+
+/// A person on a Mac copies and pastes with Cmd: the viewer page sends Cmd as Control there
+/// (the VM is Linux: Cmd+V must paste, not arrive as Super+V), and Meta as Meta elsewhere.
+#[test]
+fn cmd_on_a_mac_viewer_is_control_in_the_vm() {
+    let x = start_xvfb(320, 240);
+    let streamer = start_streamer(&x.display, 320, 240);
+    let mut b = Browser::launch(&format!("http://{}/viewer#token={TOKEN}", streamer.addr));
+    let keysyms = |b: &mut Browser| {
+        wait_for("window.viewer", Duration::from_secs(30), || {
+            (b.eval("typeof viewer") == json!("object")).then_some(())
+        });
+        b.eval(
+            r#"[["Meta", "MetaLeft"], ["Meta", "MetaRight"], ["Control", "ControlLeft"], ["v", "KeyV"]]
+                 .map(([key, code]) => viewer.keysym({ key, code }))"#,
+        )
+    };
+    assert_eq!(keysyms(&mut b), json!([0xffeb, 0xffec, 0xffe3, 0x76]));
+    b.call("Page.enable", json!({}));
+    b.call(
+        "Emulation.setUserAgentOverride",
+        json!({"userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", "platform": "MacIntel"}),
+    );
+    b.call("Page.reload", json!({}));
+    wait_for("the Mac page", Duration::from_secs(30), || {
+        (b.eval("navigator.platform") == json!("MacIntel")).then_some(())
+    });
+    assert_eq!(keysyms(&mut b), json!([0xffe3, 0xffe4, 0xffe3, 0x76]));
+}
