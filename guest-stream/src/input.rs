@@ -71,6 +71,8 @@ pub enum InputError {
     ClipboardNotUtf8 { offset: usize, at: usize },
     #[error("event at byte {offset}: cursor watch {value} is not 0 or 1")]
     BadCursorWatch { offset: usize, value: u8 },
+    #[error("event at byte {offset}: more than {max} clipboard sets in one message")]
+    TooManyClipboardSets { offset: usize, max: usize },
 }
 
 /// Largest clipboard text either way, in bytes. Below the u16 event length (65535), below
@@ -78,6 +80,12 @@ pub enum InputError {
 /// the X server's maximum request size (256 KiB without BIG-REQUESTS), so the selection
 /// owner answers with one property write and never needs INCR transfers.
 pub const MAX_CLIPBOARD: usize = 60 * 1024;
+
+/// Most clipboard sets one message may carry. Each is awaited (the X server must own the
+/// text before the events after it go in), so a message of thousands of tiny sets would
+/// cost thousands of X round trips; a person's paste is one set, a paste and Ctrl+V twice
+/// over is two.
+pub const MAX_CLIPBOARD_SETS: usize = 4;
 
 /// Type of the streamer → viewer clipboard answer.
 pub const CLIPBOARD_TEXT: u8 = 0x80;
@@ -183,6 +191,17 @@ pub fn parse(msg: &[u8]) -> Result<Vec<Event>, InputError> {
                     offset: off,
                     at: e.valid_up_to(),
                 })?;
+                if out
+                    .iter()
+                    .filter(|e| matches!(e, Event::ClipboardSet(_)))
+                    .count()
+                    >= MAX_CLIPBOARD_SETS
+                {
+                    return Err(InputError::TooManyClipboardSets {
+                        offset: off,
+                        max: MAX_CLIPBOARD_SETS,
+                    });
+                }
                 out.push(Event::ClipboardSet(text.to_owned()));
             }
             0x09 => {
@@ -322,6 +341,22 @@ mod tests {
         assert_eq!(
             parse(&[8, 0, 0]),
             Ok(vec![Event::ClipboardSet(String::new())])
+        );
+    }
+
+    #[test]
+    fn a_message_carries_at_most_four_clipboard_sets() {
+        let set = encode_clipboard_set("");
+        let four: Vec<u8> = set.repeat(MAX_CLIPBOARD_SETS);
+        assert_eq!(parse(&four).map(|e| e.len()), Ok(MAX_CLIPBOARD_SETS));
+        // Thousands of 3-byte sets in one message would be as many awaited X round trips.
+        let many: Vec<u8> = set.repeat(20_000);
+        assert_eq!(
+            parse(&many),
+            Err(InputError::TooManyClipboardSets {
+                offset: 3 * MAX_CLIPBOARD_SETS,
+                max: MAX_CLIPBOARD_SETS
+            })
         );
     }
 
