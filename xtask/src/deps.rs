@@ -51,7 +51,7 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
     SystemPackage {
         package: "nasm",
         why: "openh264's assembly (without it the encoder silently builds 4-5x slower); must be \
-              there before guest-agent is first built",
+              there before guest-stream is first built",
     },
     SystemPackage {
         package: "libvpx-dev",
