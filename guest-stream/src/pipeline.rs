@@ -501,9 +501,13 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 }
                 Err(e) => {
                     record(&shared, |st| st.last_error = Some(format!("{c}: {e}")));
-                    // A new encoder next time round, starting with a keyframe.
+                    // A new encoder (starting with a keyframe) a second later, as after a
+                    // failed creation: an encoder that fails every frame must not be remade
+                    // (~30 MiB for VP8) at every grab; its heap goes back at once.
                     cs.encoder = None;
                     cs.pending = false;
+                    cs.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    trim_heap();
                     record(&shared, |st| st.encoders_in_use.retain(|x| *x != c));
                 }
             }

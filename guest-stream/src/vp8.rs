@@ -162,9 +162,21 @@ impl Vp8Encoder {
         let pts = (now.duration_since(start).as_millis() as i64).max(self.last_pts + 1);
         self.last_pts = pts;
         let duration = (1000.0 / self.settings.fps.max(1.0)).round().max(1.0) as c_ulong;
+        // libvpx reads w*h luma and (w/2)*(h/2) of each chroma plane through raw pointers: the
+        // planes are public fields, so their sizes are checked here, not trusted.
+        let chroma = (w / 2) * (h / 2);
+        if frame.y.len() < w * h || frame.u.len() < chroma || frame.v.len() < chroma {
+            return Err(EncodeError::Vp8(format!(
+                "frame planes are {}/{}/{} bytes, {w}x{h} needs {}/{chroma}/{chroma}",
+                frame.y.len(),
+                frame.u.len(),
+                frame.v.len(),
+                w * h
+            )));
+        }
         let force = std::mem::take(&mut self.force_keyframe);
-        // SAFETY: the planes are frame's own buffers of the sizes the strides describe (checked
-        // in I420::new), alive for the call; libvpx reads them during the call only.
+        // SAFETY: the planes hold at least the bytes the strides and size describe (checked
+        // above), alive for the call; libvpx reads them during the call only.
         let rc = unsafe {
             ffi::gk_vp8_encode(
                 self.enc.as_ptr(),
@@ -343,5 +355,16 @@ mod tests {
             e.as_deref(),
             Some("libvpx: frame is 32x32, the encoder 64x48")
         );
+        // Planes shorter than the size says: refused, never read past their end.
+        let mut short = grey(64, 48, 0);
+        short.y.truncate(64 * 48 - 1);
+        let e = enc.encode(&short).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("libvpx: frame planes are 3071/768/768 bytes, 64x48 needs 3072/768/768")
+        );
+        let mut empty = grey(64, 48, 0);
+        empty.v.clear();
+        assert!(enc.encode(&empty).is_err());
     }
 }

@@ -527,4 +527,45 @@ fn cmd_on_a_mac_viewer_is_control_in_the_vm() {
         (b.eval("navigator.platform") == json!("MacIntel")).then_some(())
     });
     assert_eq!(keysyms(&mut b), json!([0xffe3, 0xffe4, 0xffe3, 0x76]));
+    // A Mac fires no keyup for a key pressed under Cmd: Cmd's own keyup releases it, or it
+    // would stay pressed in the VM. The page's messages are caught by a stand-in channel.
+    b.eval(
+        "window.sent = []; viewer.dc = { readyState: 'open', send: (b) => \
+         window.sent.push(Array.from(new Uint8Array(b))) }; true",
+    );
+    let key = |b: &mut Browser, t: &str, k: &str, code: &str, vk: u32, mods: u32| {
+        b.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": t, "key": k, "code": code, "windowsVirtualKeyCode": vk, "modifiers": mods}),
+        );
+    };
+    key(&mut b, "rawKeyDown", "Meta", "MetaLeft", 91, 4);
+    key(&mut b, "rawKeyDown", "a", "KeyA", 65, 4);
+    key(&mut b, "keyUp", "Meta", "MetaLeft", 91, 0);
+    let down = |k: u32| {
+        json!([
+            3,
+            0,
+            4,
+            k >> 24,
+            (k >> 16) & 0xff,
+            (k >> 8) & 0xff,
+            k & 0xff
+        ])
+    };
+    let up = |k: u32| {
+        json!([
+            4,
+            0,
+            4,
+            k >> 24,
+            (k >> 16) & 0xff,
+            (k >> 8) & 0xff,
+            k & 0xff
+        ])
+    };
+    assert_eq!(
+        b.eval("window.sent"),
+        json!([down(0xffe3), down(0x61), up(0x61), up(0xffe3)])
+    );
 }

@@ -169,6 +169,7 @@ fn now_ms() -> i64 {
 /// CPU ticks (user + system, 1/100 s) of this process's thread named `name`.
 fn thread_ticks(name: &str) -> u64 {
     let mut total = 0;
+    let mut found = false;
     for t in std::fs::read_dir("/proc/self/task")
         .expect("tasks")
         .flatten()
@@ -177,6 +178,7 @@ fn thread_ticks(name: &str) -> u64 {
         if comm.trim() != name {
             continue;
         }
+        found = true;
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
         // Fields after the ")" that ends the name: state is 3rd, utime 14th, stime 15th.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -186,6 +188,8 @@ fn thread_ticks(name: &str) -> u64 {
             .collect();
         total += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     }
+    // No such thread would read as "no CPU": the figure must measure something.
+    assert!(found, "no thread named {name:?} in this process");
     total
 }
 

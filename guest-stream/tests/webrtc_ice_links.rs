@@ -73,9 +73,17 @@ fn whep_answers_name_the_ice_servers_and_the_viewer_page_uses_them() {
     );
     assert!(servers.contains("1700000000:vm-7"), "{servers}");
     // A connected viewer keeps its peer: the "offer again with the learned servers" rule
-    // fires only for a peer that did not connect.
+    // fires only for a peer that did not connect (within 5 s; a loaded machine may take
+    // longer, then one re-offer is allowed, never more).
+    wait_for(
+        "the viewer's peer connected",
+        Duration::from_secs(30),
+        || (b.eval("viewer.pc.connectionState") == json!("connected")).then_some(()),
+    );
+    let connects = b.eval("viewer.connects").as_u64().unwrap_or(0);
+    assert!((1..=2).contains(&connects), "{connects} connects");
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(b.eval("viewer.connects"), json!(1));
+    assert_eq!(b.eval("viewer.connects"), json!(connects));
     assert_eq!(b.eval("viewer.pc.connectionState"), json!("connected"));
 }
 

@@ -146,6 +146,7 @@ pub fn cli(args: &[String]) -> Result<()> {
     let streamer_bin = match &o.streamer {
         Some(a) => a.clone(),
         None => {
+            ensure(crate::deps::STREAMER_BUILD_PACKAGES)?;
             run(cargo().args(["build", "--release", "-p", "guest-stream"]))?;
             target_dir().join("release/guest-stream")
         }

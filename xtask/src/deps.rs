@@ -14,7 +14,24 @@ pub struct SystemPackage {
     pub why: &'static str,
 }
 
-/// What `cargo xtask test` (and the netinit benchmark) need on the machine.
+/// What building guest-stream needs: every command that builds it (the test suite, the
+/// images, `bench stream`) ensures these first.
+pub const STREAMER_BUILD_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        package: "nasm",
+        why: "openh264's assembly (without it the encoder silently builds 4-5x slower); must be \
+              there before guest-stream is first built",
+    },
+    SystemPackage {
+        package: "libvpx-dev",
+        why: "the streamer's VP8 encoder: guest-stream's build.rs compiles its libvpx shim \
+              against these headers and links libvpx.a (static, also in the images); must be \
+              there before guest-stream is first built",
+    },
+];
+
+/// What `cargo xtask test` (and the netinit benchmark) need on the machine (with
+/// [`STREAMER_BUILD_PACKAGES`]).
 pub const TEST_PACKAGES: &[SystemPackage] = &[
     SystemPackage {
         package: "iproute2",
@@ -47,17 +64,6 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
     SystemPackage {
         package: "dbus-daemon",
         why: "a private bus for guest-agent's systemd D-Bus tests",
-    },
-    SystemPackage {
-        package: "nasm",
-        why: "openh264's assembly (without it the encoder silently builds 4-5x slower); must be \
-              there before guest-stream is first built",
-    },
-    SystemPackage {
-        package: "libvpx-dev",
-        why: "the streamer's VP8 encoder: guest-stream's build.rs compiles its libvpx shim \
-              against these headers and links libvpx.a (static, also in the images); must be \
-              there before guest-stream is first built",
     },
     SystemPackage {
         package: "xvfb",

@@ -293,6 +293,7 @@ pub struct VmBins {
 /// guest-agent and guest-stream for the images, in one cargo run: [`AGENT_RUSTFLAGS`], the
 /// [`AGENT_PROFILE`] profile, each checked for linkage and its size printed.
 pub fn build_agent() -> Result<VmBins> {
+    deps::ensure(deps::STREAMER_BUILD_PACKAGES)?;
     banner(&format!(
         "static guest-agent and guest-stream (profile {AGENT_PROFILE})"
     ));

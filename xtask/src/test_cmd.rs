@@ -37,6 +37,7 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
     // The netns tests' tools, and QEMU, debootstrap, systemd for the VM tests.
     deps::ensure_all(&[
         deps::TEST_PACKAGES,
+        deps::STREAMER_BUILD_PACKAGES,
         image::VM_PACKAGES,
         image::SYSTEMD_PACKAGES,
     ])?;
