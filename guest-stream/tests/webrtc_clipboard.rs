@@ -385,24 +385,7 @@ fn ctrl_v_in_the_viewer_pastes_into_a_browser_in_the_vm() {
             .iter()
             .any(|(a, b)| a == k && b == v)
     };
-    let profile = tempfile::tempdir().expect("profile");
-    let vm_browser = std::process::Command::new("chromium")
-        .env("DISPLAY", &x.display)
-        .args([
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--password-store=basic",
-            "--window-position=0,0",
-            &format!("--window-size={W},{H}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-            &format!("--app=http://{page}/"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn chromium in the VM display");
-    let _vm_browser = Proc(vm_browser);
+    let _vm_browser = start_vm_chromium(&x.display, &format!("http://{page}/"), W, H);
     wait_for(
         "the VM's browser to load the page",
         Duration::from_secs(60),

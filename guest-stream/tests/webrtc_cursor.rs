@@ -507,24 +507,7 @@ fn a_browser_in_the_vm_changes_the_pointer_the_viewer_sees() {
     need("chromium", "chromium");
     let x = start_xvfb(W, H);
     let (page, loaded) = vm_page_server();
-    let profile = tempfile::tempdir().expect("profile");
-    let vm_browser = std::process::Command::new("chromium")
-        .env("DISPLAY", &x.display)
-        .args([
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--password-store=basic",
-            "--window-position=0,0",
-            &format!("--window-size={W},{H}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-            &format!("--app=http://{page}/"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn chromium in the VM display");
-    let _vm_browser = Proc(vm_browser);
+    let _vm_browser = start_vm_chromium(&x.display, &format!("http://{page}/"), W, H);
     wait_for(
         "the VM's browser to load the page",
         Duration::from_secs(60),

@@ -192,6 +192,38 @@ pub fn start_window(display: &str) -> TestWindow {
 }
 
 /// A free loopback TCP port (bound and released).
+/// A Chromium on the test's display, as the VM's browser: an app window at 0,0 filling
+/// `w`x`h`, on its own profile (removed with it); killed on drop.
+pub struct VmChromium {
+    _proc: Proc,
+    _profile: tempfile::TempDir,
+}
+
+pub fn start_vm_chromium(display: &str, url: &str, w: u16, h: u16) -> VmChromium {
+    need("chromium", "chromium");
+    let profile = tempfile::tempdir().expect("profile");
+    let child = Command::new("chromium")
+        .env("DISPLAY", display)
+        .args([
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--password-store=basic",
+            "--window-position=0,0",
+            &format!("--window-size={w},{h}"),
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--app={url}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chromium in the VM display");
+    VmChromium {
+        _proc: Proc(child),
+        _profile: profile,
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
