@@ -212,10 +212,18 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let input = self.input.clone();
+        // The channel's task also ends with the viewer (the server removes a viewer whose
+        // peer is gone): its cursor feed must not outlive it waiting for a close event.
+        let mut state = self.state.subscribe();
         tokio::spawn(async move {
             let reading = Arc::new(AtomicBool::new(false));
             let mut cursor = None;
-            while let Some(ev) = dc.poll().await {
+            loop {
+                let ev = tokio::select! {
+                    ev = dc.poll() => ev,
+                    _ = state.wait_for(|s| *s == ViewerState::Gone) => None,
+                };
+                let Some(ev) = ev else { break };
                 match ev {
                     DataChannelEvent::OnMessage(msg) => match input::parse(&msg.data) {
                         Ok(evs) => apply(evs, &input, &dc, &reading, &mut cursor).await,
