@@ -224,7 +224,7 @@ pub fn sdp_candidates(sdp: &str) -> Vec<Value> {
 
 /// Fetches the controller's ICE servers for the offer about to be answered; on failure the
 /// last list stays (a controller that is briefly away must not cost the viewer its TURN).
-async fn refresh_ice_servers(streamer: &Streamer, base: &str, t: Duration) {
+pub(crate) async fn refresh_ice_servers(streamer: &Streamer, base: &str, t: Duration) {
     match request(
         Method::GET,
         &format!("{base}/api/webrtc/ice-servers"),
@@ -252,6 +252,7 @@ pub async fn run(streamer: Arc<Streamer>, opts: ControllerOptions) -> Result<(),
     }
     let session = format!("{base}/api/webrtc/session/{}", opts.session);
     let t = opts.request_timeout;
+    streamer.fetch_ice_servers_from(base.clone(), t);
     let mut delay = opts.poll_min;
     let mut last_offer: Option<String> = None;
     let mut current: Option<String> = None;

@@ -43,6 +43,10 @@ pub struct Streamer {
     /// Viewer slots taken: negotiating plus registered, never above `max_viewers`.
     slots: Arc<AtomicUsize>,
     viewers: Mutex<HashMap<String, Registered>>,
+    /// In controller mode, where every offer's ICE servers come from (base URL, request
+    /// timeout): WHEP offers fetch them too, so their TURN credentials are as fresh as the
+    /// controller's viewers' (not the list of the controller's last offer).
+    ice_source: std::sync::OnceLock<(String, std::time::Duration)>,
 }
 
 /// A registered viewer with the slot it holds until it is removed.
@@ -103,7 +107,21 @@ impl Streamer {
             max_viewers,
             slots: Arc::new(AtomicUsize::new(0)),
             viewers: Mutex::new(HashMap::new()),
+            ice_source: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Fetch the ICE servers from this controller before answering any offer (set once, by
+    /// controller mode).
+    pub fn fetch_ice_servers_from(&self, base: String, timeout: std::time::Duration) {
+        let _ = self.ice_source.set((base, timeout));
+    }
+
+    /// Refreshes the ICE servers from the controller, when there is one.
+    async fn refresh_ice_servers(&self) {
+        if let Some((base, t)) = self.ice_source.get() {
+            super::controller::refresh_ice_servers(self, base, *t).await;
+        }
     }
 
     pub async fn status(&self) -> Status {
@@ -350,6 +368,7 @@ async fn whep_post(State(s): State<Arc<Streamer>>, headers: HeaderMap, body: Str
         )
             .into_response();
     }
+    s.refresh_ice_servers().await;
     match s.add_viewer(body).await {
         Ok((id, answer)) => {
             let links = ice_server_links(&s.peer.lock().await.ice_servers);

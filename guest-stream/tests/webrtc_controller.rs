@@ -299,7 +299,7 @@ fn vp9_offer(n: u32) -> Value {
 #[test]
 fn a_refused_offer_is_answered_with_its_reason_and_each_offer_fetches_ice_servers() {
     let (state, port) = serve_fake_controller();
-    let _streamer = start_streamer_with(
+    let streamer = start_streamer_with(
         ":9998",
         320,
         240,
@@ -342,4 +342,24 @@ fn a_refused_offer_is_answered_with_its_reason_and_each_offer_fetches_ice_server
             "one ICE servers fetch per offer"
         );
     }
+    // A WHEP offer to a streamer in controller mode fetches the controller's list too (its
+    // TURN credentials must be as fresh as the controller's viewers'), refused or not.
+    let sdp = vp9_offer(3)["sdp"].as_str().unwrap_or_default().to_string();
+    let auth = format!("Bearer {TOKEN}");
+    let (code, text) = http(
+        streamer.addr,
+        "POST",
+        "/webrtc/whep",
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        &sdp,
+    );
+    assert_eq!(code, 400, "{text}");
+    assert_eq!(
+        state.lock().expect("fake").ice_fetches,
+        3,
+        "a WHEP offer fetches the controller's ICE servers"
+    );
 }
