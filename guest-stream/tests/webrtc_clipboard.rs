@@ -184,23 +184,6 @@ fn own_clipboard(display: &str, text: String) -> VmOwner {
     }
 }
 
-/// The viewer page, connected and playing.
-fn viewer(addr: SocketAddr) -> Browser {
-    let mut b = Browser::launch(&format!("http://{addr}/viewer#token={TOKEN}"));
-    wait_for("window.viewer", Duration::from_secs(30), || {
-        (b.eval("typeof viewer") == json!("object")).then_some(())
-    });
-    b.eval("viewer.ready.then(() => true)");
-    wait_for("decoded frames", Duration::from_secs(60), || {
-        let s = b.eval(STATS_JS);
-        (s["framesDecoded"].as_u64().unwrap_or(0) >= 5).then_some(())
-    });
-    wait_for("the input data channel", Duration::from_secs(30), || {
-        (b.eval("viewer.dc.readyState") == json!("open")).then_some(())
-    });
-    b
-}
-
 /// A paste in the viewer page, as the browser delivers one (a `paste` event with the text).
 fn paste_js(text: &str) -> String {
     format!(
@@ -220,7 +203,7 @@ fn the_clipboard_goes_both_ways_bounded() {
     let x = start_xvfb(W, H);
     let _window = start_window(&x.display);
     let streamer = start_streamer(&x.display, W, H);
-    let mut b = viewer(streamer.addr);
+    let mut b = viewer_playing(streamer.addr);
 
     // (a) Viewer → VM: CLIPBOARD and PRIMARY, as a VM program reads them.
     let text = "pässwörd → €10 🔑 日本語\nsecond line";
@@ -393,7 +376,7 @@ fn ctrl_v_in_the_viewer_pastes_into_a_browser_in_the_vm() {
     );
 
     let streamer = start_streamer(&x.display, W, H);
-    let mut b = viewer(streamer.addr);
+    let mut b = viewer_playing(streamer.addr);
     // A click into the textarea through the stream (focus for the VM's keyboard).
     b.eval(
         "viewer.send(viewer.enc.move(640, 360)); viewer.send(viewer.enc.buttonDown(1));

@@ -119,20 +119,6 @@ impl Vm {
     }
 }
 
-/// The viewer page, connected and playing.
-fn viewer(addr: SocketAddr) -> Browser {
-    let mut b = Browser::launch(&format!("http://{addr}/viewer#token={TOKEN}"));
-    wait_for("window.viewer", Duration::from_secs(30), || {
-        (b.eval("typeof viewer") == json!("object")).then_some(())
-    });
-    b.eval("viewer.ready.then(() => true)");
-    wait_for("decoded frames", Duration::from_secs(60), || {
-        let s = b.eval(STATS_JS);
-        (s["framesDecoded"].as_u64().unwrap_or(0) >= 5).then_some(())
-    });
-    b
-}
-
 /// What the page knows of the cursor, the overlay as laid out, and where the page's own
 /// mapping (scale, letterbox) says the overlay belongs.
 const CURSOR_JS: &str = r#"(() => {
@@ -207,7 +193,7 @@ fn the_viewer_sees_the_vms_pointer() {
         json!(false),
         "idle before a viewer"
     );
-    let mut b = viewer(streamer.addr);
+    let mut b = viewer_playing(streamer.addr);
 
     // (a) Shape and position reach the page.
     vm.warp(300, 200);
@@ -518,7 +504,7 @@ fn a_browser_in_the_vm_changes_the_pointer_the_viewer_sees() {
         },
     );
     let streamer = start_streamer(&x.display, W, H);
-    let mut b = viewer(streamer.addr);
+    let mut b = viewer_playing(streamer.addr);
     wait_for("the input data channel", Duration::from_secs(30), || {
         (b.eval("viewer.dc.readyState") == json!("open")).then_some(())
     });

@@ -231,3 +231,21 @@ pub const STATS_JS: &str = r#"(async () => {
            frameHeight: r.frameHeight || 0, freezeCount: r.freezeCount || 0,
            state: viewer.pc.connectionState, dc: viewer.dc.readyState };
 })()"#;
+
+/// The viewer page of the streamer at `addr` in headless chromium: connected, decoding, its
+/// input channel open.
+pub fn viewer_playing(addr: SocketAddr) -> Browser {
+    let mut b = Browser::launch(&format!("http://{addr}/viewer#token={}", super::TOKEN));
+    wait_for("window.viewer", Duration::from_secs(30), || {
+        (b.eval("typeof viewer") == json!("object")).then_some(())
+    });
+    b.eval("viewer.ready.then(() => true)");
+    wait_for("decoded frames", Duration::from_secs(60), || {
+        let s = b.eval(super::STATS_JS);
+        (s["framesDecoded"].as_u64().unwrap_or(0) >= 5).then_some(())
+    });
+    wait_for("the input data channel", Duration::from_secs(30), || {
+        (b.eval("viewer.dc.readyState") == json!("open")).then_some(())
+    });
+    b
+}
