@@ -4,6 +4,7 @@
 mod bench_dhcp;
 mod bench_netinit;
 mod deps;
+mod disk;
 mod fuzz;
 mod sh;
 mod static_build;

@@ -10,7 +10,7 @@
 //! 4. runs each fuzz target's bounded smoke pass.
 
 use crate::sh::{banner, capture, cargo, run, target_dir};
-use crate::{deps, fuzz, image, static_build, tools};
+use crate::{deps, disk, fuzz, image, static_build, tools};
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::Instant;
 
@@ -41,18 +41,23 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
         image::VM_PACKAGES,
         image::SYSTEMD_PACKAGES,
     ])?;
-    static_build::build_netinit()?;
+    let target = target_dir();
+    disk::explained(static_build::build_netinit(), &target)?;
 
     banner("workspace binaries");
-    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    disk::explained(
+        run(cargo().args(["build", "--workspace", "--bins"])),
+        &target,
+    )?;
     // The VM tests boot the agent that ships in the images (static, profile vmagent), not the
     // debug build.
-    let vm_bins = image::build_agent()?;
+    let vm_bins = disk::explained(image::build_agent(), &target)?;
 
     // The real login CLIs (npm, pinned) and the VM tests' vsock device (crates.io, pinned):
     // both cached under target/vm-cache.
     let login_clis = deps::install_login_clis(&target_dir().join("vm-cache/npm"))?;
     let vhost_vsock = tools::vhost_device_vsock()?;
+    disk::report("the builds", &target);
 
     banner("test suite");
     let bin_dirs = std::env::join_paths([static_build::static_dir(), target_dir().join("debug")])
@@ -76,21 +81,21 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
         debian_kernel_modules()?;
         // --no-fail-fast: one run shows every failure.
         tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-        run(&mut tests)?;
+        disk::explained(run(&mut tests), &target)?;
     } else {
         println!("(cargo-nextest not installed: using cargo test)");
         debian_kernel_modules()?;
         tests.args(["test", "--workspace", "--no-fail-fast"]);
-        run(&mut tests)?;
+        disk::explained(run(&mut tests), &target)?;
     }
+    disk::report("the test suite", &target);
 
     if fuzz_seconds > 0 {
-        fuzz::run_targets(
-            None,
-            fuzz::Mode::Smoke {
-                seconds: fuzz_seconds,
-            },
-        )?;
+        let smoke = fuzz::Mode::Smoke {
+            seconds: fuzz_seconds,
+        };
+        disk::explained(fuzz::run_targets(None, smoke), &target)?;
+        disk::report("the fuzzers", &target);
     } else {
         println!("\n(fuzzing turned off with --fuzz-seconds 0)");
     }
