@@ -22,6 +22,7 @@ pub mod controller;
 pub mod cursor;
 pub mod cursor_msg;
 pub mod encode;
+pub mod heap;
 pub mod inject;
 pub mod inject_thread;
 pub mod input;

@@ -20,6 +20,8 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before the runtime's threads: dropped encoders' memory must go back (see heap.rs).
+    guest_stream::heap::use_one_arena();
     init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -238,18 +238,6 @@ fn record_codec(shared: &Shared, codec: Codec, f: impl FnOnce(&mut CodecStats)) 
     });
 }
 
-/// Gives the heap pages a dropped encoder freed back to the kernel. libvpx's VP8 encoder takes
-/// ~30 MiB at 1280x720 in large blocks that glibc (its mmap threshold raised by earlier frees)
-/// serves from the heap and keeps after `free`: without this the streamer's RSS stayed 32 MiB
-/// higher for good once a VP8 viewer had watched (bench stream's reconnect phase).
-fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel; no pointer is touched.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// The loop thread's per-codec state.
 #[derive(Default)]
 struct CodecState {
@@ -302,7 +290,7 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                 cs.encoder = None;
                 cs.pending = false;
                 changed_set = true;
-                trim_heap();
+                super::heap::trim();
             }
         }
         if !Codec::ALL.iter().any(|c| shared.lane(*c).watched()) {
@@ -507,7 +495,7 @@ fn run(shared: Arc<Shared>, settings: EncoderSettings, mut factory: SourceFactor
                     cs.encoder = None;
                     cs.pending = false;
                     cs.retry_at = Some(Instant::now() + Duration::from_secs(1));
-                    trim_heap();
+                    super::heap::trim();
                     record(&shared, |st| st.encoders_in_use.retain(|x| *x != c));
                 }
             }
