@@ -4,7 +4,7 @@
 //! `ld terminated with signal 7 [Bus error]` (the linker writes its output through a memory
 //! map, and a full disk turns that write into SIGBUS), which names neither the disk nor how
 //! much was needed. Printing the target directory's size and the free space at each stage puts
-//! the figure in the log, and a failed step on a nearly full disk says so.
+//! the figure in the log, and a failed command on a nearly full disk says so (`sh::run`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -68,14 +68,14 @@ pub fn report(stage: &str, target: &Path) {
     }
 }
 
-/// `result`, its error saying "the disk is (nearly) full" when the filesystem holding `target`
-/// has less than [`LOW_FREE_BYTES`] left, so a linker's SIGBUS is read for what it is.
-pub fn explained<T>(result: anyhow::Result<T>, target: &Path) -> anyhow::Result<T> {
-    result.map_err(|err| explain_failure(err, target))
+/// Adds "the disk is (nearly) full" to `err` when the filesystem holding `target` has less
+/// than [`LOW_FREE_BYTES`] left, so a linker's SIGBUS is read for what it is.
+pub fn explain_failure(err: anyhow::Error, target: &Path) -> anyhow::Error {
+    explain_with_free(err, target, free_bytes(target))
 }
 
-fn explain_failure(err: anyhow::Error, target: &Path) -> anyhow::Error {
-    match free_bytes(target) {
+fn explain_with_free(err: anyhow::Error, target: &Path, free: Option<u64>) -> anyhow::Error {
+    match free {
         Some(free) if free < LOW_FREE_BYTES => err.context(format!(
             "only {:.2} GiB is free on the filesystem of {}: a full disk makes the linker \
              die with SIGBUS (signal 7); free space and run again",
@@ -92,30 +92,43 @@ mod tests {
 
     #[test]
     fn used_bytes_counts_what_files_take() {
-        let dir = tempfile_dir();
-        let before = used_bytes(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let before = used_bytes(dir);
         std::fs::write(dir.join("a"), vec![7u8; 1 << 20]).unwrap();
         std::fs::create_dir(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/b"), vec![7u8; 1 << 20]).unwrap();
-        let after = used_bytes(&dir);
+        let after = used_bytes(dir);
         assert!(
             after - before >= 2 << 20,
             "two 1 MiB files counted as {} bytes",
             after - before
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failure_on_a_nearly_full_disk_says_so() {
+        let target = Path::new("/ci/target");
+        let full = explain_with_free(
+            anyhow::anyhow!("`cargo build` failed"),
+            target,
+            Some(1 << 20),
+        );
+        let text = format!("{full:#}");
+        assert!(
+            text.contains("0.00 GiB is free on the filesystem of /ci/target"),
+            "{text}"
+        );
+        assert!(text.contains("`cargo build` failed"), "{text}");
+        for free in [Some(LOW_FREE_BYTES), None] {
+            let plain = explain_with_free(anyhow::anyhow!("`cargo build` failed"), target, free);
+            assert_eq!(format!("{plain:#}"), "`cargo build` failed");
+        }
     }
 
     #[test]
     fn free_bytes_reads_the_filesystem() {
         assert!(free_bytes(Path::new("/")).is_some(), "statvfs / failed");
         assert!(free_bytes(Path::new("/no/such/dir/here")).is_none());
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("xtask-disk-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

@@ -62,7 +62,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start `{shown}`"))?;
     if !status.success() {
-        bail!("`{shown}` failed ({status})");
+        return Err(failed(&shown, status));
     }
     Ok(())
 }
@@ -82,9 +82,18 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start `{shown}`"))?;
     if !status.success() {
-        bail!("`{shown}` failed ({status})");
+        return Err(failed(&shown, status));
     }
     Ok(())
+}
+
+/// "`cmd` failed (status)", saying so when the disk is (nearly) full: a build that fills the
+/// disk fails with a linker's SIGBUS that names neither (see [`crate::disk`]).
+fn failed(shown: &str, status: std::process::ExitStatus) -> anyhow::Error {
+    crate::disk::explain_failure(
+        anyhow::anyhow!("`{shown}` failed ({status})"),
+        &target_dir(),
+    )
 }
 
 /// Runs `cmd` quietly and returns its stdout; fails with its stderr unless it exits 0.

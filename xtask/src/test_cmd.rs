@@ -41,23 +41,19 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
         image::VM_PACKAGES,
         image::SYSTEMD_PACKAGES,
     ])?;
-    let target = target_dir();
-    disk::explained(static_build::build_netinit(), &target)?;
+    static_build::build_netinit()?;
 
     banner("workspace binaries");
-    disk::explained(
-        run(cargo().args(["build", "--workspace", "--bins"])),
-        &target,
-    )?;
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
     // The VM tests boot the agent that ships in the images (static, profile vmagent), not the
     // debug build.
-    let vm_bins = disk::explained(image::build_agent(), &target)?;
+    let vm_bins = image::build_agent()?;
 
     // The real login CLIs (npm, pinned) and the VM tests' vsock device (crates.io, pinned):
     // both cached under target/vm-cache.
     let login_clis = deps::install_login_clis(&target_dir().join("vm-cache/npm"))?;
     let vhost_vsock = tools::vhost_device_vsock()?;
-    disk::report("the builds", &target);
+    disk::report("the builds", &target_dir());
 
     banner("test suite");
     let bin_dirs = std::env::join_paths([static_build::static_dir(), target_dir().join("debug")])
@@ -81,21 +77,23 @@ fn run_all(fuzz_seconds: u64) -> Result<()> {
         debian_kernel_modules()?;
         // --no-fail-fast: one run shows every failure.
         tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-        disk::explained(run(&mut tests), &target)?;
+        run(&mut tests)?;
     } else {
         println!("(cargo-nextest not installed: using cargo test)");
         debian_kernel_modules()?;
         tests.args(["test", "--workspace", "--no-fail-fast"]);
-        disk::explained(run(&mut tests), &target)?;
+        run(&mut tests)?;
     }
-    disk::report("the test suite", &target);
+    disk::report("the test suite", &target_dir());
 
     if fuzz_seconds > 0 {
-        let smoke = fuzz::Mode::Smoke {
-            seconds: fuzz_seconds,
-        };
-        disk::explained(fuzz::run_targets(None, smoke), &target)?;
-        disk::report("the fuzzers", &target);
+        fuzz::run_targets(
+            None,
+            fuzz::Mode::Smoke {
+                seconds: fuzz_seconds,
+            },
+        )?;
+        disk::report("the fuzzers", &target_dir());
     } else {
         println!("\n(fuzzing turned off with --fuzz-seconds 0)");
     }
