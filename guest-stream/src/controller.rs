@@ -143,7 +143,11 @@ async fn request_unbounded(
     Ok((status, v))
 }
 
-/// Parses the ice-servers answer (object with `iceServers` or a bare array).
+/// Parses an ICE server list (object with `iceServers` or a bare array): the controller's
+/// answer and `--ice-servers-file`. An entry a browser would refuse (`RTCPeerConnection`
+/// throws on it, so the viewer would get no peer at all) is an error naming it: a URL that is
+/// not `stun:`/`stuns:`/`turn:`/`turns:`, a TURN server without username and credential, a
+/// field of the wrong type. Credentials are never echoed.
 pub fn parse_ice_servers(v: &Value) -> Result<Vec<IceServer>, String> {
     let list = v
         .get("iceServers")
@@ -155,26 +159,60 @@ pub fn parse_ice_servers(v: &Value) -> Result<Vec<IceServer>, String> {
     items
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let urls = match &s["urls"] {
-                Value::String(u) => vec![u.clone()],
-                Value::Array(a) => a
-                    .iter()
-                    .map(|u| {
-                        u.as_str()
-                            .map(String::from)
-                            .ok_or_else(|| format!("iceServers[{i}].urls: not a string"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(format!("iceServers[{i}].urls: missing")),
-            };
-            Ok(IceServer {
-                urls,
-                username: s["username"].as_str().map(String::from),
-                credential: s["credential"].as_str().map(String::from),
-            })
-        })
+        .map(|(i, s)| parse_ice_server(i, s))
         .collect()
+}
+
+fn parse_ice_server(i: usize, s: &Value) -> Result<IceServer, String> {
+    let urls: Vec<String> = match &s["urls"] {
+        Value::String(u) => vec![u.clone()],
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(j, u)| {
+                u.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| format!("iceServers[{i}].urls[{j}]: not a string"))
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Null => return Err(format!("iceServers[{i}].urls: missing")),
+        _ => {
+            return Err(format!(
+                "iceServers[{i}].urls: not a string or a list of strings"
+            ))
+        }
+    };
+    if urls.is_empty() {
+        return Err(format!("iceServers[{i}].urls: empty"));
+    }
+    let text = |field: &str| match &s[field] {
+        Value::Null => Ok(None),
+        Value::String(v) => Ok(Some(v.clone())),
+        _ => Err(format!("iceServers[{i}].{field}: not a string")),
+    };
+    let (username, credential) = (text("username")?, text("credential")?);
+    for (j, url) in urls.iter().enumerate() {
+        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+        match scheme.as_str() {
+            "stun" | "stuns" => {}
+            "turn" | "turns" if username.is_some() && credential.is_some() => {}
+            "turn" | "turns" => {
+                return Err(format!(
+                    "iceServers[{i}]: {scheme}: server {url:?} needs both username and credential"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "iceServers[{i}].urls[{j}]: {url:?} is not a stun:, stuns:, turn: or turns: URL"
+                ))
+            }
+        }
+    }
+    Ok(IceServer {
+        urls,
+        username,
+        credential,
+    })
 }
 
 /// ICE candidates in a JSON value: `[...]` or `{candidates:[...]}`; strings or init objects.
@@ -356,6 +394,41 @@ mod tests {
                 .as_deref(),
             Some("iceServers[0].urls: missing")
         );
+    }
+
+    #[test]
+    fn an_ice_server_a_browser_would_refuse_is_named() {
+        let err = |v: Value| parse_ice_servers(&v).expect_err("must fail");
+        assert_eq!(
+            err(json!([{"urls": 42}])),
+            "iceServers[0].urls: not a string or a list of strings"
+        );
+        assert_eq!(
+            err(json!([{"urls": "stun:a:1"}, {"urls": ["stun:b:1", 7]}])),
+            "iceServers[1].urls[1]: not a string"
+        );
+        assert_eq!(err(json!([{"urls": []}])), "iceServers[0].urls: empty");
+        assert_eq!(
+            err(json!([{"urls": ["stun:a:1", "http://a/"]}])),
+            r#"iceServers[0].urls[1]: "http://a/" is not a stun:, stuns:, turn: or turns: URL"#
+        );
+        let no_credential = err(json!([{"urls": "turn:t:3478", "username": "u"}]));
+        assert_eq!(
+            no_credential,
+            r#"iceServers[0]: turn: server "turn:t:3478" needs both username and credential"#
+        );
+        let bad_type = err(json!([{"urls": "turn:t:3478", "username": "u", "credential": 5}]));
+        assert_eq!(bad_type, "iceServers[0].credential: not a string");
+        // A credential is never part of an error.
+        let secret = err(json!([{"urls": "turns:t:5349", "credential": "s3cret"}]));
+        assert!(!secret.contains("s3cret"), "{secret}");
+        // What browsers take passes, whatever the case of the scheme.
+        let ok = parse_ice_servers(&json!([
+            {"urls": "STUN:a:1"},
+            {"urls": ["turns:t:5349?transport=tcp"], "username": "u", "credential": "c"}
+        ]))
+        .expect("valid list");
+        assert_eq!(ok.len(), 2);
     }
 
     #[test]
